@@ -1,0 +1,1 @@
+"""Projects, members, images, masks, the web tool and the REST API."""

@@ -1,0 +1,181 @@
+"""Projects, memberships, images and masks.
+
+Masks are the big table (millions of rows per project, hundreds of millions at SA-1B scale):
+they carry a denormalised ``project`` so that the exporter and the stats read one index range
+instead of joining through images.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Stage(models.TextChoices):
+    ASSISTED_MANUAL = "assisted_manual", "Assisted-manual"
+    SEMI_AUTOMATIC = "semi_automatic", "Semi-automatic"
+    FULLY_AUTOMATIC = "fully_automatic", "Fully automatic"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    stage = models.CharField(max_length=32, choices=Stage.choices, default=Stage.ASSISTED_MANUAL)
+    deployed_version = models.ForeignKey(
+        "engine.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deployed_in",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(stage__in=[s.value for s in Stage]), name="project_stage_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ANNOTATOR = "annotator", "Annotator"
+        REVIEWER = "reviewer", "Reviewer"
+        ADMIN = "admin", "Admin"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_unique"),
+            models.CheckConstraint(
+                condition=Q(role__in=["annotator", "reviewer", "admin"]),
+                name="membership_role_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role} in {self.project}"
+
+
+class Image(models.Model):
+    """An image stored once per project under ``images/<sha256>`` of its original bytes.
+
+    ``width``/``height`` are after EXIF orientation, i.e. what the model and the tool see.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    blob_key = models.CharField(max_length=1024)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    file_name = models.CharField(max_length=512, blank=True)
+    format = models.CharField(max_length=16, help_text="JPEG, PNG, WEBP or TIFF")
+    byte_size = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_per_project"),
+            models.CheckConstraint(condition=Q(width__gt=0, height__gt=0), name="image_size_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name or self.sha256[:12]
+
+
+class Mask(models.Model):
+    """One object mask as COCO RLE (``counts`` compressed, as str; size = image height, width)."""
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        ASSISTED = "assisted", "Model-assisted"
+        PREFILL = "prefill", "Prefilled"
+        AUTOMATIC = "automatic", "Automatic"
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed", "Proposed"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="masks")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="masks")
+    rle_counts = models.TextField()
+    bbox = models.JSONField(help_text="[x, y, w, h] in pixels")
+    area = models.BigIntegerField()
+    stage = models.CharField(max_length=32, choices=Stage.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACCEPTED)
+    model_version = models.ForeignKey(
+        "engine.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    prompts = models.JSONField(default=list, blank=True)
+    seconds_spent = models.FloatField(null=True, blank=True)
+    clicks = models.PositiveIntegerField(null=True, blank=True)
+    predicted_iou = models.FloatField(null=True, blank=True)
+    stability_score = models.FloatField(null=True, blank=True)
+    point_coords = models.JSONField(null=True, blank=True, help_text="[[x, y]]")
+    crop_box = models.JSONField(null=True, blank=True, help_text="[x, y, w, h]")
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Exporter and training snapshots: one project, one status, in id order.
+            models.Index(fields=["project", "status", "id"], name="mask_project_status_id"),
+            # The tool: masks of one image.
+            models.Index(fields=["image", "status"], name="mask_image_status"),
+            # Per-annotator stats over time.
+            models.Index(fields=["annotator", "created_at"], name="mask_annotator_time"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="mask_unique_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(area__gte=0), name="mask_area_nonneg"),
+            models.CheckConstraint(
+                condition=Q(stage__in=[s.value for s in Stage]), name="mask_stage_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=["manual", "assisted", "prefill", "automatic"]),
+                name="mask_source_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["proposed", "accepted", "rejected"]),
+                name="mask_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(seconds_spent__isnull=True) | Q(seconds_spent__gte=0),
+                name="mask_seconds_nonneg",
+            ),
+            models.CheckConstraint(
+                condition=Q(stability_score__isnull=True)
+                | Q(stability_score__gte=0, stability_score__lte=1),
+                name="mask_stability_in_unit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"mask #{self.pk} on image {self.image_id}"
+
+    @property
+    def rle(self) -> dict[str, object]:
+        """COCO compressed RLE: ``{"size": [h, w], "counts": str}``."""
+        return {"size": [self.image.height, self.image.width], "counts": self.rle_counts}

@@ -1,0 +1,1 @@
+"""The data engine: stages, the model registry, jobs and inference services."""

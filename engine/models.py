@@ -1,0 +1,117 @@
+"""The model registry and the job table.
+
+Every long-running piece of work (ingest, embedding, export, training, automatic stage) is a
+``Job`` row: status, progress and error live in the database, so a dead worker loses nothing
+and the web UI and the API can show progress.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    """A SAM checkpoint registered for a project: imported, or produced by a retrain round."""
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        RETIRED = "retired", "Retired"
+
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="model_versions"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    arch = models.CharField(max_length=32, help_text="vit_b, vit_l, vit_h or a small test config")
+    config = models.JSONField(default=dict, blank=True)
+    checkpoint_key = models.CharField(max_length=1024)
+    sha256 = models.CharField(max_length=64)
+    onnx_decoder_key = models.CharField(max_length=1024, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    round = models.PositiveIntegerField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="modelversion_unique_sha"),
+            models.CheckConstraint(
+                condition=Q(status__in=["ready", "retired"]), name="modelversion_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.arch} #{self.pk}"
+
+
+class Job(models.Model):
+    """A long-running job with status, progress, error and timings."""
+
+    class Kind(models.TextChoices):
+        INGEST = "ingest", "Image import"
+        EXPORT = "export", "Dataset export"
+        EMBED = "embed", "Embedding"
+        TRAIN = "train", "Retrain round"
+        AUTOMATIC = "automatic", "Automatic stage"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    project = models.ForeignKey(
+        "annotation.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "kind", "-created_at"], name="job_project_kind")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
+                name="job_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["ingest", "export", "embed", "train", "automatic"]),
+                name="job_kind_valid",
+            ),
+            models.CheckConstraint(condition=Q(progress_done__gte=0), name="job_progress_nonneg"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job #{self.pk} ({self.status})"
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction done in [0, 1], or None when the total is not known yet."""
+        if not self.progress_total:
+            return 1.0 if self.status == self.Status.SUCCEEDED else None
+        return min(1.0, self.progress_done / self.progress_total)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

@@ -1,0 +1,90 @@
+"""Blob store on the local filesystem. Writes go to a temp file in the target folder, then rename."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.blobs.base import BlobNotFound, BlobStore, validate_key
+
+_CHUNK = 1024 * 1024
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        # validate_key already refuses "..": this guards against symlinks pointing outside.
+        if self.root not in path.parents:
+            raise BlobNotFound(key)
+        return path
+
+    def put_file(self, key: str, fileobj: BinaryIO, *, content_type: str | None = None) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := fileobj.read(_CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        return written
+
+    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
+        path = self._path(key)
+        try:
+            return path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise BlobNotFound(key) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        keys = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        yield from sorted(keys)
+
+    def url(self, key: str, *, expires: int = 3600, filename: str | None = None) -> str | None:
+        return None
+
+    def copy_to_path(self, key: str, dest: Path) -> None:
+        """Copy ``key`` to a local path (used by exports to a folder)."""
+        with self.open(key) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)

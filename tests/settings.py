@@ -1,0 +1,19 @@
+"""Test settings: the production stack on this machine (PostgreSQL, Redis), blobs in a temp dir.
+
+Every value can still be overridden from the environment, e.g. to give parallel runs their own
+database: ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/maskloop_b pytest``.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/maskloop")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("MASKLOOP_VAR_DIR", tempfile.mkdtemp(prefix="maskloop-test-"))
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}

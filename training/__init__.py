@@ -1,0 +1,1 @@
+"""Retrain rounds: dataset snapshots, the training loop and evaluation (issue 5)."""

@@ -1,0 +1,1 @@
+"""Framework-free training loop (issue 5). Depends on ``engine.sam``; imports no Django."""
