@@ -129,7 +129,7 @@ class Mask(models.Model):
     stability_score = models.FloatField(null=True, blank=True)
     point_coords = models.JSONField(null=True, blank=True, help_text="[[x, y]]")
     crop_box = models.JSONField(null=True, blank=True, help_text="[x, y, w, h]")
-    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -172,7 +172,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)
+    }
 # Job rows carry status and results; Celery's own result store is not used.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

@@ -9,7 +9,7 @@ import traceback
 import uuid
 from typing import Any, Protocol
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,7 +32,7 @@ def job_create(
     kind: str,
     project: Any = None,
     params: dict[str, Any] | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     total: int | None = None,
     message: str = "",
 ) -> Job:

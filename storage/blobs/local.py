@@ -1,4 +1,4 @@
-"""Blob store on the local filesystem. Writes go to a temp file in the target folder, then rename."""
+"""Blob store on the local filesystem: writes go to a temp file in the folder, then rename."""
 
 import contextlib
 import os
