@@ -1,0 +1,1 @@
+"""Annotation selectors (reads), split by subdomain."""

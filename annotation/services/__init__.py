@@ -1,0 +1,1 @@
+"""Annotation services (all writes), split by subdomain: projects, ingest, masks, export."""
