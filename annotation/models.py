@@ -138,6 +138,10 @@ class Mask(models.Model):
         indexes = [
             # Exporter and training snapshots: one project, one status, in id order.
             models.Index(fields=["project", "status", "id"], name="mask_project_status_id"),
+            # SA-1B export: masks grouped per image, images in id order.
+            models.Index(
+                fields=["project", "status", "image", "id"], name="mask_project_status_image"
+            ),
             # The tool: masks of one image.
             models.Index(fields=["image", "status"], name="mask_image_status"),
             # Per-annotator stats over time.

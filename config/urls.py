@@ -1,11 +1,14 @@
-"""Top-level URL configuration."""
+"""Top-level URL configuration: admin, the REST API under /api/, the web UI at the root."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("annotation.api.urls")),
+    path("api/", include("engine.api")),
+    path("", include("annotation.web.urls")),
 ]

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
-mkdir -p var/celery-broker
+
 
 "$BIN/celery" -A config worker -Q default,gpu --concurrency 1 --loglevel INFO \
   --hostname "maskloop-local@%h" &

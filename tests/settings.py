@@ -17,3 +17,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
+# whitenoise warns when STATIC_ROOT is missing; collectstatic is not part of the tests.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405

@@ -27,7 +27,9 @@ class InvalidBlobKey(BlobError, ValueError):
     """The key is empty, absolute, or escapes the store (``..``, backslashes, control chars)."""
 
 
-_KEY_PART = re.compile(r"^[A-Za-z0-9._@=+,-][A-Za-z0-9._@=+, -]*$")
+# Any printable text (Unicode letters included, as S3 keys often have) except control characters,
+# backslashes and a leading space; "." and ".." segments are refused separately.
+_KEY_PART = re.compile(r"^[^\x00-\x1f\x7f\\ /][^\x00-\x1f\x7f\\/]*$")
 
 
 def validate_key(key: str) -> str:

@@ -1,0 +1,192 @@
+"""Images: list, multi-file upload (project admins), retrieve, original bytes, thumbnail."""
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotModified,
+    HttpResponseRedirect,
+)
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.imaging import ACCEPTED_FORMATS, thumbnail_jpeg
+from annotation.models import Image, Project
+from annotation.permissions import require_admin
+from annotation.selectors.images import images_for_project
+from annotation.selectors.projects import image_get_for_user, project_get_for_user
+from annotation.services.ingest import images_ingest_batch
+from storage.blobs import get_blob_store
+
+THUMBNAIL_SIDE = 256
+_CACHE_CONTROL = "private, max-age=86400"
+
+
+class ImageOutput(serializers.ModelSerializer[Image]):
+    project = serializers.PrimaryKeyRelatedField[Project](read_only=True)
+    content_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "project",
+            "file_name",
+            "width",
+            "height",
+            "format",
+            "byte_size",
+            "sha256",
+            "created_at",
+            "content_url",
+            "thumbnail_url",
+        ]
+        read_only_fields = fields
+
+    def get_content_url(self, image: Image) -> str:
+        return reverse("api-image-content", args=[image.pk])
+
+    def get_thumbnail_url(self, image: Image) -> str:
+        return reverse("api-image-thumbnail", args=[image.pk])
+
+
+class ImageUploadInput(serializers.Serializer[Any]):
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True),
+        allow_empty=False,
+        help_text="one or more image files (JPEG, PNG, WebP, TIFF); all are imported or none",
+    )
+
+
+class UploadedImageOutput(serializers.Serializer[Any]):
+    file_name = serializers.CharField()
+    status = serializers.ChoiceField(choices=["imported", "duplicate"])
+    image = ImageOutput()
+
+
+class ImageUploadOutput(serializers.Serializer[Any]):
+    imported = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    results = UploadedImageOutput(many=True)
+
+
+class ImageListUploadApi(generics.ListAPIView[Image]):
+    """GET: a project's images in id order (paginated). POST: upload images (all or nothing)."""
+
+    serializer_class = ImageOutput
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self) -> QuerySet[Image]:
+        if getattr(self, "swagger_fake_view", False):
+            return Image.objects.none()
+        project = project_get_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
+        return images_for_project(project=project)
+
+    @extend_schema(operation_id="images_list")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="images_upload",
+        request={"multipart/form-data": ImageUploadInput},
+        responses={
+            201: ImageUploadOutput,
+            200: OpenApiResponse(ImageUploadOutput, description="every file was a duplicate"),
+        },
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        require_admin(user=request.user, project=project)
+        data = ImageUploadInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        files = [(upload.name or "", upload.read()) for upload in data.validated_data["files"]]
+        outcomes = images_ingest_batch(project=project, files=files)
+        imported = sum(1 for outcome in outcomes if outcome.status == "imported")
+        body = {
+            "imported": imported,
+            "duplicates": len(outcomes) - imported,
+            "results": [
+                {"file_name": o.file_name, "status": o.status, "image": o.image} for o in outcomes
+            ],
+        }
+        code = status.HTTP_201_CREATED if imported else status.HTTP_200_OK
+        return Response(ImageUploadOutput(body).data, status=code)
+
+
+class ImageDetailApi(APIView):
+    @extend_schema(operation_id="images_retrieve", responses={200: ImageOutput})
+    def get(self, request: Request, image_id: int) -> Response:
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        return Response(ImageOutput(image).data)
+
+
+def _not_modified(request: HttpRequest, etag: str) -> bool:
+    sent = request.headers.get("If-None-Match", "")
+    return etag in {tag.strip() for tag in sent.split(",")}
+
+
+class ImageContentApi(APIView):
+    @extend_schema(
+        operation_id="images_content",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="the original bytes, as uploaded"
+            ),
+            302: OpenApiResponse(description="redirect to a presigned URL of the blob store"),
+        },
+    )
+    def get(self, request: Request, image_id: int) -> HttpResponseBase:
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        store = get_blob_store()
+        presigned = store.url(
+            image.blob_key,
+            expires=settings.S3_PRESIGN_SECONDS,
+            filename=image.file_name or None,
+        )
+        if presigned:
+            return HttpResponseRedirect(presigned)
+        etag = f'"{image.sha256}"'
+        if _not_modified(request, etag):
+            return HttpResponseNotModified(headers={"ETag": etag})
+        response = FileResponse(
+            store.open(image.blob_key),
+            content_type=ACCEPTED_FORMATS.get(image.format, "application/octet-stream"),
+            filename=image.file_name or f"{image.sha256}",
+        )
+        response["ETag"] = etag
+        response["Cache-Control"] = _CACHE_CONTROL
+        return response
+
+
+class ImageThumbnailApi(APIView):
+    @extend_schema(
+        operation_id="images_thumbnail",
+        responses={
+            (200, "image/jpeg"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description=f"a JPEG whose longer side is at most {THUMBNAIL_SIDE} pixels",
+            )
+        },
+    )
+    def get(self, request: Request, image_id: int) -> HttpResponseBase:
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        etag = f'"{image.sha256}-t{THUMBNAIL_SIDE}"'
+        if _not_modified(request, etag):
+            return HttpResponseNotModified(headers={"ETag": etag})
+        data = thumbnail_jpeg(get_blob_store().get_bytes(image.blob_key), max_side=THUMBNAIL_SIDE)
+        response = HttpResponse(data, content_type="image/jpeg")
+        response["ETag"] = etag
+        response["Cache-Control"] = _CACHE_CONTROL
+        return response

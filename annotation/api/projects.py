@@ -1,0 +1,84 @@
+"""Projects: list (with counts), create (staff and superusers), retrieve."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.models import Project, Stage
+from annotation.permissions import CanCreateProjects, acting_user
+from annotation.selectors.projects import (
+    project_get_with_stats,
+    projects_with_stats,
+)
+from annotation.services.projects import project_create
+from engine.models import ModelVersion
+
+
+class ProjectOutput(serializers.ModelSerializer[Project]):
+    deployed_version = serializers.PrimaryKeyRelatedField[ModelVersion](
+        read_only=True, allow_null=True
+    )
+    image_count = serializers.IntegerField(read_only=True)
+    accepted_mask_count = serializers.IntegerField(read_only=True)
+    my_masks_today = serializers.IntegerField(read_only=True)
+    my_role = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "description",
+            "stage",
+            "deployed_version",
+            "created_at",
+            "image_count",
+            "accepted_mask_count",
+            "my_masks_today",
+            "my_role",
+        ]
+        read_only_fields = fields
+
+
+class ProjectCreateInput(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    stage = serializers.ChoiceField(choices=Stage.choices, default=Stage.ASSISTED_MANUAL)
+
+
+class ProjectListCreateApi(generics.ListAPIView[Project]):
+    """GET: the projects the caller can see. POST: create one (staff and superusers)."""
+
+    serializer_class = ProjectOutput
+    permission_classes = [CanCreateProjects]
+
+    def get_queryset(self) -> QuerySet[Project]:
+        return projects_with_stats(user=self.request.user)
+
+    @extend_schema(operation_id="projects_list")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="projects_create",
+        request=ProjectCreateInput,
+        responses={201: ProjectOutput},
+    )
+    def post(self, request: Request) -> Response:
+        data = ProjectCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = project_create(creator=acting_user(request.user), **data.validated_data)
+        output = project_get_with_stats(user=request.user, project_id=project.pk)
+        return Response(ProjectOutput(output).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    @extend_schema(operation_id="projects_retrieve", responses={200: ProjectOutput})
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_get_with_stats(user=request.user, project_id=project_id)
+        return Response(ProjectOutput(project).data)

@@ -1,0 +1,62 @@
+// maskloop web UI: self-refreshing panels and upload niceties. No dependencies.
+"use strict";
+
+(function () {
+  const REFRESH_MS = 1500;
+
+  // An element with data-refresh-url and data-active="1" is re-fetched and replaced until the
+  // server renders it with data-active="0" (every job in it has finished).
+  function keepFresh(element) {
+    if (element.dataset.active !== "1") return;
+    window.setTimeout(async function () {
+      try {
+        const response = await fetch(element.dataset.refreshUrl, {
+          credentials: "same-origin",
+          headers: { "X-Requested-With": "fetch" },
+        });
+        if (response.ok) {
+          const holder = document.createElement("template");
+          holder.innerHTML = (await response.text()).trim();
+          const fresh = holder.content.firstElementChild;
+          if (fresh) {
+            element.replaceWith(fresh);
+            keepFresh(fresh);
+            return;
+          }
+        }
+      } catch (error) {
+        // Network hiccup: try again at the next tick.
+      }
+      keepFresh(element);
+    }, REFRESH_MS);
+  }
+
+  function describeFiles(input, label) {
+    const count = input.files ? input.files.length : 0;
+    if (count === 0) label.textContent = "Choose files…";
+    else if (count === 1) label.textContent = input.files[0].name;
+    else label.textContent = count + " files selected";
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-refresh-url]").forEach(keepFresh);
+
+    document.querySelectorAll(".file-drop").forEach(function (drop) {
+      const input = drop.querySelector("input[type=file]");
+      const label = drop.querySelector("[data-file-label]");
+      if (input && label) input.addEventListener("change", function () { describeFiles(input, label); });
+    });
+
+    document.querySelectorAll("form[data-busy-label]").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        const button = form.querySelector("button[type=submit]");
+        if (!button) return;
+        // After the browser has collected the form data.
+        window.setTimeout(function () {
+          button.disabled = true;
+          button.textContent = form.dataset.busyLabel;
+        }, 0);
+      });
+    });
+  });
+})();

@@ -1,0 +1,38 @@
+"""Celery tasks of the annotation app: thin, ids in, one service call each."""
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from annotation.services.export import export_run
+from engine.services.jobs import job_fail
+from storage.blobs import BlobStoreUnavailable
+
+
+class JobTask(Task[Any, Any]):
+    """A task whose first argument is a Job id: a final failure marks that job failed.
+
+    Celery calls ``on_failure`` once the task gives up: at once for an ordinary error, after
+    the last retry for a retried one; never between retries.
+    """
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job_id = args[0] if args else kwargs.get("job_id")
+        if job_id is not None:
+            job_fail(job_id=int(job_id), error=exc)
+
+
+@shared_task(
+    bind=True,
+    base=JobTask,
+    name="annotation.tasks.export_dataset",
+    acks_late=True,  # export_run is idempotent: a redelivered job reruns cleanly or does nothing
+    autoretry_for=(BlobStoreUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
+def export_dataset(self: JobTask, job_id: int) -> None:
+    """Export one dataset (COCO or SA-1B) as described by its Job's params."""
+    export_run(job_id=job_id, task_id=self.request.id or "")

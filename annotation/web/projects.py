@@ -1,0 +1,173 @@
+"""Project list and project page: images, members, upload and export (project admins)."""
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation.errors import DomainError, ImageRejected
+from annotation.models import Project
+from annotation.permissions import (
+    ADMIN,
+    acting_user,
+    can_create_projects,
+    has_role,
+    require_admin,
+    role_in,
+)
+from annotation.selectors.images import images_for_project
+from annotation.selectors.projects import (
+    project_get_for_user,
+    project_get_with_stats,
+    project_jobs,
+    project_members,
+    projects_with_stats,
+)
+from annotation.services.export import export_start
+from annotation.services.ingest import images_ingest_batch
+from annotation.services.projects import project_create
+from engine.models import Job
+
+IMAGES_PER_PAGE = 48
+JOBS_SHOWN = 10
+EXPORT_FORMATS = {"coco": "COCO", "sa1b": "SA-1B"}
+
+
+def _project_list_page(
+    request: HttpRequest, *, create_error: str = "", status: int = 200
+) -> HttpResponse:
+    context = {
+        "projects": projects_with_stats(user=request.user),
+        "can_create": can_create_projects(request.user),
+        "create_error": create_error,
+        "create_name": request.POST.get("name", "") if create_error else "",
+        "create_description": request.POST.get("description", "") if create_error else "",
+    }
+    return render(request, "annotation/project_list.html", context, status=status)
+
+
+@require_GET
+@login_required
+def project_list(request: HttpRequest) -> HttpResponse:
+    return _project_list_page(request)
+
+
+@require_POST
+@login_required
+def project_create_view(request: HttpRequest) -> HttpResponse:
+    """Staff create a project and become its first admin."""
+    if not can_create_projects(request.user):
+        raise PermissionDenied("only staff users create projects")
+    try:
+        project = project_create(
+            name=request.POST.get("name", ""),
+            description=request.POST.get("description", ""),
+            creator=acting_user(request.user),
+        )
+    except DomainError as exc:
+        return _project_list_page(request, create_error=exc.message, status=400)
+    messages.success(request, f"Project {project.name!r} created.")
+    return redirect("project-detail", project_id=project.pk)
+
+
+def jobs_table_context(*, project: Project) -> dict[str, Any]:
+    """What ``_jobs_table.html`` shows: the latest export jobs and whether any still runs."""
+    jobs = list(project_jobs(project=project, kind=Job.Kind.EXPORT)[:JOBS_SHOWN])
+    return {
+        "project": project,
+        "jobs": jobs,
+        "jobs_active": any(not job.is_finished for job in jobs),
+    }
+
+
+def _project_page(
+    request: HttpRequest,
+    project_id: int,
+    *,
+    upload_rejections: list[dict[str, str]] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    project = project_get_with_stats(user=request.user, project_id=project_id)
+    page = Paginator(images_for_project(project=project), IMAGES_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    is_admin = has_role(user=request.user, project=project, role=ADMIN)
+    context: dict[str, Any] = {
+        "project": project,
+        "role": role_in(user=request.user, project=project),
+        "is_admin": is_admin,
+        "members": project_members(project=project),
+        "page": page,
+        "export_formats": EXPORT_FORMATS,
+        "upload_rejections": upload_rejections or [],
+    }
+    if is_admin:
+        context.update(jobs_table_context(project=project))
+    return render(request, "annotation/project_detail.html", context, status=status)
+
+
+@require_GET
+@login_required
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _project_page(request, project_id)
+
+
+def _rejections(exc: ImageRejected) -> list[dict[str, str]]:
+    details = exc.details
+    if isinstance(details, dict) and isinstance(details.get("rejected"), list):
+        return [
+            {"file_name": str(item.get("file_name", "")), "reason": str(item.get("reason", ""))}
+            for item in details["rejected"]
+            if isinstance(item, dict)
+        ]
+    return [{"file_name": "", "reason": exc.message}]
+
+
+@require_POST
+@login_required
+def project_upload(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Import the uploaded files all-or-nothing; on rejection show every file's reason."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    uploads = request.FILES.getlist("files")
+    if not uploads:
+        messages.error(request, "Choose at least one image file to upload.")
+        return redirect("project-detail", project_id=project.pk)
+    files = [(upload.name or "", upload.read()) for upload in uploads]
+    try:
+        outcomes = images_ingest_batch(project=project, files=files)
+    except ImageRejected as exc:
+        return _project_page(request, project.pk, upload_rejections=_rejections(exc), status=400)
+    imported = sum(1 for outcome in outcomes if outcome.status == "imported")
+    duplicates = len(outcomes) - imported
+    messages.success(
+        request,
+        f"Imported {imported} image{'s' if imported != 1 else ''}"
+        + (f", {duplicates} already in the project." if duplicates else "."),
+    )
+    return redirect("project-detail", project_id=project.pk)
+
+
+@require_POST
+@login_required
+def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Start a COCO or SA-1B export of the accepted masks; the jobs table shows its progress."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    fmt = request.POST.get("format", "")
+    if fmt not in EXPORT_FORMATS:
+        messages.error(request, f"Unknown export format {fmt!r}.")
+        return redirect("project-detail", project_id=project.pk)
+    try:
+        job = export_start(project=project, fmt=fmt, user=acting_user(request.user))
+    except DomainError as exc:
+        messages.error(request, f"Export refused: {exc.message}")
+    else:
+        messages.success(request, f"{EXPORT_FORMATS[fmt]} export started (job #{job.pk}).")
+    return HttpResponseRedirect(reverse("project-detail", args=[project.pk]) + "#jobs")

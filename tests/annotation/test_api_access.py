@@ -1,0 +1,182 @@
+"""Access rules on every endpoint: outsiders get 404, annotators 403 on admin-only endpoints,
+anonymous callers 401/403; and a refused call changes nothing."""
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image as PilImage
+from rest_framework.test import APIClient
+
+from annotation.models import Image, Mask, Membership, Project
+from annotation.services.export import export_run, export_start
+from annotation.services.ingest import images_ingest_batch
+from annotation.services.masks import mask_create
+from annotation.services.projects import membership_set, project_create
+from engine.models import Job, ModelVersion
+from engine.services.jobs import job_create
+from storage.blobs import get_blob_store
+
+pytestmark = pytest.mark.django_db
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    PilImage.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+@dataclass
+class World:
+    project: Project
+    image: Image
+    finished_job: Job
+    queued_job: Job
+    version: ModelVersion
+    annotator: User
+
+
+@pytest.fixture
+def world(admin_user: User, annotator_user: User, outsider_user: User) -> World:
+    project = project_create(name="cats", creator=admin_user)
+    membership_set(project=project, user=annotator_user, role="annotator")
+    project_create(name="dogs", creator=outsider_user)
+    (outcome,) = images_ingest_batch(project=project, files=[("a.png", png(1))])
+    assert outcome.image is not None
+    binary = np.zeros((30, 40), dtype=bool)
+    binary[2:12, 3:13] = True
+    mask_create(image=outcome.image, binary=binary, source="manual")
+    finished = export_start(project=project, fmt="coco", user=admin_user, enqueue=False)
+    export_run(job_id=finished.pk)
+    queued = job_create(kind="export", project=project, params={"format": "coco"})
+    version = ModelVersion.objects.create(
+        project=project, arch="vit_b", checkpoint_key="models/x", sha256="c" * 64
+    )
+    return World(project, outcome.image, finished, queued, version, annotator_user)
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    admin_only: bool
+    body: Any = None
+    multipart: bool = False
+
+    def url(self, world: World) -> str:
+        return self.path.format(
+            p=world.project.pk,
+            i=world.image.pk,
+            j=world.finished_job.pk,
+            q=world.queued_job.pk,
+            v=world.version.pk,
+            u=world.annotator.pk,
+        )
+
+
+CALLS = [
+    Call("get", "/api/projects/{p}/", False),
+    Call("get", "/api/projects/{p}/members/", False),
+    Call("post", "/api/projects/{p}/members/", True, {"username": "eve", "role": "admin"}),
+    Call("delete", "/api/projects/{p}/members/{u}/", True),
+    Call("get", "/api/projects/{p}/images/", False),
+    Call("post", "/api/projects/{p}/images/", True, "upload", multipart=True),
+    Call("get", "/api/images/{i}/", False),
+    Call("get", "/api/images/{i}/content/", False),
+    Call("get", "/api/images/{i}/thumbnail/", False),
+    Call("get", "/api/images/{i}/masks/", False),
+    Call("get", "/api/projects/{p}/masks/", False),
+    Call("post", "/api/projects/{p}/exports/", True, {"format": "coco"}),
+    Call("get", "/api/projects/{p}/jobs/", False),
+    Call("get", "/api/jobs/{j}/", False),
+    Call("post", "/api/jobs/{q}/cancel/", True),
+    Call("get", "/api/jobs/{j}/files/cats-coco.json", True),
+    Call("get", "/api/projects/{p}/model-versions/", False),
+    Call("get", "/api/model-versions/{v}/", False),
+]
+IDS = [f"{call.method} {call.path}" for call in CALLS]
+
+
+def perform(client: APIClient, call: Call, world: World) -> Any:
+    body = call.body
+    if body == "upload":
+        body = {"files": [SimpleUploadedFile("new.png", png(99))]}
+    request = getattr(client, call.method)
+    if call.multipart:
+        return request(call.url(world), body, format="multipart")
+    return request(call.url(world), body, format="json")
+
+
+def snapshot() -> dict[str, Any]:
+    """Everything a call could change."""
+    return {
+        "projects": sorted(Project.objects.values_list("id", "name", "description")),
+        "members": sorted(Membership.objects.values_list("project_id", "user_id", "role")),
+        "images": sorted(Image.objects.values_list("id", flat=True)),
+        "masks": sorted(Mask.objects.values_list("id", "status")),
+        "jobs": sorted(Job.objects.values_list("id", "status")),
+        "blobs": list(get_blob_store().list()),
+    }
+
+
+def client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.parametrize("call", CALLS, ids=IDS)
+def test_a_user_of_another_project_gets_404_and_changes_nothing(world, outsider_user, call):
+    before = snapshot()
+    response = perform(client_for(outsider_user), call, world)
+    assert response.status_code == 404
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("call", [c for c in CALLS if c.admin_only], ids=lambda c: c.path)
+def test_an_annotator_gets_403_on_admin_only_endpoints_and_changes_nothing(world, call):
+    before = snapshot()
+    response = perform(client_for(world.annotator), call, world)
+    assert response.status_code == 403
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("call", [c for c in CALLS if not c.admin_only], ids=lambda c: c.path)
+def test_an_annotator_reads_their_own_project(world, call):
+    response = perform(client_for(world.annotator), call, world)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("call", CALLS, ids=IDS)
+def test_an_anonymous_caller_is_refused_and_changes_nothing(world, call):
+    before = snapshot()
+    response = perform(client_for(None), call, world)
+    assert response.status_code in (401, 403)
+    assert snapshot() == before
+
+
+def test_an_anonymous_caller_cannot_list_or_create_projects():
+    client = client_for(None)
+    assert client.get("/api/projects/").status_code in (401, 403)
+    assert client.post("/api/projects/", {"name": "x"}, format="json").status_code in (401, 403)
+    assert not Project.objects.exists()
+
+
+def test_the_project_list_of_an_outsider_leaves_other_projects_out(world, outsider_user):
+    response = client_for(outsider_user).get("/api/projects/")
+    assert [row["name"] for row in response.data["results"]] == ["dogs"]
+
+
+def test_a_reviewer_is_still_refused_admin_only_endpoints(world, outsider_user):
+    membership_set(project=world.project, user=outsider_user, role="reviewer")
+    response = client_for(outsider_user).post(
+        f"/api/projects/{world.project.pk}/exports/", {"format": "coco"}, format="json"
+    )
+    assert response.status_code == 403
+    assert Job.objects.filter(project=world.project).count() == 2

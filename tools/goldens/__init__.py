@@ -1,0 +1,1 @@
+"""Scripts that produce reference outputs with the official segment-anything package."""
