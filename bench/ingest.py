@@ -4,8 +4,9 @@
 
 Generates N distinct JPEGs (seeded gradients with noise) in a temp folder and imports them
 into a fresh project with ``images_import`` from the folder; then uploads them to a moto S3
-server started here and imports ``s3://bucket/prefix`` into another fresh project. Each import
-writes to its own empty blob directory, so both pay for every blob write.
+server started here (``tests/s3server.py``) and imports ``s3://bucket/prefix`` into another
+fresh project. Each import writes to its own empty blob directory, so both pay for every blob
+write.
 
 The reference, measured in the same run on the same files, is the bare per-image cost without
 the database or the blob store: read the bytes (from disk, or GET from the same S3 server),
@@ -21,30 +22,23 @@ import hashlib
 import io
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.s3server import moto_server, s3_test_client
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/maskloop_bench"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "maskloop-bench",
-    "AWS_SECRET_ACCESS_KEY": "maskloop-bench-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def generate_jpegs(folder: Path, count: int, width: int, height: int) -> int:
@@ -96,71 +90,11 @@ def setup_django(database_url: str, blob_root: Path, var_dir: Path, s3_endpoint:
     os.environ["STORAGE_BACKEND"] = "local"
     os.environ["S3_ENDPOINT_URL"] = s3_endpoint
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(REPO))
     import django
     from django.core.management import call_command
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """Run moto's S3 server in a child process; yields its URL."""
-    command = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    command = command or shutil.which("moto_server")
-    if command is None:
-        raise SystemExit("moto_server not found: install moto[server] into the venv")
-    os.environ.update(S3_ENV)
-    os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"]))
-    port = free_port()
-    process = subprocess.Popen(
-        [command, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"moto_server exited with code {process.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=1):
-                    break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("moto_server did not start within 30 s") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def s3_client(endpoint: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
-    )
 
 
 def upload(client: Any, bucket: str, folder: Path, prefix: str) -> list[str]:
@@ -241,7 +175,7 @@ def main() -> None:
 def run_all(count: int, folder: Path, work: Path, endpoint: str, threads: int) -> None:
     from django.db import connection
 
-    client = s3_client(endpoint)
+    client = s3_test_client(endpoint, max_pool_connections=16, retries={"max_attempts": 5})
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     keys = upload(client, bucket, folder, "incoming")
     paths = sorted(folder.rglob("*.jpg"))

@@ -159,6 +159,9 @@ S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "") or None
 S3_REGION = env_str("S3_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 5)
 S3_PRESIGN_SECONDS = env_int("S3_PRESIGN_SECONDS", 3600)
+# The endpoint that presigned download URLs name, when browsers reach the S3 server under
+# another host name than the containers do; empty: the same as S3_ENDPOINT_URL.
+S3_PUBLIC_ENDPOINT_URL = env_str("S3_PUBLIC_ENDPOINT_URL", "") or None
 if STORAGE_BACKEND == "s3" and not S3_BUCKET:
     raise ImproperlyConfigured("STORAGE_BACKEND=s3 needs S3_BUCKET")
 
@@ -233,3 +236,26 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
+
+# --- Inference (engine: model cache, embedding store, checkpoint import) ------------------
+# Where workers run SAM: "cpu", "cuda", "cuda:N" or "auto" (cuda when available). CUDA is only
+# queried when a worker first loads a model, never at import.
+MASKLOOP_DEVICE = env_str("MASKLOOP_DEVICE", "cpu")
+# Image encoder precision: "fp32" or "bf16" (autocast; see engine/sam/device.py).
+MASKLOOP_EMBEDDING_PRECISION = env_str("MASKLOOP_EMBEDDING_PRECISION", "fp32")
+# dtype of stored embeddings: "float16" (half the bytes) or "float32". Measured (bench/
+# embedding_storage.py): float16 storage changes ~3e-5 of decoded mask pixels, worst mask IoU
+# 0.9997 (figures in engine/services/embeddings.py).
+MASKLOOP_EMBEDDING_DTYPE = env_str("MASKLOOP_EMBEDDING_DTYPE", "float16")
+if MASKLOOP_EMBEDDING_DTYPE not in {"float16", "float32"}:
+    raise ImproperlyConfigured(
+        f"MASKLOOP_EMBEDDING_DTYPE={MASKLOOP_EMBEDDING_DTYPE!r}: use float16 or float32"
+    )
+MASKLOOP_EMBEDDING_BATCH_SIZE = env_int("MASKLOOP_EMBEDDING_BATCH_SIZE", 4)
+# Images per bulk-precompute task; between two chunks the gpu worker serves annotators' requests.
+MASKLOOP_EMBEDDING_CHUNK = env_int("MASKLOOP_EMBEDDING_CHUNK", 16)
+# Models kept loaded per worker process (LRU, keyed by ModelVersion id).
+MASKLOOP_MODEL_CACHE_SIZE = env_int("MASKLOOP_MODEL_CACHE_SIZE", 2)
+# Largest checkpoint file accepted by import (sam_vit_h is 2.56 GB).
+MASKLOOP_MAX_CHECKPOINT_BYTES = env_int("MASKLOOP_MAX_CHECKPOINT_BYTES", 4 * 1024**3)
+# --- end Inference -----------------------------------------------------------------------

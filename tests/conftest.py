@@ -1,24 +1,24 @@
-"""Shared fixtures: users, projects, memberships, an API client and a real S3 endpoint."""
+"""Shared fixtures: users, a project with members, API clients and a real S3 endpoint."""
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import redis
 from django.contrib.auth.models import User
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from annotation.models import Project
+from annotation.services.projects import membership_set, project_create
 from storage.blobs import BlobStore
+from tests.factories import client_for
+
+# Older test modules import these from here; their home is tests/s3server.py.
+from tests.s3server import S3_TEST_ENV as S3_TEST_ENV
+from tests.s3server import free_port as free_port
+from tests.s3server import moto_server, s3_test_client
 
 
 @pytest.fixture(autouse=True)
@@ -53,89 +53,50 @@ def api_client() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture
+def project(admin_user: User, annotator_user: User) -> Project:
+    """Project "cats" ("cat photos"): alice is its admin, bob an annotator, eve no member."""
+    project = project_create(name="cats", description="cat photos", creator=admin_user)
+    membership_set(project=project, user=annotator_user, role="annotator")
+    return project
+
+
+@pytest.fixture
+def admin_client(admin_user: User) -> APIClient:
+    """An API client authenticated as alice."""
+    return client_for(admin_user)
+
+
+@pytest.fixture
+def annotator_client(annotator_user: User) -> APIClient:
+    """An API client authenticated as bob."""
+    return client_for(annotator_user)
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[redis.Redis]:
+    """A client of the Redis database that Celery sends tasks to, emptied before and after the
+    test; skips the test when the broker is not Redis."""
+    from config.celery import app as celery_app
+
+    url = str(celery_app.conf.broker_url)
+    if not url.startswith("redis://"):
+        pytest.skip(f"this test needs a Redis broker, not {url}")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
 # --- S3: a real HTTP endpoint (moto's standalone server) -----------------------------------
-
-S3_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "maskloop-test",
-    "AWS_SECRET_ACCESS_KEY": "maskloop-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _moto_server_command() -> str:
-    found = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    found = found or shutil.which("moto_server")
-    if found is None:
-        raise RuntimeError("moto_server not found: install moto[server] into the venv")
-    return found
-
-
-def _wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return  # any HTTP answer means the server is up
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto_server did not answer on {url} within {timeout} s")
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """Start moto's S3 server once per session; yields its URL (http://127.0.0.1:PORT)."""
-    saved = {name: os.environ.get(name) for name in (*S3_TEST_ENV, "NO_PROXY", "no_proxy")}
-    os.environ.update(S3_TEST_ENV)
-    # A proxy configured on the machine must not intercept requests to the local server.
-    for name in ("NO_PROXY", "no_proxy"):
-        os.environ[name] = ",".join(filter(None, [saved[name], "127.0.0.1", "localhost"]))
-    port = free_port()
-    process = subprocess.Popen(
-        [_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_answering(url, process, timeout=30)
+    with moto_server() as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def s3_test_client(endpoint: str) -> Any:
-    """A plain boto3 client on the test endpoint, for checks behind the blob store's back."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
 
 
 @pytest.fixture

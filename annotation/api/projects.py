@@ -1,4 +1,4 @@
-"""Projects: list (with counts), create (staff and superusers), retrieve."""
+"""Projects: list (with counts), create (staff and superusers), retrieve, update (admins)."""
 
 from typing import Any
 
@@ -10,12 +10,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Project, Stage
-from annotation.permissions import CanCreateProjects, acting_user
+from annotation.permissions import CanCreateProjects, acting_user, require_admin
 from annotation.selectors.projects import (
+    project_get_for_user,
     project_get_with_stats,
     projects_with_stats,
 )
-from annotation.services.projects import project_create
+from annotation.services.projects import project_create, project_update
 from engine.models import ModelVersion
 
 
@@ -51,6 +52,13 @@ class ProjectCreateInput(serializers.Serializer[Any]):
     stage = serializers.ChoiceField(choices=Stage.choices, default=Stage.ASSISTED_MANUAL)
 
 
+class ProjectUpdateInput(serializers.Serializer[Any]):
+    """Fields a project admin may change; validated with ``partial=True``, so each is optional."""
+
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(allow_blank=True)
+
+
 class ProjectListCreateApi(generics.ListAPIView[Project]):
     """GET: the projects the caller can see. POST: create one (staff and superusers)."""
 
@@ -78,7 +86,23 @@ class ProjectListCreateApi(generics.ListAPIView[Project]):
 
 
 class ProjectDetailApi(APIView):
+    """GET: one project with its counts. PATCH: rename it or change its description (admins)."""
+
     @extend_schema(operation_id="projects_retrieve", responses={200: ProjectOutput})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_get_with_stats(user=request.user, project_id=project_id)
         return Response(ProjectOutput(project).data)
+
+    @extend_schema(
+        operation_id="projects_partial_update",
+        request=ProjectUpdateInput,
+        responses={200: ProjectOutput},
+    )
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        require_admin(user=request.user, project=project)
+        data = ProjectUpdateInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        project_update(project=project, **data.validated_data)
+        output = project_get_with_stats(user=request.user, project_id=project.pk)
+        return Response(ProjectOutput(output).data)

@@ -1,4 +1,4 @@
-"""Projects and memberships: create a project, set or remove a member's role.
+"""Projects and memberships: create or update a project, set or remove a member's role.
 
 A project always keeps at least one admin once it has one: removing or demoting the last admin
 is refused, so a project never becomes unmanageable by its members.
@@ -11,6 +11,19 @@ from annotation.errors import ConflictError, DomainError
 from annotation.models import Membership, Project, Stage
 
 _NAME_MAX = Project._meta.get_field("name").max_length or 200
+
+
+def _clean_name(name: str) -> str:
+    """``name`` without surrounding blanks; :class:`DomainError` when empty or too long."""
+    clean_name = name.strip()
+    if not clean_name:
+        raise DomainError("a project needs a name", details={"field": "name"})
+    if len(clean_name) > _NAME_MAX:
+        raise DomainError(
+            f"project name is {len(clean_name)} characters, the limit is {_NAME_MAX}",
+            details={"field": "name"},
+        )
+    return clean_name
 
 
 @transaction.atomic
@@ -26,14 +39,7 @@ def project_create(
     Raises :class:`DomainError` for an empty or too long name or an unknown stage, and
     :class:`ConflictError` when a project with that name exists.
     """
-    clean_name = name.strip()
-    if not clean_name:
-        raise DomainError("a project needs a name", details={"field": "name"})
-    if len(clean_name) > _NAME_MAX:
-        raise DomainError(
-            f"project name is {len(clean_name)} characters, the limit is {_NAME_MAX}",
-            details={"field": "name"},
-        )
+    clean_name = _clean_name(name)
     if stage not in Stage.values:
         raise DomainError(
             f"unknown stage {stage!r}; use one of {', '.join(Stage.values)}",
@@ -50,6 +56,38 @@ def project_create(
         raise ConflictError(f"a project named {clean_name!r} already exists") from exc
     if creator is not None:
         Membership.objects.create(project=project, user=creator, role=Membership.Role.ADMIN)
+    return project
+
+
+@transaction.atomic
+def project_update(
+    *, project: Project, name: str | None = None, description: str | None = None
+) -> Project:
+    """Rename ``project`` and/or change its description; ``None`` leaves a field as it is.
+
+    Raises :class:`DomainError` for an empty or too long name and :class:`ConflictError` when
+    another project already has that name; nothing is saved then.
+    """
+    update_fields: list[str] = []
+    if name is not None:
+        clean_name = _clean_name(name)
+        if Project.objects.filter(name=clean_name).exclude(pk=project.pk).exists():
+            raise ConflictError(f"a project named {clean_name!r} already exists")
+        if clean_name != project.name:
+            project.name = clean_name
+            update_fields.append("name")
+    if description is not None and description.strip() != project.description:
+        project.description = description.strip()
+        update_fields.append("description")
+    if not update_fields:
+        return project
+    try:
+        with transaction.atomic():
+            project.save(update_fields=update_fields)
+    except IntegrityError as exc:  # another project took the name since the check above
+        taken = project.name
+        project.refresh_from_db(fields=update_fields)
+        raise ConflictError(f"a project named {taken!r} already exists") from exc
     return project
 
 

@@ -48,6 +48,7 @@ def get_blob_store() -> BlobStore:
             region=settings.S3_REGION,
             max_attempts=settings.S3_MAX_ATTEMPTS,
             presign_seconds=getattr(settings, "S3_PRESIGN_SECONDS", 3600),
+            public_endpoint_url=settings.S3_PUBLIC_ENDPOINT_URL,
         )
     return LocalBlobStore(settings.BLOB_ROOT)
 
@@ -61,8 +62,9 @@ def open_location(url: str) -> BlobStore:
     """A store rooted at ``url``: ``s3://bucket/prefix``, ``file:///path`` or a local path.
 
     S3 locations use the endpoint, region and retry settings of the configured S3 backend
-    (``S3_ENDPOINT_URL``, ``S3_REGION``, ``S3_MAX_ATTEMPTS``) with the bucket and prefix of the
-    URL. Raises ValueError for an empty location, an unknown scheme or a missing bucket.
+    (``S3_ENDPOINT_URL``, ``S3_PUBLIC_ENDPOINT_URL``, ``S3_REGION``, ``S3_MAX_ATTEMPTS``) with
+    the bucket and prefix of the URL. Raises ValueError for an empty location, an unknown scheme
+    or a missing bucket.
     """
     if not url or not url.strip():
         raise ValueError("empty storage location: give a folder or s3://bucket/prefix")
@@ -98,4 +100,5 @@ def _s3_location(url: str, *, bucket: str, prefix: str) -> BlobStore:
         region=getattr(settings, "S3_REGION", "us-east-1"),
         max_attempts=getattr(settings, "S3_MAX_ATTEMPTS", 5),
         presign_seconds=getattr(settings, "S3_PRESIGN_SECONDS", 3600),
+        public_endpoint_url=getattr(settings, "S3_PUBLIC_ENDPOINT_URL", None),
     )

@@ -8,6 +8,7 @@ written as multipart uploads (aborted on failure) and read as streams.
 
 import io
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO, NoReturn
@@ -62,7 +63,13 @@ class S3BlobStore(BlobStore):
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         create_bucket: bool = False,
+        public_endpoint_url: str | None = None,
     ) -> None:
+        """``public_endpoint_url``: the endpoint presigned URLs name, for browsers that reach
+        the S3 server under another host name than this process does (e.g.
+        ``http://localhost:9000`` while the containers use ``http://minio:9000``); None or empty
+        signs URLs for ``endpoint_url``. It must reach the same server with the host name
+        unchanged: the signature covers it."""
         if not _BUCKET_NAME.match(bucket or ""):
             raise ValueError(f"invalid S3 bucket name {bucket!r}")
         if max_attempts < 1:
@@ -74,16 +81,10 @@ class S3BlobStore(BlobStore):
         self.endpoint_url = endpoint_url or None
         self.region = region or "us-east-1"
         self.presign_seconds = _checked_expiry(presign_seconds)
-        config_kwargs: dict[str, Any] = {}
-        if self.endpoint_url:
-            # MinIO and other S3-compatible servers: bucket in the path, not the host name, and
-            # checksums only where the API requires them (the newer default checksum trailers
-            # are not understood by every compatible server).
-            config_kwargs = {
-                "s3": {"addressing_style": "path"},
-                "request_checksum_calculation": "when_required",
-                "response_checksum_validation": "when_required",
-            }
+        public = (public_endpoint_url or "").rstrip("/") or None
+        if public is not None and not public.startswith(("http://", "https://")):
+            raise ValueError(f"the public S3 endpoint must be an http(s) URL, got {public!r}")
+        self.public_endpoint_url = public
         config = Config(
             region_name=self.region,
             signature_version="s3v4",
@@ -92,11 +93,16 @@ class S3BlobStore(BlobStore):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=32,
-            **config_kwargs,
         )
         # A private session: boto3's default session is not thread-safe to build clients from.
-        session = boto3.session.Session()
-        self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        self._session = boto3.session.Session()
+        self._client = self._session.client(
+            "s3", endpoint_url=self.endpoint_url, config=_for_endpoint(config, self.endpoint_url)
+        )
+        # Signs download URLs for public_endpoint_url; built on the first url() that needs it.
+        self._presign_config = config
+        self._presign_client: Any = None
+        self._presign_lock = threading.Lock()
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=max(multipart_threshold, _MIN_PART_SIZE),
@@ -113,6 +119,20 @@ class S3BlobStore(BlobStore):
     def client(self) -> Any:
         """The underlying boto3 client (for callers that need an S3 call this class lacks)."""
         return self._client
+
+    def _presigner(self) -> Any:
+        """The client that signs download URLs: for the public endpoint when one is set."""
+        same = self.public_endpoint_url == (self.endpoint_url or "").rstrip("/")
+        if self.public_endpoint_url is None or same:
+            return self._client
+        with self._presign_lock:
+            if self._presign_client is None:
+                self._presign_client = self._session.client(
+                    "s3",
+                    endpoint_url=self.public_endpoint_url,
+                    config=_for_endpoint(self._presign_config, self.public_endpoint_url),
+                )
+            return self._presign_client
 
     def _where(self) -> str:
         endpoint = self.endpoint_url or f"AWS S3 ({self.region})"
@@ -252,10 +272,28 @@ class S3BlobStore(BlobStore):
             params["ResponseContentDisposition"] = _attachment(filename)
         seconds = self.presign_seconds if expires is None else _checked_expiry(expires)
         with self._errors("presign", key):
-            url: str = self._client.generate_presigned_url(
+            url: str = self._presigner().generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=seconds
             )
         return url
+
+
+def _for_endpoint(config: Config, endpoint_url: str | None) -> Config:
+    """``config`` adjusted for ``endpoint_url``: unchanged for AWS S3 (None).
+
+    MinIO and other S3-compatible servers: bucket in the path, not the host name, and checksums
+    only where the API requires them (the newer default checksum trailers are not understood by
+    every compatible server).
+    """
+    if not endpoint_url:
+        return config
+    return config.merge(
+        Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+    )
 
 
 def _checked_expiry(seconds: int) -> int:

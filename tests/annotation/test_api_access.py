@@ -1,7 +1,6 @@
 """Access rules on every endpoint: outsiders get 404, annotators 403 on admin-only endpoints,
 anonymous callers 401/403; and a refused call changes nothing."""
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image as PilImage
 from rest_framework.test import APIClient
 
 from annotation.models import Image, Mask, Membership, Project
@@ -20,15 +18,9 @@ from annotation.services.projects import membership_set, project_create
 from engine.models import Job, ModelVersion
 from engine.services.jobs import job_create
 from storage.blobs import get_blob_store
+from tests.factories import client_for, png
 
 pytestmark = pytest.mark.django_db
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (30, 40, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    PilImage.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
 
 
 @dataclass
@@ -81,6 +73,7 @@ class Call:
 
 CALLS = [
     Call("get", "/api/projects/{p}/", False),
+    Call("patch", "/api/projects/{p}/", True, {"name": "renamed", "description": "new"}),
     Call("get", "/api/projects/{p}/members/", False),
     Call("post", "/api/projects/{p}/members/", True, {"username": "eve", "role": "admin"}),
     Call("delete", "/api/projects/{p}/members/{u}/", True),
@@ -122,13 +115,6 @@ def snapshot() -> dict[str, Any]:
         "jobs": sorted(Job.objects.values_list("id", "status")),
         "blobs": list(get_blob_store().list()),
     }
-
-
-def client_for(user: User | None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.mark.parametrize("call", CALLS, ids=IDS)

@@ -6,32 +6,22 @@ import tarfile
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import User
-from PIL import Image as PilImage
 from rest_framework.test import APIClient
 
 from annotation.models import Project
 from annotation.services.export import export_run
 from annotation.services.ingest import images_ingest_batch
 from annotation.services.masks import mask_create
-from annotation.services.projects import membership_set, project_create
 from engine.models import Job
 from engine.services.jobs import job_create
+from tests.factories import png
 
 pytestmark = pytest.mark.django_db
 
 
-def png(seed: int, width: int = 40, height: int = 30) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    PilImage.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
-
-
 @pytest.fixture
-def project(admin_user: User, annotator_user: User) -> Project:
-    project = project_create(name="cats", creator=admin_user)
-    membership_set(project=project, user=annotator_user, role="annotator")
+def project(project: Project) -> Project:
+    """The shared "cats" project, with two images and one manual mask on each."""
     outcomes = images_ingest_batch(project=project, files=[("a.png", png(1)), ("b.png", png(2))])
     for number, outcome in enumerate(outcomes):
         assert outcome.image is not None
@@ -39,13 +29,6 @@ def project(admin_user: User, annotator_user: User) -> Project:
         binary[5 : 15 + number, 4:20] = True
         mask_create(image=outcome.image, binary=binary, source="manual")
     return project
-
-
-@pytest.fixture
-def admin_client(admin_user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
 
 
 def start_export(client: APIClient, project: Project, captured, **body) -> dict:

@@ -5,51 +5,21 @@ import urllib.request
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PilImage
 from pycocotools import mask as mask_utils
-from rest_framework.test import APIClient
 
 from annotation.models import Image, Mask, Project
 from annotation.services.ingest import images_ingest_batch
 from annotation.services.masks import mask_create
-from annotation.services.projects import membership_set, project_create
 from storage.blobs import get_blob_store
+from tests.factories import png
 
 pytestmark = pytest.mark.django_db
 
 
-def png(seed: int, width: int = 40, height: int = 30) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    PilImage.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
-
-
 def upload(name: str, data: bytes) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type="application/octet-stream")
-
-
-@pytest.fixture
-def project(admin_user: User, annotator_user: User) -> Project:
-    project = project_create(name="cats", creator=admin_user)
-    membership_set(project=project, user=annotator_user, role="annotator")
-    return project
-
-
-@pytest.fixture
-def admin_client(admin_user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
-
-
-@pytest.fixture
-def annotator_client(annotator_user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(annotator_user)
-    return client
 
 
 def ingest(project: Project, *datas: bytes) -> list[Image]:

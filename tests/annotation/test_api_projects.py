@@ -3,26 +3,15 @@
 import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
+from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from annotation.models import Membership, Project
-from annotation.services.projects import membership_set, project_create
+from annotation.services.projects import project_create
 from engine.models import ModelVersion
+from tests.factories import client_for
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def project(admin_user: User, annotator_user: User) -> Project:
-    project = project_create(name="cats", description="cat photos", creator=admin_user)
-    membership_set(project=project, user=annotator_user, role="annotator")
-    return project
-
-
-def client_for(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def test_member_lists_only_their_projects_with_role_and_counts(project, annotator_user):
@@ -88,6 +77,53 @@ def test_member_retrieves_a_project(project, annotator_user):
     assert response.status_code == 200
     assert response.data["description"] == "cat photos"
     assert response.data["deployed_version"] is None
+
+
+def patch_project(user: User, project: Project, body: dict[str, str]) -> Response:
+    return client_for(user).patch(f"/api/projects/{project.pk}/", body, format="json")
+
+
+def test_admin_renames_a_project_and_gets_it_back_with_its_counts(project, admin_user):
+    response = patch_project(admin_user, project, {"name": "felines"})
+    assert response.status_code == 200
+    assert (response.data["id"], response.data["name"]) == (project.pk, "felines")
+    assert response.data["description"] == "cat photos"
+    assert response.data["my_role"] == "admin"
+    assert response.data["image_count"] == 0
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("felines", "cat photos")
+
+
+def test_admin_changes_only_the_description(project, admin_user):
+    response = patch_project(admin_user, project, {"description": "cats and kittens"})
+    assert response.status_code == 200
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("cats", "cats and kittens")
+
+
+def test_annotator_may_not_update_a_project(project, annotator_user):
+    response = patch_project(annotator_user, project, {"name": "mine"})
+    assert response.status_code == 403
+    project.refresh_from_db()
+    assert project.name == "cats"
+
+
+def test_renaming_to_a_taken_name_answers_409_and_saves_nothing(project, admin_user):
+    project_create(name="dogs")
+    response = patch_project(admin_user, project, {"name": "dogs", "description": "x"})
+    assert response.status_code == 409
+    assert response.data["error"] == "conflict"
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("cats", "cat photos")
+
+
+@pytest.mark.parametrize("name", ["", "x" * 201])
+def test_a_blank_or_too_long_new_name_answers_400_and_saves_nothing(project, admin_user, name):
+    response = patch_project(admin_user, project, {"name": name})
+    assert response.status_code == 400
+    assert "name" in response.data
+    project.refresh_from_db()
+    assert project.name == "cats"
 
 
 def test_members_are_listed_with_roles(project, annotator_user):

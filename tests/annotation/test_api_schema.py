@@ -15,6 +15,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/projects/"): "projects_list",
     ("post", "/api/projects/"): "projects_create",
     ("get", "/api/projects/{project_id}/"): "projects_retrieve",
+    ("patch", "/api/projects/{project_id}/"): "projects_partial_update",
     ("get", "/api/projects/{project_id}/members/"): "members_list",
     ("post", "/api/projects/{project_id}/members/"): "members_set",
     ("delete", "/api/projects/{project_id}/members/{user_id}/"): "members_remove",

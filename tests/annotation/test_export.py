@@ -22,7 +22,7 @@ from annotation.services.export import export_run, export_start
 from annotation.services.masks import mask_create
 from engine.models import Job
 from storage.blobs import get_blob_store
-from tests.conftest import s3_test_client
+from tests.s3server import s3_test_client
 
 pytestmark = pytest.mark.django_db
 

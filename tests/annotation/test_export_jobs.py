@@ -1,16 +1,13 @@
 """Export as a job: queueing, reruns, failure cleanup, cancellation, the task, the command."""
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
 from annotation import tasks
 from annotation.models import Project
@@ -21,9 +18,9 @@ from engine.services.jobs import job_cancel, job_start
 from storage.blobs import BlobStoreUnavailable, get_blob_store
 from storage.blobs.local import LocalBlobStore
 from tests.annotation.test_export import SIZES, Dataset, build_dataset, run_export
+from tests.factories import manage_in_child
 
 pytestmark = pytest.mark.django_db
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -207,22 +204,8 @@ def test_command_refuses_an_unwritable_out_and_creates_no_job(dataset, tmp_path)
 
 def manage(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``manage.py`` in a subprocess on this test's database and blob folder."""
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "BLOB_ROOT": str(settings.BLOB_ROOT),
-        "MASKLOOP_VAR_DIR": str(settings.VAR_DIR),
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"BLOB_ROOT": str(settings.BLOB_ROOT), "MASKLOOP_VAR_DIR": str(settings.VAR_DIR)}
+    return manage_in_child(*args, env=env)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,9 +5,8 @@ import json
 import os
 import subprocess
 import tarfile
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from config.celery import app as celery_app
 from engine.models import Job
 from storage.blobs import get_blob_store
 from tests.annotation.test_export import SIZES, build_dataset
+from tests.s3server import stop_process, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -29,30 +29,23 @@ READY_TIMEOUT_S = 30
 JOB_TIMEOUT_S = 60
 
 
-def _wait(predicate, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
+def _wait(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path,
+    process: "subprocess.Popen[bytes] | None" = None,
+) -> None:
+    try:
+        if wait_until(predicate, timeout=timeout, interval=0.2, process=process):
             return
-        time.sleep(0.2)
+    except ChildProcessError as exc:
+        raise AssertionError(f"{exc}; worker log:\n{log.read_text()[-4000:]}") from exc
     raise AssertionError(f"{what} within {timeout} s; worker log:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture
-def broker_url() -> Iterator[str]:
-    """The broker this test process sends to; its Redis database is emptied before and after."""
-    url = str(celery_app.conf.broker_url)
-    if not url.startswith("redis://"):
-        pytest.skip(f"worker tests need a Redis broker, not {url}")
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def worker(broker_url: str, tmp_path: Path) -> Iterator[Path]:
+def worker(redis_broker: redis.Redis, tmp_path: Path) -> Iterator[Path]:
     """A ``celery worker -Q default --pool solo`` on the test database and blob folder; yields
     the path of its log."""
     db = connection.settings_dict
@@ -60,7 +53,7 @@ def worker(broker_url: str, tmp_path: Path) -> Iterator[Path]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_BROKER_URL": broker_url,
+        "CELERY_BROKER_URL": str(celery_app.conf.broker_url),
         "STORAGE_BACKEND": "local",
         "BLOB_ROOT": str(settings.BLOB_ROOT),
         "MASKLOOP_VAR_DIR": str(settings.VAR_DIR),
@@ -79,16 +72,15 @@ def worker(broker_url: str, tmp_path: Path) -> Iterator[Path]:
         )
     try:
         _wait(
-            lambda: " ready." in log.read_text(), READY_TIMEOUT_S, "the worker was not ready", log
+            lambda: " ready." in log.read_text(),
+            READY_TIMEOUT_S,
+            "the worker was not ready",
+            log,
+            process,
         )
         yield log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
 
 
 def test_a_real_worker_runs_a_queued_sa1b_export_to_the_end(worker):

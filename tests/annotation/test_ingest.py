@@ -14,7 +14,7 @@ from engine.models import Job
 from engine.services.jobs import JobCancelled, job_cancel
 from storage.blobs import BlobStoreUnavailable
 from tests.annotation.test_imaging import jpeg_bytes, png_bomb
-from tests.conftest import s3_test_client
+from tests.s3server import s3_test_client
 
 pytestmark = pytest.mark.django_db
 
@@ -355,7 +355,7 @@ def test_s3_import_from_a_missing_bucket_is_a_clear_error(project, s3_source):
 
 def test_blob_store_down_fails_the_job_and_records_no_rows(project, tmp_path, monkeypatch):
     from storage.blobs import reset_blob_store
-    from tests.conftest import S3_TEST_ENV, free_port
+    from tests.s3server import S3_TEST_ENV, free_port
 
     for name, value in S3_TEST_ENV.items():
         monkeypatch.setenv(name, value)

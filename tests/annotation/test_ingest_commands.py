@@ -1,9 +1,7 @@
 """create_project, add_member and import_images as an admin runs them."""
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,16 +10,15 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django.test import override_settings
 
 from annotation.models import Image, Membership, Project
 from engine.models import Job
 from tests.annotation.test_imaging import jpeg_bytes
-from tests.conftest import s3_test_client
+from tests.factories import manage_in_child
+from tests.s3server import s3_test_client
 
 pytestmark = pytest.mark.django_db
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -194,24 +191,11 @@ def test_import_images_from_an_s3_prefix(project, s3_endpoint, s3_bucket):
 
 def manage(*args: str, blob_root: Path) -> subprocess.CompletedProcess[str]:
     """Run manage.py in a child process against this test's (committed) database."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": url,
         "BLOB_ROOT": str(blob_root),
         "MASKLOOP_MAX_IMAGE_BYTES": str(settings.MASKLOOP_MAX_IMAGE_BYTES),
     }
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return manage_in_child(*args, env=env)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,7 +5,12 @@ from django.contrib.auth.models import User
 
 from annotation.errors import ConflictError, DomainError
 from annotation.models import Membership, Project, Stage
-from annotation.services.projects import membership_remove, membership_set, project_create
+from annotation.services.projects import (
+    membership_remove,
+    membership_set,
+    project_create,
+    project_update,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +58,49 @@ def test_invalid_project_input_is_refused_and_creates_nothing(kwargs, message):
     with pytest.raises(DomainError, match=message):
         project_create(**kwargs)
     assert Project.objects.count() == 0
+
+
+def test_project_update_renames_and_changes_the_description(admin_user):
+    project = project_create(name="cats", description="old", creator=admin_user)
+    returned = project_update(project=project, name="  felines ", description=" new words ")
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("felines", "new words")
+    assert (returned.name, returned.description) == ("felines", "new words")
+
+
+def test_project_update_leaves_fields_not_given_as_they_are():
+    project = project_create(name="cats", description="cat photos")
+    project_update(project=project, description="")
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("cats", "")
+
+
+def test_project_update_may_keep_the_project_s_own_name():
+    project = project_create(name="cats", description="old")
+    project_update(project=project, name="cats", description="new")
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("cats", "new")
+
+
+def test_renaming_to_another_project_s_name_is_a_conflict_and_saves_nothing():
+    project_create(name="dogs")
+    project = project_create(name="cats", description="old")
+    with pytest.raises(ConflictError, match="'dogs' already exists"):
+        project_update(project=project, name="dogs", description="new")
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("cats", "old")
+    assert Project.objects.filter(name="dogs").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "message"), [("   ", "needs a name"), ("x" * 201, "the limit is 200")]
+)
+def test_invalid_new_name_is_refused_and_saves_nothing(name, message):
+    project = project_create(name="cats", description="old")
+    with pytest.raises(DomainError, match=message):
+        project_update(project=project, name=name, description="new")
+    project.refresh_from_db()
+    assert (project.name, project.description) == ("cats", "old")
 
 
 @pytest.fixture

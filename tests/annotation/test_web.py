@@ -1,6 +1,5 @@
 """The web UI through Django's test client: login, pages, upload, export, jobs, admin."""
 
-import io
 import re
 
 import numpy as np
@@ -8,30 +7,16 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from PIL import Image as PilImage
 
 from annotation.models import Project
 from annotation.services.ingest import images_ingest_batch
 from annotation.services.masks import mask_create
-from annotation.services.projects import membership_set, project_create
+from annotation.services.projects import project_create
 from engine.models import Job
 from engine.services.jobs import job_create, job_start, job_succeed
+from tests.factories import png
 
 pytestmark = pytest.mark.django_db
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (30, 40, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    PilImage.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
-
-
-@pytest.fixture
-def project(admin_user: User, annotator_user: User) -> Project:
-    project = project_create(name="cats", creator=admin_user)
-    membership_set(project=project, user=annotator_user, role="annotator")
-    return project
 
 
 def logged_in(user: User) -> Client:

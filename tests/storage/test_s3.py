@@ -1,8 +1,13 @@
-"""S3-only behaviour: prefixes, settings wiring, bucket handling and presign limits."""
+"""S3-only behaviour: prefixes, settings wiring, bucket handling, presign limits and the
+public endpoint of presigned URLs."""
+
+import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
+from django.test import override_settings
 
-from storage.blobs import BlobError, BlobNotFound, BlobStore, get_blob_store
+from storage.blobs import BlobError, BlobNotFound, BlobStore, get_blob_store, reset_blob_store
 from storage.blobs.s3 import S3BlobStore
 
 
@@ -81,3 +86,54 @@ def test_missing_credentials_give_a_clear_error(
     store = S3BlobStore(bucket=s3_bucket, endpoint_url=s3_endpoint)
     with pytest.raises(BlobError, match="AWS_ACCESS_KEY_ID"):
         store.put_bytes("k", b"x")
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        data: bytes = response.read()
+        return data
+
+
+def test_presigned_url_names_the_public_endpoint_and_downloads_through_it(
+    s3_endpoint: str, s3_bucket: str
+) -> None:
+    # The same server under another host name, as a browser reaches MinIO on localhost:9000
+    # while the containers use minio:9000.
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    store = S3BlobStore(bucket=s3_bucket, endpoint_url=s3_endpoint, public_endpoint_url=public)
+    store.put_bytes("exports/1/a.json", b'{"a": 1}')
+    url = store.url("exports/1/a.json", filename="a.json")
+    assert url is not None
+    parts = urlsplit(url)
+    assert parts.netloc == urlsplit(public).netloc
+    assert parts.path == f"/{s3_bucket}/exports/1/a.json"
+    assert _download(url) == b'{"a": 1}'
+
+
+def test_presigned_url_still_downloads_when_the_public_endpoint_is_the_real_one(
+    s3_endpoint: str, s3_bucket: str
+) -> None:
+    store = S3BlobStore(
+        bucket=s3_bucket, endpoint_url=s3_endpoint, public_endpoint_url=f"{s3_endpoint}/"
+    )
+    store.put_bytes("k", b"payload")
+    url = store.url("k")
+    assert url is not None
+    assert url.startswith(f"{s3_endpoint}/{s3_bucket}/k?")
+    assert _download(url) == b"payload"
+
+
+def test_configured_store_signs_urls_for_s3_public_endpoint_url(
+    s3_endpoint: str, s3_bucket: str, s3_settings: BlobStore
+) -> None:
+    with override_settings(S3_PUBLIC_ENDPOINT_URL="http://localhost:9000"):
+        reset_blob_store()
+        url = get_blob_store().url("images/x")
+    reset_blob_store()
+    assert url is not None
+    assert url.startswith(f"http://localhost:9000/{s3_bucket}/images/x?")
+
+
+def test_a_public_endpoint_that_is_not_an_http_url_is_rejected() -> None:
+    with pytest.raises(ValueError, match="public S3 endpoint"):
+        S3BlobStore(bucket="some-bucket", public_endpoint_url="localhost:9000")
