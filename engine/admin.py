@@ -1,18 +1,58 @@
-"""Django admin for model versions and jobs."""
+"""Django admin for model versions and jobs.
 
-from django.contrib import admin
+Checkpoints are imported with ``manage.py import_checkpoint`` or the API (they are validated
+and ONNX-exported on the way in); here admins deploy a version and start its embeddings.
+"""
 
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from annotation.errors import DomainError
 from engine.models import Job, ModelVersion
+from engine.services.embeddings import embeddings_precompute_start
+from engine.services.registry import model_version_deploy
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "arch", "project", "round", "status", "created_at"]
+    list_display = ["id", "name", "arch", "project", "round", "status", "is_deployed", "created_at"]
     list_filter = ["status", "arch", "project"]
     search_fields = ["name", "=sha256", "project__name"]
     list_select_related = ["project"]
     raw_id_fields = ["project", "parent"]
-    readonly_fields = ["sha256", "checkpoint_key", "created_at"]
+    readonly_fields = ["sha256", "checkpoint_key", "onnx_decoder_key", "created_at"]
+    actions = ["deploy", "precompute_embeddings"]
+
+    @admin.display(boolean=True, description="deployed")
+    def is_deployed(self, version: ModelVersion) -> bool:
+        return version.project.deployed_version_id == version.pk
+
+    @admin.action(description="Deploy in its project (one version)")
+    def deploy(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "select exactly one version to deploy", messages.ERROR)
+            return
+        version = queryset.select_related("project").get()
+        try:
+            model_version_deploy(project=version.project, version=version)
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"{version} is deployed in {version.project}")
+
+    @admin.action(description="Precompute embeddings of every image of its project")
+    def precompute_embeddings(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        user = request.user if request.user.is_authenticated else None
+        for version in queryset.select_related("project"):
+            try:
+                job = embeddings_precompute_start(
+                    project=version.project, model_version=version, user=user
+                )
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                continue
+            self.message_user(request, f"embedding job {job.pk} queued for {version}")
 
 
 @admin.register(Job)

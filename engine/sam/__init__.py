@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.sam.build import build_sam, sam_model_registry
     from engine.sam.checkpoint import CheckpointError, load_sam, save_sam
+    from engine.sam.device import select_device
+    from engine.sam.embedding import ImageEmbedding, embed_images
     from engine.sam.predictor import SamPredictor
 
 _EXPORTS = {
@@ -22,15 +24,22 @@ _EXPORTS = {
     "CheckpointError": "engine.sam.checkpoint",
     "load_sam": "engine.sam.checkpoint",
     "save_sam": "engine.sam.checkpoint",
+    "select_device": "engine.sam.device",
+    "ImageEmbedding": "engine.sam.embedding",
+    "embed_images": "engine.sam.embedding",
     "SamPredictor": "engine.sam.predictor",
+    "SamAutomaticMaskGenerator": "engine.sam.amg",
 }
 __all__ = [
     "CheckpointError",
+    "ImageEmbedding",
     "SamPredictor",
     "build_sam",
+    "embed_images",
     "load_sam",
     "sam_model_registry",
     "save_sam",
+    "select_device",
 ]
 
 

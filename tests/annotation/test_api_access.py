@@ -1,7 +1,8 @@
 """Access rules on every endpoint: outsiders get 404, annotators 403 on admin-only endpoints,
-anonymous callers 401/403; and a refused call changes nothing."""
+anonymous callers 401/403; and a refused call changes nothing and queues nothing."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from storage.blobs import get_blob_store
 from tests.factories import client_for, png
 
 pytestmark = pytest.mark.django_db
+
+# A real SAM checkpoint (vit_tiny, official key layout): a leaked import would register it.
+TINY_CHECKPOINT = Path(__file__).parents[1] / "engine" / "sam" / "goldens" / "tiny_sam.pth"
 
 
 @dataclass
@@ -57,8 +61,9 @@ class Call:
     method: str
     path: str
     admin_only: bool
-    body: Any = None
+    body: Any = None  # or a function of the World, called for each request
     multipart: bool = False
+    served: int = 200  # the status a member gets on an endpoint that is not admin-only
 
     def url(self, world: World) -> str:
         return self.path.format(
@@ -78,7 +83,7 @@ CALLS = [
     Call("post", "/api/projects/{p}/members/", True, {"username": "eve", "role": "admin"}),
     Call("delete", "/api/projects/{p}/members/{u}/", True),
     Call("get", "/api/projects/{p}/images/", False),
-    Call("post", "/api/projects/{p}/images/", True, "upload", multipart=True),
+    Call("post", "/api/projects/{p}/images/", True, lambda w: upload_body(), multipart=True),
     Call("get", "/api/images/{i}/", False),
     Call("get", "/api/images/{i}/content/", False),
     Call("get", "/api/images/{i}/thumbnail/", False),
@@ -90,15 +95,37 @@ CALLS = [
     Call("post", "/api/jobs/{q}/cancel/", True),
     Call("get", "/api/jobs/{j}/files/cats-coco.json", True),
     Call("get", "/api/projects/{p}/model-versions/", False),
+    Call("post", "/api/projects/{p}/model-versions/", True, lambda w: checkpoint_body(), True),
     Call("get", "/api/model-versions/{v}/", False),
+    Call("post", "/api/model-versions/{v}/deploy/", True),
+    Call(
+        "post",
+        "/api/projects/{p}/embeddings/precompute/",
+        True,
+        lambda w: {"model_version": w.version.pk},
+    ),
+    Call(
+        "post",
+        "/api/projects/{p}/embeddings/requests/",
+        False,
+        lambda w: {"image_ids": [w.image.pk], "model_version": w.version.pk},
+        served=202,
+    ),
 ]
 IDS = [f"{call.method} {call.path}" for call in CALLS]
 
 
+def upload_body() -> dict[str, Any]:
+    return {"files": [SimpleUploadedFile("new.png", png(99))]}
+
+
+def checkpoint_body() -> dict[str, Any]:
+    content = TINY_CHECKPOINT.read_bytes()
+    return {"file": SimpleUploadedFile("sam_vit_tiny.pth", content), "deploy": "true"}
+
+
 def perform(client: APIClient, call: Call, world: World) -> Any:
-    body = call.body
-    if body == "upload":
-        body = {"files": [SimpleUploadedFile("new.png", png(99))]}
+    body = call.body(world) if callable(call.body) else call.body
     request = getattr(client, call.method)
     if call.multipart:
         return request(call.url(world), body, format="multipart")
@@ -108,43 +135,58 @@ def perform(client: APIClient, call: Call, world: World) -> Any:
 def snapshot() -> dict[str, Any]:
     """Everything a call could change."""
     return {
-        "projects": sorted(Project.objects.values_list("id", "name", "description")),
+        "projects": sorted(
+            Project.objects.values_list("id", "name", "description", "deployed_version_id")
+        ),
         "members": sorted(Membership.objects.values_list("project_id", "user_id", "role")),
         "images": sorted(Image.objects.values_list("id", flat=True)),
         "masks": sorted(Mask.objects.values_list("id", "status")),
         "jobs": sorted(Job.objects.values_list("id", "status")),
+        "model_versions": sorted(ModelVersion.objects.values_list("id", "sha256", "status")),
         "blobs": list(get_blob_store().list()),
     }
 
 
 @pytest.mark.parametrize("call", CALLS, ids=IDS)
-def test_a_user_of_another_project_gets_404_and_changes_nothing(world, outsider_user, call):
+def test_a_user_of_another_project_gets_404_and_changes_nothing(
+    world, outsider_user, call, django_capture_on_commit_callbacks
+):
     before = snapshot()
-    response = perform(client_for(outsider_user), call, world)
+    with django_capture_on_commit_callbacks() as queued:
+        response = perform(client_for(outsider_user), call, world)
     assert response.status_code == 404
     assert snapshot() == before
+    assert queued == []  # no task sent either (exports, embeddings)
 
 
 @pytest.mark.parametrize("call", [c for c in CALLS if c.admin_only], ids=lambda c: c.path)
-def test_an_annotator_gets_403_on_admin_only_endpoints_and_changes_nothing(world, call):
+def test_an_annotator_gets_403_on_admin_only_endpoints_and_changes_nothing(
+    world, call, django_capture_on_commit_callbacks
+):
     before = snapshot()
-    response = perform(client_for(world.annotator), call, world)
+    with django_capture_on_commit_callbacks() as queued:
+        response = perform(client_for(world.annotator), call, world)
     assert response.status_code == 403
     assert snapshot() == before
+    assert queued == []
 
 
 @pytest.mark.parametrize("call", [c for c in CALLS if not c.admin_only], ids=lambda c: c.path)
-def test_an_annotator_reads_their_own_project(world, call):
+def test_an_annotator_is_served_on_the_member_endpoints_of_their_project(world, call):
     response = perform(client_for(world.annotator), call, world)
-    assert response.status_code == 200
+    assert response.status_code == call.served
 
 
 @pytest.mark.parametrize("call", CALLS, ids=IDS)
-def test_an_anonymous_caller_is_refused_and_changes_nothing(world, call):
+def test_an_anonymous_caller_is_refused_and_changes_nothing(
+    world, call, django_capture_on_commit_callbacks
+):
     before = snapshot()
-    response = perform(client_for(None), call, world)
+    with django_capture_on_commit_callbacks() as queued:
+        response = perform(client_for(None), call, world)
     assert response.status_code in (401, 403)
     assert snapshot() == before
+    assert queued == []
 
 
 def test_an_anonymous_caller_cannot_list_or_create_projects():

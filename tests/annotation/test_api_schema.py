@@ -32,7 +32,11 @@ EXPECTED_OPERATIONS = {
     ("post", "/api/jobs/{job_id}/cancel/"): "jobs_cancel",
     ("get", "/api/jobs/{job_id}/files/{name}"): "jobs_file_download",
     ("get", "/api/projects/{project_id}/model-versions/"): "model_versions_list",
+    ("post", "/api/projects/{project_id}/model-versions/"): "model_versions_import",
     ("get", "/api/model-versions/{version_id}/"): "model_versions_retrieve",
+    ("post", "/api/model-versions/{version_id}/deploy/"): "model_versions_deploy",
+    ("post", "/api/projects/{project_id}/embeddings/precompute/"): "embeddings_precompute",
+    ("post", "/api/projects/{project_id}/embeddings/requests/"): "embeddings_request",
 }
 
 

@@ -28,7 +28,7 @@ class ImageEncoderViT(nn.Module):
         use_rel_pos: bool = True,
         window_size: int = 14,
         global_attn_indexes: tuple[int, ...] = (),
-        use_sdpa: bool = False,
+        use_sdpa: bool | None = None,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -57,8 +57,14 @@ class ImageEncoderViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
-    def set_sdpa(self, enabled: bool) -> None:
-        """Switch every block between the explicit and the fused attention kernel."""
+    def set_sdpa(self, enabled: bool | None) -> None:
+        """Attention kernel of every block: True fused SDPA, False explicit, None by device.
+
+        None (the default) uses SDPA on CUDA and the explicit kernel on the CPU, where it is
+        faster (see engine/sam/modeling/vit_attention.py).
+        """
+        if enabled not in (True, False, None):
+            raise ValueError(f"set_sdpa takes True, False or None, got {enabled!r}")
         for block in self.blocks:
             cast(Block, block).attn.use_sdpa = enabled
 

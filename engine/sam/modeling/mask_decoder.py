@@ -81,14 +81,14 @@ class MaskDecoder(nn.Module):
         else:
             src = torch.repeat_interleave(image_embeddings, batch, dim=0)
         src = src + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, batch, dim=0)
+        pos_src = image_pe if batch == 1 else torch.repeat_interleave(image_pe, batch, dim=0)
         b, c, h, w = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        upscaled = self._upscale(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
@@ -96,3 +96,41 @@ class MaskDecoder(nn.Module):
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def _upscale(self, x: Tensor) -> Tensor:
+        """B x C x 64 x 64 -> B x C/8 x 256 x 256 through `output_upscaling`.
+
+        Its transposed convolutions have kernel = stride = 2, so no two input pixels overlap:
+        each is one matrix product followed by a pixel shuffle (faster on the CPU than the
+        convolution kernel; same weights, same sums).
+        """
+        for layer in self.output_upscaling:
+            if isinstance(layer, nn.ConvTranspose2d) and _is_pixel_shuffle(layer):
+                x = _transposed_conv_as_matmul(layer, x)
+            else:
+                x = layer(x)
+        return x
+
+
+def _is_pixel_shuffle(conv: nn.ConvTranspose2d) -> bool:
+    return (
+        conv.kernel_size == conv.stride
+        and conv.padding == (0, 0)
+        and conv.output_padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+
+
+def _transposed_conv_as_matmul(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """x: B x Cin x H x W -> B x Cout x kH*H x kW*W for a non-overlapping transposed conv."""
+    batch, channels, height, width = x.shape
+    k_h, k_w = conv.kernel_size
+    out_channels = conv.out_channels
+    weight = conv.weight.reshape(channels, out_channels * k_h * k_w)
+    pixels = x.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+    y = (pixels @ weight.to(pixels.dtype)).reshape(batch, height, width, out_channels, k_h, k_w)
+    y = y.permute(0, 3, 1, 4, 2, 5).reshape(batch, out_channels, height * k_h, width * k_w)
+    if conv.bias is not None:
+        y = y + conv.bias.to(y.dtype)[None, :, None, None]
+    return y

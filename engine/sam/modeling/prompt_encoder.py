@@ -50,10 +50,24 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: Tensor | None = None
+        self._dense_pe_key: tuple[object, ...] = ()
 
     def get_dense_pe(self) -> Tensor:
-        """Positional encoding of the image embedding grid: 1 x C x 64 x 64."""
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        """Positional encoding of the image embedding grid: 1 x C x 64 x 64.
+
+        It depends only on the gaussian matrix, so it is computed once and reused until that
+        buffer changes (new weights, another device or dtype); callers must not modify it.
+        """
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        key = (matrix.device, matrix.dtype, matrix.data_ptr(), matrix._version)
+        if self._dense_pe is None or self._dense_pe_key != key:
+            with torch.no_grad():
+                self._dense_pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
+            self._dense_pe_key = key
+        return self._dense_pe
 
     def _point_weight(self, index: int) -> Tensor:
         return cast(nn.Embedding, self.point_embeddings[index]).weight

@@ -1,18 +1,40 @@
-"""Multi-head self-attention of the image encoder, with decomposed relative positions."""
+"""Multi-head self-attention of the image encoder, with decomposed relative positions.
+
+Two kernels compute softmax((q / sqrt(d)) k^T + bias) v, where bias is the decomposed
+relative-position term of `relative_position.py`:
+
+- explicit (the CPU default): the logits of a group of heads are computed with one batched
+  matmul and the two bias terms are added in place by broadcasting, so the
+  (H*W) x (H*W) bias is never materialised. On the CPU (2 cores, vit_b global block) this
+  took about half the time of building the bias and adding it, which is what the official
+  code does, and less than SDPA with the bias as a mask, in fp32 and in bf16;
+- SDPA (the CUDA default): `torch.nn.functional.scaled_dot_product_attention` with the bias
+  materialised as an additive `attn_mask`, so CUDA's fused kernels run it.
+
+Window blocks run the qkv and output projections on the real tokens only (`forward_windows`).
+
+Both agree with the official implementation within float32 rounding (tests/engine/sam/
+test_precision.py checks each against the goldens). Heads are processed in groups so that the
+logits of one group stay under `ATTENTION_BUDGET` elements, whatever the batch size.
+"""
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from engine.sam.modeling.relative_position import relative_position_bias
+from engine.sam.modeling.relative_position import relative_position_bias, relative_positions
+from engine.sam.modeling.windows import window_partition, window_unpartition
+
+# Largest logit tensor (elements) built at once: 2**27 floats = 512 MiB, i.e. 8 heads of a
+# 64 x 64 global block; windows (196 tokens) take every head of a batch in one group.
+ATTENTION_BUDGET = 1 << 27
 
 
 class VitAttention(nn.Module):
     """Self-attention over a H x W grid of tokens (a window or the whole 64 x 64 map).
 
-    With `use_sdpa` the softmax(QK^T + bias)V product runs through
-    `torch.nn.functional.scaled_dot_product_attention` with the relative-position bias as an
-    additive mask; otherwise it is computed explicitly (the reference path).
+    `use_sdpa`: True forces the fused SDPA kernel, False the explicit one, None (default)
+    picks SDPA on CUDA tensors and the explicit kernel elsewhere.
     """
 
     def __init__(
@@ -22,7 +44,7 @@ class VitAttention(nn.Module):
         qkv_bias: bool = True,
         use_rel_pos: bool = True,
         input_size: tuple[int, int] | None = None,
-        use_sdpa: bool = False,
+        use_sdpa: bool | None = None,
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
@@ -40,22 +62,81 @@ class VitAttention(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
+    def sdpa_active(self, device: torch.device) -> bool:
+        """Whether a forward on `device` uses the fused kernel."""
+        if self.use_sdpa is None:
+            return device.type == "cuda"
+        return self.use_sdpa
+
     def forward(self, x: Tensor) -> Tensor:
         """x: B x H x W x dim -> B x H x W x dim."""
+        return self.proj(self._attend_grid(self.qkv(x)))
+
+    def forward_windows(self, x: Tensor, window_size: int) -> Tensor:
+        """Windowed attention: x B x H x W x dim -> B x H x W x dim.
+
+        The same as cutting zero-padded windows out of x and calling `forward` on them (what
+        the official block does), but the qkv and output projections run on the H x W real
+        tokens only: a zero token's qkv is exactly the qkv bias, which fills the padding.
+        """
         batch, height, width, _ = x.shape
+        qkv = self.qkv(x)
+        pad_h = (window_size - height % window_size) % window_size
+        pad_w = (window_size - width % window_size) % window_size
+        if pad_h or pad_w:
+            fill = torch.zeros(qkv.shape[-1], dtype=qkv.dtype, device=qkv.device)
+            if self.qkv.bias is not None:
+                fill = self.qkv.bias.to(qkv.dtype)
+            padded = fill.expand(batch, height + pad_h, width + pad_w, -1).clone()
+            padded[:, :height, :width, :] = qkv
+            qkv = padded
+        windows, padded_hw = window_partition(qkv, window_size)
+        out = window_unpartition(
+            self._attend_grid(windows), window_size, padded_hw, (height, width)
+        )
+        return self.proj(out)
+
+    def _attend_grid(self, qkv: Tensor) -> Tensor:
+        """qkv: B x H x W x 3dim -> attention output B x H x W x dim (before `proj`)."""
+        batch, height, width, _ = qkv.shape
         tokens = height * width
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, batch * self.num_heads, tokens, -1).unbind(0)
+        group = max(1, ATTENTION_BUDGET // (tokens * tokens))
+        attend = self._sdpa if self.sdpa_active(qkv.device) else self._explicit
+        size = (height, width)
+        chunks = [
+            attend(
+                q[start : start + group], k[start : start + group], v[start : start + group], size
+            )
+            for start in range(0, q.shape[0], group)
+        ]
+        out = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
+        return out.reshape(batch, height, width, -1)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int]) -> Tensor:
+        """q, k, v: G x N x d (N = H * W of `size`) -> G x N x d via the fused kernel."""
         bias = None
         if self.use_rel_pos:
-            size = (height, width)
             bias = relative_position_bias(q, self.rel_pos_h, self.rel_pos_w, size, size)
-        if self.use_sdpa:
-            out = nnf.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if bias is not None:
-                attn = attn + bias
-            out = attn.softmax(dim=-1) @ v
-        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
-        return self.proj(out.reshape(batch, height, width, -1))
+            bias = bias.to(q.dtype)
+        # 4-D (1 x G x N x d), the layout the fused CUDA kernels are written for.
+        mask = None if bias is None else bias[None]
+        out = nnf.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)
+        return out[0]
+
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int]) -> Tensor:
+        """q, k, v: G x N x d (N = H * W) -> G x N x d, the bias added in place by broadcast."""
+        attn = torch.bmm(q * self.scale, k.transpose(1, 2))
+        if self.use_rel_pos:
+            height, width = size
+            grid_q = q.reshape(-1, height, width, q.shape[-1])
+            r_h = relative_positions(height, height, self.rel_pos_h).to(q.dtype)
+            r_w = relative_positions(width, width, self.rel_pos_w).to(q.dtype)
+            bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, r_h).to(attn.dtype)
+            bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, r_w).to(attn.dtype)
+            logits = attn.view(-1, height, width, height, width)
+            logits.add_(bias_h[:, :, :, :, None]).add_(bias_w[:, :, :, None, :])
+        attn = attn.softmax(dim=-1)
+        return torch.bmm(attn.to(v.dtype), v)

@@ -1,0 +1,269 @@
+"""`SamAutomaticMaskGenerator`: masks for a whole image from a grid of point prompts.
+
+Same parameters, defaults, filters and records as the official generator; faster because
+- the decoder runs on the cached embedding and returns low-resolution logits; only masks above
+  `pred_iou_thresh` (a score that does not depend on the mask) are upsampled, in chunks, and
+  only the low-res rows / columns that reach the image (upsample.py; same numbers);
+- the stability score, thresholding and boxes are computed on those full-resolution logits with
+  vectorised torch ops (the same ops as the official, so the same numbers);
+- candidates are kept as box-cut bool arrays, and RLEs / full masks are built only for records
+  that survive NMS.
+"""
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.sam.amg.boxes import box_nms, masks_to_boxes, near_crop_edge, xyxy_to_xywh
+from engine.sam.amg.grids import build_all_layer_point_grids, generate_crop_boxes
+from engine.sam.amg.proposals import Proposals, cut_to_box
+from engine.sam.amg.regions import remove_small_regions
+from engine.sam.amg.rle import encode_mask
+from engine.sam.amg.settings import check_parameters
+from engine.sam.amg.upsample import upsample_logits
+from engine.sam.modeling import Sam
+from engine.sam.predictor import SamPredictor
+from engine.sam.prompts import as_rgb_uint8
+
+UPSAMPLE_PIXELS = 1 << 26  # full-resolution logits upsampled at once (256 MiB of float32)
+
+
+class SamAutomaticMaskGenerator:
+    """Prompt SAM with a point grid (per crop layer), filter, de-duplicate, encode.
+
+    Parameters are the official ones (see the official docstring; DESIGN.md lists defaults)
+    plus `max_mask_area_fraction`: drop records whose mask covers at least that fraction of
+    the image (SA-1B used 0.95; None, the default, keeps every record).
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        max_mask_area_fraction: float | None = None,
+    ) -> None:
+        params = dict(locals())
+        del params["self"], params["model"]
+        check_parameters(params)
+        if points_per_side is not None:
+            self.point_grids = build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+        else:
+            assert point_grids is not None  # check_parameters
+            self.point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
+        self.predictor = SamPredictor(model)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.max_mask_area_fraction = max_mask_area_fraction
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Records for an H x W x 3 uint8 RGB image (grayscale / RGBA converted).
+
+        Each record: segmentation (H x W bool, or an RLE dict per `output_mode`), area (int),
+        bbox [x, y, w, h] (w = x_max - x_min), predicted_iou, point_coords [[x, y]],
+        stability_score, crop_box [x, y, w, h].
+        """
+        rgb = as_rgb_uint8(image, "RGB")
+        height, width = rgb.shape[:2]
+        proposals = self._generate_proposals(rgb)
+        if self.min_mask_region_area > 0:
+            proposals = self._clean_small_regions(proposals, height, width)
+        records = []
+        for i in range(len(proposals)):
+            mask = proposals.full_mask(i, height, width)
+            area = int(mask.sum())
+            if (
+                self.max_mask_area_fraction is not None
+                and area >= self.max_mask_area_fraction * height * width
+            ):
+                continue
+            records.append(
+                {
+                    "segmentation": encode_mask(mask, self.output_mode),
+                    "area": area,
+                    "bbox": xyxy_to_xywh(proposals.boxes[i]),
+                    "predicted_iou": float(proposals.iou[i]),
+                    "point_coords": [[float(v) for v in proposals.points[i]]],
+                    "stability_score": float(proposals.stability[i]),
+                    "crop_box": xyxy_to_xywh(proposals.crop_boxes[i]),
+                }
+            )
+        return records
+
+    def _generate_proposals(self, image: np.ndarray) -> Proposals:
+        """Every crop's de-duplicated candidates; across crops smaller crops win."""
+        crop_boxes, layers = generate_crop_boxes(
+            image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio
+        )
+        parts = [
+            self._crop_proposals(image, box, layer)
+            for box, layer in zip(crop_boxes, layers, strict=True)
+        ]
+        proposals = Proposals.concat(parts)
+        if len(crop_boxes) > 1 and len(proposals):
+            crops = proposals.crop_boxes
+            areas = ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1])).astype(np.float32)
+            scores = np.float32(1.0) / areas
+            proposals = proposals.take(box_nms(proposals.boxes, scores, self.crop_nms_thresh))
+        return proposals
+
+    def _crop_proposals(self, image: np.ndarray, crop_box: list[int], layer: int) -> Proposals:
+        """Candidates of one crop, NMS'd by predicted IoU, moved to the image frame."""
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1, :]
+        crop_size = (int(crop.shape[0]), int(crop.shape[1]))
+        self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        image_box = [0, 0, image.shape[1], image.shape[0]]
+        parts = [
+            self._batch_proposals(
+                points[start : start + self.points_per_batch], crop_box, image_box
+            )
+            for start in range(0, len(points), self.points_per_batch)
+        ]
+        self.predictor.reset_image()
+        proposals = Proposals.concat(parts)
+        proposals = proposals.take(box_nms(proposals.boxes, proposals.iou, self.box_nms_thresh))
+        proposals.crop_boxes = np.tile(np.asarray(crop_box, dtype=np.int64), (len(proposals), 1))
+        return proposals.shifted(x0, y0)
+
+    def _decode(self, points: np.ndarray) -> tuple[Tensor, Tensor]:
+        """B x 2 crop-frame points -> low-res logits 3B x 256 x 256, iou 3B (point-major)."""
+        predictor, model = self.predictor, self.predictor.model
+        coords = predictor.transform.apply_coords(points, predictor.original_size)
+        coords_t = torch.as_tensor(coords, device=predictor.device)[:, None, :]
+        labels = torch.ones((coords_t.shape[0], 1), dtype=torch.int, device=predictor.device)
+        sparse, dense = model.prompt_encoder(points=(coords_t, labels), boxes=None, masks=None)
+        low_res, iou = model.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        return low_res.flatten(0, 1).float(), iou.flatten(0, 1).float()
+
+    def _batch_proposals(
+        self, points: np.ndarray, crop_box: list[int], image_box: list[int]
+    ) -> Proposals:
+        """Decode a batch of points, keep masks passing the IoU, stability and edge filters."""
+        low_res, iou = self._decode(points)
+        per_point = low_res.shape[0] // len(points)
+        point_of = torch.arange(low_res.shape[0], device=low_res.device) // per_point
+        keep = torch.arange(low_res.shape[0], device=low_res.device)
+        if self.pred_iou_thresh > 0.0:
+            keep = keep[iou > self.pred_iou_thresh]
+        height, width = self.predictor.original_size
+        chunk = max(1, UPSAMPLE_PIXELS // max(height * width, self.predictor.model.img_size**2))
+        parts = [
+            self._filter_full_resolution(low_res, iou, keep[i : i + chunk], crop_box, image_box)
+            for i in range(0, len(keep), chunk)
+        ]
+        kept, stability, boxes, cuts = _join(parts, low_res.device)
+        return Proposals(
+            boxes=boxes,
+            iou=iou[kept].cpu().numpy(),
+            stability=stability,
+            points=points[point_of[kept].cpu().numpy()],
+            crop_boxes=np.zeros((len(cuts), 4), dtype=np.int64),
+            cuts=cuts,
+        )
+
+    def _filter_full_resolution(
+        self,
+        low_res: Tensor,
+        iou: Tensor,
+        index: Tensor,
+        crop_box: list[int],
+        image_box: list[int],
+    ) -> tuple[Tensor, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Upsample the masks at `index`; apply the stability and crop-edge filters.
+
+        Returns the kept indices, their stability N float32, boxes N x 4 and box-cut masks.
+        """
+        model, predictor = self.predictor.model, self.predictor
+        logits = upsample_logits(
+            model, low_res[index], predictor.input_size, predictor.original_size
+        )
+        threshold, offset = model.mask_threshold, self.stability_score_offset
+        inner = (logits > (threshold + offset)).sum((-1, -2), dtype=torch.int32)
+        outer = (logits > (threshold - offset)).sum((-1, -2), dtype=torch.int32)
+        stability = inner.float() / outer.float()
+        keep = torch.ones_like(stability, dtype=torch.bool)
+        if self.stability_score_thresh > 0.0:
+            keep = stability >= self.stability_score_thresh
+        masks = logits[keep] > threshold
+        del logits
+        boxes = masks_to_boxes(masks)
+        at_edge = near_crop_edge(boxes, crop_box, image_box)
+        masks, boxes = masks[~at_edge], boxes[~at_edge]
+        selected = torch.nonzero(keep).flatten()[~at_edge]
+        boxes_np = boxes.cpu().numpy()
+        masks_np = masks.cpu().numpy()
+        cuts = [cut_to_box(mask, box) for mask, box in zip(masks_np, boxes_np, strict=True)]
+        return index[selected], stability[selected].cpu().numpy(), boxes_np, cuts
+
+    def _clean_small_regions(self, proposals: Proposals, height: int, width: int) -> Proposals:
+        """Fill holes, then remove islands, under `min_mask_region_area`; NMS again preferring
+        masks that needed no change."""
+        if len(proposals) == 0:
+            return proposals
+        cleaned = Proposals(
+            boxes=proposals.boxes.copy(),
+            iou=proposals.iou,
+            stability=proposals.stability,
+            points=proposals.points,
+            crop_boxes=proposals.crop_boxes,
+            cuts=list(proposals.cuts),
+        )
+        unchanged = np.ones(len(proposals), dtype=np.float32)
+        for i in range(len(proposals)):
+            mask = proposals.full_mask(i, height, width)
+            mask, holes_changed = remove_small_regions(mask, self.min_mask_region_area, "holes")
+            mask, islands_changed = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            if holes_changed or islands_changed:
+                unchanged[i] = 0.0
+                box = masks_to_boxes(torch.from_numpy(mask)[None])[0].numpy()
+                cleaned.boxes[i] = box
+                cleaned.cuts[i] = cut_to_box(mask, box)
+        threshold = max(self.box_nms_thresh, self.crop_nms_thresh)
+        return cleaned.take(box_nms(cleaned.boxes, unchanged, threshold))
+
+
+def _join(
+    parts: list[tuple[Tensor, np.ndarray, np.ndarray, list[np.ndarray]]], device: torch.device
+) -> tuple[Tensor, np.ndarray, np.ndarray, list[np.ndarray]]:
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, np.zeros(0, np.float32), np.zeros((0, 4), np.int64), []
+    return (
+        torch.cat([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        [cut for p in parts for cut in p[3]],
+    )

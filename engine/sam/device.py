@@ -1,0 +1,81 @@
+"""Device and precision choices for running SAM: cpu / cuda, fp32 / bf16, optional compile.
+
+Nothing here touches CUDA at import time: `torch.cuda` is only queried inside the functions,
+so a web process or a Celery worker can import engine.sam before it forks.
+
+    device = select_device("auto")                   # cuda when available, else cpu
+    with precision_context(device, "bf16"):
+        embedding = model.image_encoder(images)      # bf16 matmuls, float32 returned by caller
+"""
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def check_precision(precision: str) -> str:
+    """Return `precision` if known ("fp32" or "bf16"), else raise ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    return precision
+
+
+def select_device(choice: str | torch.device = "auto") -> torch.device:
+    """Resolve "auto" | "cpu" | "cuda" | "cuda:N" (or a torch.device) to a usable device.
+
+    "auto" picks cuda when `torch.cuda.is_available()`, else cpu. Asking for cuda on a machine
+    without a CUDA device raises ValueError instead of failing later inside torch.
+    """
+    if isinstance(choice, torch.device):
+        device = choice
+    elif not isinstance(choice, str):
+        raise ValueError(f"device must be a string or torch.device, got {type(choice).__name__}")
+    elif choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(choice)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"unknown device {choice!r}; choose one of {list(DEVICE_CHOICES)} or 'cuda:N'"
+            ) from exc
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"unsupported device {str(device)!r}; use cpu or cuda")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {str(device)!r} requested but only {torch.cuda.device_count()} "
+            "CUDA device(s) exist"
+        )
+    return device
+
+
+def precision_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """A context running matmuls/convolutions in `precision` on `device`'s type.
+
+    "fp32" is a no-op; "bf16" is `torch.autocast(device.type, dtype=torch.bfloat16)`, on the
+    CPU as well as on CUDA. Softmax, LayerNorm and reductions stay float32 under autocast.
+    """
+    check_precision(precision)
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def compile_image_encoder(model: torch.nn.Module, *, mode: str | None = None) -> None:
+    """Replace `model.image_encoder.forward` by a `torch.compile`d version (in place).
+
+    Opt-in: compilation takes tens of seconds and needs a working C++/Triton toolchain, so it
+    is only worth it for long-running GPU workers. The state dict is unchanged.
+    """
+    encoder = model.image_encoder
+    if not isinstance(encoder, torch.nn.Module):
+        raise ValueError("model has no image_encoder module to compile")
+    encoder.forward = torch.compile(encoder.forward, mode=mode, dynamic=False)

@@ -1,0 +1,233 @@
+"""The model registry: import a SAM checkpoint as a ModelVersion, deploy a version.
+
+``model_version_import`` streams the file to a temporary folder (hashing it on the way), reads it
+with the checked loader of ``engine.sam.checkpoint`` (``weights_only=True``: a pickle that would
+run code is refused before it runs; strict keys; architecture detected or checked), exports and
+verifies the ONNX decoder, stores both as content-addressed blobs
+
+    checkpoints/<sha256>.pth     the file, byte for byte
+    onnx/<sha256>.onnx           prompt encoder + mask decoder (engine/sam/onnx_export.py)
+
+and registers the row. The same file imported twice into a project returns the first row. The
+heavy file work runs outside any transaction; the row is written in a short one. Nothing is left
+half-done: on any failure the blobs this call created are removed and no row exists.
+"""
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from annotation.errors import DomainError
+from annotation.models import Project
+from engine.models import ModelVersion
+from engine.sam.checkpoint import (
+    CheckpointError,
+    LoadedCheckpoint,
+    read_checkpoint,
+    sam_from_state_dict,
+)
+from engine.sam.config import CONFIGS
+from engine.sam.onnx_export import DEFAULT_OPSET, check_decoder_onnx, export_decoder_onnx
+from engine.selectors import model_version_by_sha
+from storage.blobs import BlobStore, get_blob_store
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class CheckpointRejected(DomainError):
+    """The file is not a usable SAM checkpoint (the message says why); nothing was stored."""
+
+    code = "checkpoint_rejected"
+
+
+class DeployRefused(DomainError):
+    """The version cannot be deployed in this project."""
+
+    code = "deploy_refused"
+
+
+def checkpoint_key(sha256: str) -> str:
+    return f"checkpoints/{sha256}.pth"
+
+
+def onnx_decoder_key(sha256: str) -> str:
+    return f"onnx/{sha256}.onnx"
+
+
+def model_version_import(
+    *,
+    project: Project,
+    path_or_file: str | Path | BinaryIO,
+    arch: str | None = None,
+    name: str = "",
+    deploy: bool = False,
+    user: User | None = None,
+) -> ModelVersion:
+    """Validate, store and register a checkpoint (official ``sam_vit_*`` or ours).
+
+    ``path_or_file`` is a local path or a binary file object read from its current position.
+    Raises CheckpointRejected (nothing stored) for a file that is not a loadable SAM checkpoint
+    or does not match ``arch``; the message is the checked loader's.
+    """
+    if project.pk is None:
+        raise CheckpointRejected("the project is not saved")
+    if arch is not None and arch not in CONFIGS:
+        raise CheckpointRejected(f"unknown architecture {arch!r}; known: {sorted(CONFIGS)}")
+    display = _display_name(path_or_file)
+    with _staged(path_or_file, display) as (path, sha256):
+        existing = model_version_by_sha(project=project, sha256=sha256)
+        if existing is not None:
+            logger.info("checkpoint %s is already version %s of %s", sha256, existing.pk, project)
+            return model_version_deploy(project=project, version=existing) if deploy else existing
+        loaded = _read(path, arch=arch, display=display)
+        store = get_blob_store()
+        created: list[str] = []
+        try:
+            onnx_key, onnx_metrics = _publish(store, path, sha256, loaded, created)
+            version = _register(
+                project=project,
+                sha256=sha256,
+                loaded=loaded,
+                name=name or display,
+                onnx_key=onnx_key,
+                metrics={"onnx_decoder": onnx_metrics, "file_bytes": path.stat().st_size},
+                deploy=deploy,
+            )
+        except BaseException:
+            for key in created:
+                store.delete(key)
+            raise
+    logger.info("imported %s as model version %s of %s (by %s)", display, version.pk, project, user)
+    return version
+
+
+def _display_name(path_or_file: str | Path | BinaryIO) -> str:
+    if isinstance(path_or_file, str | Path):
+        return Path(path_or_file).name
+    return Path(str(getattr(path_or_file, "name", "") or "upload.pth")).name
+
+
+@contextmanager
+def _staged(source: str | Path | BinaryIO, display: str) -> Iterator[tuple[Path, str]]:
+    """Copy ``source`` into a private temporary folder; yield (path, sha256)."""
+    limit = int(settings.MASKLOOP_MAX_CHECKPOINT_BYTES)
+    root = Path(settings.VAR_DIR) / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix="import-") as folder:
+        path = Path(folder) / "checkpoint.pth"  # never a name from the upload
+        digest = hashlib.sha256()
+        written = 0
+        if isinstance(source, str | Path):
+            if not Path(source).is_file():
+                raise CheckpointRejected(f"{source}: no such file")
+            handle: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed below
+        else:
+            handle = source
+        try:
+            with path.open("wb") as out:
+                while chunk := handle.read(_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise CheckpointRejected(
+                            f"{display}: larger than the {limit} byte limit "
+                            "(MASKLOOP_MAX_CHECKPOINT_BYTES)"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+        finally:
+            if handle is not source:
+                handle.close()
+        if written == 0:
+            raise CheckpointRejected(f"{display}: not a checkpoint (the file is empty)")
+        yield path, digest.hexdigest()
+
+
+def _read(path: Path, *, arch: str | None, display: str) -> LoadedCheckpoint:
+    try:
+        return read_checkpoint(path, arch=arch)
+    except CheckpointError as exc:
+        # The loader names the staged copy; the user knows the file by its own name.
+        message = str(exc).replace(str(path), display)
+        raise CheckpointRejected(message) from exc
+
+
+def _put_once(store: BlobStore, key: str, path: Path, created: list[str]) -> None:
+    """Content-addressed: a key that exists holds these bytes already (and may be shared)."""
+    if store.exists(key):
+        return
+    with path.open("rb") as handle:
+        store.put_file(key, handle, content_type="application/octet-stream")
+    created.append(key)
+
+
+def _publish(
+    store: BlobStore, path: Path, sha256: str, loaded: LoadedCheckpoint, created: list[str]
+) -> tuple[str, dict[str, object]]:
+    """Store the checkpoint and its verified ONNX decoder; return (onnx key, check figures)."""
+    sam = sam_from_state_dict(loaded.state_dict, loaded.config)
+    onnx_path = path.with_suffix(".onnx")
+    export_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
+    check = check_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
+    _put_once(store, checkpoint_key(sha256), path, created)
+    key = onnx_decoder_key(sha256)
+    _put_once(store, key, onnx_path, created)
+    return key, check.as_dict()
+
+
+@transaction.atomic
+def _register(
+    *,
+    project: Project,
+    sha256: str,
+    loaded: LoadedCheckpoint,
+    name: str,
+    onnx_key: str,
+    metrics: dict[str, object],
+    deploy: bool,
+) -> ModelVersion:
+    try:
+        with transaction.atomic():  # a savepoint: a lost race leaves the outer block usable
+            version = ModelVersion.objects.create(
+                project=project,
+                name=name[:200],
+                arch=loaded.arch,
+                config=loaded.config.to_dict(),
+                checkpoint_key=checkpoint_key(sha256),
+                sha256=sha256,
+                onnx_decoder_key=onnx_key,
+                metrics=metrics,
+            )
+    except IntegrityError:
+        existing = model_version_by_sha(project=project, sha256=sha256)
+        if existing is None:
+            raise
+        version = existing
+    if deploy:
+        model_version_deploy(project=project, version=version)
+    return version
+
+
+@transaction.atomic
+def model_version_deploy(*, project: Project, version: ModelVersion) -> ModelVersion:
+    """Make ``version`` the one the project's tool and workers use (atomically)."""
+    locked = Project.objects.select_for_update().get(pk=project.pk)
+    if version.project_id != locked.pk:
+        raise DeployRefused(
+            f"model version {version.pk} does not belong to project {locked.name!r}"
+        )
+    if version.status != ModelVersion.Status.READY:
+        raise DeployRefused(f"model version {version.pk} is {version.status}, not ready")
+    locked.deployed_version = version
+    locked.save(update_fields=["deployed_version"])
+    project.deployed_version = version
+    return version

@@ -1,0 +1,36 @@
+"""Celery tasks of the engine: thin, ids in, one service call each.
+
+Every task here is named ``engine.tasks.gpu_*`` and so routed to the ``gpu`` queue (settings).
+Both are idempotent (a stored embedding is skipped, a finished job does nothing), so they are
+acknowledged late: a worker that dies mid-task gets the message redelivered. Only an
+unreachable blob store is retried, with backoff.
+"""
+
+from typing import Any
+
+from celery import shared_task
+
+from annotation.tasks import JobTask
+from engine.services.embeddings import embedding_compute, embeddings_precompute_run
+from storage.blobs import BlobStoreUnavailable
+
+_RETRY: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": (BlobStoreUnavailable,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="engine.tasks.gpu_compute_embedding", **_RETRY)
+def gpu_compute_embedding(image_id: int, model_version_id: int) -> None:
+    """Store one image's embedding for one model version (skipped when stored already)."""
+    embedding_compute(image_id=image_id, model_version_id=model_version_id)
+
+
+@shared_task(bind=True, base=JobTask, name="engine.tasks.gpu_precompute_embeddings", **_RETRY)
+def gpu_precompute_embeddings(self: JobTask, job_id: int) -> None:
+    """One chunk of an ``embed`` job; the service queues the next chunk until all are done."""
+    embeddings_precompute_run(job_id=job_id, task_id=self.request.id or "")
