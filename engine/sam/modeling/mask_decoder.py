@@ -76,19 +76,23 @@ class MaskDecoder(nn.Module):
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
 
-        if image_embeddings.shape[0] == batch:
-            src = image_embeddings
+        if _dense_shared(image_embeddings, dense_prompt_embeddings, batch):
+            # One image, one dense embedding for every prompt (no mask_input): the transformer
+            # takes the 1 x C x H x W sum and projects the image side once for all prompts.
+            src = image_embeddings + dense_prompt_embeddings[:1]
+        elif image_embeddings.shape[0] in (1, batch):
+            src = image_embeddings + dense_prompt_embeddings  # one image broadcasts
         else:
             src = torch.repeat_interleave(image_embeddings, batch, dim=0)
-        src = src + dense_prompt_embeddings
-        pos_src = image_pe if batch == 1 else torch.repeat_interleave(image_pe, batch, dim=0)
-        b, c, h, w = src.shape
+            src = src + dense_prompt_embeddings
+        _, c, h, w = src.shape
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        # image_pe (1 x C x H x W) broadcasts over the prompts wherever it is added.
+        hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = self._upscale(src.transpose(1, 2).reshape(b, c, h, w))
+        upscaled = self._upscale(src.transpose(1, 2).reshape(batch, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
@@ -110,6 +114,17 @@ class MaskDecoder(nn.Module):
             else:
                 x = layer(x)
         return x
+
+
+def _dense_shared(image_embeddings: Tensor, dense: Tensor, batch: int) -> bool:
+    """Whether all `batch` prompts see the same image + dense sum, known from shapes alone.
+
+    The prompt encoder's no-mask embedding is `expand`ed over the batch (batch stride 0), so
+    its rows are one tensor by construction; a mask prompt gives a real B x C x H x W tensor.
+    """
+    if batch < 2 or image_embeddings.shape[0] != 1:
+        return False
+    return dense.shape[0] == 1 or dense.stride(0) == 0
 
 
 def _is_pixel_shuffle(conv: nn.ConvTranspose2d) -> bool:

@@ -42,3 +42,35 @@ class Attention(nn.Module):
         attn = attn / math.sqrt(per_head)
         out = attn.softmax(dim=-1) @ v
         return self.out_proj(self._merge_heads(out))
+
+    def forward_shared_kv(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """`forward` for q: B x Nq x C against k and v: 1 x Nk x C shared by the B rows.
+
+        k and v are projected once, and the B x Nq queries attend as one B*Nq-row batch (each
+        query row's softmax is its own, so this is `forward` with k, v repeated B times).
+        """
+        batch, n_q, _ = q.shape
+        queries = self._split_heads(self.q_proj(q).reshape(1, batch * n_q, self.internal_dim))
+        keys = self._split_heads(self.k_proj(k))
+        values = self._split_heads(self.v_proj(v))
+        attn = queries @ keys.permute(0, 1, 3, 2)
+        attn = attn / math.sqrt(queries.shape[-1])
+        out = self._merge_heads(attn.softmax(dim=-1) @ values)
+        return self.out_proj(out.reshape(batch, n_q, self.internal_dim))
+
+    def forward_shared_q(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """`forward` for q: 1 x Nq x C shared by B rows of k and v: B x Nk x C -> B x Nq x C.
+
+        q is projected once; its scores against all B*Nk keys come from one product, and the
+        softmax runs over each row's own Nk keys.
+        """
+        batch, n_k, _ = k.shape
+        queries = self._split_heads(self.q_proj(q))[0]  # heads x Nq x d
+        keys = self._split_heads(self.k_proj(k).reshape(1, batch * n_k, self.internal_dim))[0]
+        values = self._split_heads(self.v_proj(v))  # B x heads x Nk x d
+        heads, n_q, per_head = queries.shape
+        attn = queries @ keys.transpose(1, 2)  # heads x Nq x B*Nk
+        attn = attn / math.sqrt(per_head)
+        attn = attn.reshape(heads, n_q, batch, n_k).softmax(dim=-1)
+        out = attn.permute(2, 0, 1, 3) @ values  # B x heads x Nq x d
+        return self.out_proj(self._merge_heads(out))

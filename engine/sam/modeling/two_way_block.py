@@ -40,7 +40,13 @@ class TwoWayAttentionBlock(nn.Module):
     def forward(
         self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """queries: B x Nt x C (tokens), keys: B x HW x C (image) -> updated (queries, keys)."""
+        """queries: B x Nt x C (tokens), keys: B x HW x C (image) -> updated (queries, keys).
+
+        keys and key_pe may also be 1 x HW x C, one image shared by the B prompts: the
+        image-side projections then run once instead of B times (`forward_shared_kv`,
+        `forward_shared_q`), and the returned keys are B x HW x C as with repeated keys.
+        """
+        shared = keys.shape[0] == 1 and queries.shape[0] > 1
         if self.skip_first_layer_pe:
             queries = self.self_attn(q=queries, k=queries, v=queries)
         else:
@@ -50,14 +56,19 @@ class TwoWayAttentionBlock(nn.Module):
 
         q = queries + query_pe
         k = keys + key_pe
-        queries = queries + self.cross_attn_token_to_image(q=q, k=k, v=keys)
+        if shared:
+            queries = queries + self.cross_attn_token_to_image.forward_shared_kv(q=q, k=k, v=keys)
+        else:
+            queries = queries + self.cross_attn_token_to_image(q=q, k=k, v=keys)
         queries = self.norm2(queries)
 
         queries = queries + self.mlp(queries)
         queries = self.norm3(queries)
 
-        q = queries + query_pe
-        k = keys + key_pe
-        keys = keys + self.cross_attn_image_to_token(q=k, k=q, v=queries)
+        q = queries + query_pe  # k (keys + key_pe) is unchanged since the token->image step
+        if shared:
+            keys = keys + self.cross_attn_image_to_token.forward_shared_q(q=k, k=q, v=queries)
+        else:
+            keys = keys + self.cross_attn_image_to_token(q=k, k=q, v=queries)
         keys = self.norm4(keys)
         return queries, keys

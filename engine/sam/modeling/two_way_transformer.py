@@ -44,7 +44,9 @@ class TwoWayTransformer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """image_embedding, image_pe: B x C x H x W; point_embedding: B x Nt x C.
 
-        Returns the processed tokens B x Nt x C and image keys B x HW x C.
+        Returns the processed tokens B x Nt x C and image keys B x HW x C. image_pe may be
+        1 x C x H x W (broadcast); so may image_embedding when all B prompts share it, in which
+        case the first block projects it once (see `TwoWayAttentionBlock.forward`).
         """
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
