@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+GOLDEN_TOOLS = Path(__file__).resolve().parents[1] / "tools" / "goldens"
 
 REF_PYTHON = os.environ.get("SAM_REF_PYTHON", "/tmp/refvenv/bin/python")
 LOW: dict[str, Any] = {
@@ -57,31 +58,14 @@ def bench_image(height: int = 480, width: int = 640, seed: int = 7) -> np.ndarra
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def structured(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Random weights reshaped so masks follow the image (see make_amg_goldens.amg_state)."""
-    out = {}
-    for name, tensor in state.items():
-        value = tensor.float().clone()
-        if name.startswith("image_encoder.blocks.") and (".attn.proj." in name or ".lin2." in name):
-            value = value * 0.125
-        elif name in (
-            "mask_decoder.output_upscaling.0.weight",
-            "mask_decoder.output_upscaling.3.weight",
-        ):
-            value = value.mean(dim=(2, 3), keepdim=True).expand_as(value).clone()
-        elif name.startswith("mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in name:
-            value = value * 256.0
-        elif name == "mask_decoder.iou_prediction_head.layers.2.bias":
-            value = value + 1.0
-        out[name] = value
-    return out
-
-
 def write_checkpoint(arch: str, path: Path, seed: int = 0) -> None:
     from engine.sam.build import build_sam
 
+    sys.path.insert(0, str(GOLDEN_TOOLS))
+    weights = importlib.import_module("amg_weights")  # tools/goldens: torch only
+
     torch.manual_seed(seed)
-    torch.save(structured(build_sam(arch).state_dict()), path)
+    torch.save(weights.structured_state(build_sam(arch).state_dict()), path)
 
 
 def records_json(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -100,7 +84,7 @@ def reference_worker(checkpoint: Path, arch: str) -> None:
     official = importlib.import_module("segment_anything")  # reference venv only
 
     if arch == "vit_tiny":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "goldens"))
+        sys.path.insert(0, str(GOLDEN_TOOLS))
         official_tiny = importlib.import_module("make_sam_goldens")  # reference venv only
         sam = official_tiny.build_official(official_tiny.VIT_TINY)
         state = torch.load(checkpoint, weights_only=True)

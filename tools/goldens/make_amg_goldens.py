@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from amg_weights import structured_state
 from make_sam_goldens import GOLDENS, VIT_TINY, build_official, make_images
 from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator
@@ -47,23 +48,8 @@ CASES: list[dict[str, Any]] = [
 
 
 def amg_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """tiny_sam.pth's tensors with the changes in the module docstring, float16-exact."""
-    out = {}
-    for name, tensor in state.items():
-        value = tensor.float().clone()
-        if name.startswith("image_encoder.blocks.") and (".attn.proj." in name or ".lin2." in name):
-            value = value * 0.125
-        elif name in (
-            "mask_decoder.output_upscaling.0.weight",
-            "mask_decoder.output_upscaling.3.weight",
-        ):
-            value = value.mean(dim=(2, 3), keepdim=True).expand_as(value).clone()
-        elif name.startswith("mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in name:
-            value = value * 256.0
-        elif name == "mask_decoder.iou_prediction_head.layers.2.bias":
-            value = value + 1.0
-        out[name] = value.half()
-    return out
+    """tiny_sam.pth's tensors reshaped by amg_weights.structured_state, float16-exact."""
+    return {name: value.half() for name, value in structured_state(state).items()}
 
 
 def record_json(record: dict[str, Any]) -> dict[str, Any]:
