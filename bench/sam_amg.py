@@ -1,6 +1,7 @@
 """Automatic mask generator: ours against the official segment-anything, same run.
 
-    .venv/bin/python bench/sam_amg.py [--arch vit_b] [--points-per-side 16] [--repeats 2]
+    .venv/bin/python bench/sam_amg.py [--arch vit_b] [--points-per-side 32] [--repeats 2]
+    .venv/bin/python bench/sam_amg.py --device cuda          # both sides on the GPU
     .venv/bin/python bench/sam_amg.py --arch vit_tiny \
         --checkpoint tests/engine/sam/goldens/amg_tiny_sam.pth      # tens of masks per image
 
@@ -79,7 +80,7 @@ def records_json(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def reference_worker(checkpoint: Path, arch: str) -> None:
+def reference_worker(checkpoint: Path, arch: str, device: str) -> None:
     """Runs under SAM_REF_PYTHON: one JSON request per stdin line, one JSON answer per line."""
     official = importlib.import_module("segment_anything")  # reference venv only
 
@@ -91,6 +92,7 @@ def reference_worker(checkpoint: Path, arch: str) -> None:
         sam.load_state_dict({name: value.float() for name, value in state.items()})
     else:
         sam = official.sam_model_registry[arch](checkpoint=str(checkpoint))
+    sam = sam.to(device)
     image = bench_image()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -98,8 +100,14 @@ def reference_worker(checkpoint: Path, arch: str) -> None:
         generator = official.SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **params)
         start = time.perf_counter()
         records = generator.generate(image)
+        _sync(device)
         seconds = time.perf_counter() - start
         print(json.dumps({"seconds": seconds, "records": records_json(records)}), flush=True)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def matched(ours: list[dict[str, Any]], official: list[dict[str, Any]]) -> tuple[float, float]:
@@ -127,7 +135,7 @@ def matched(ours: list[dict[str, Any]], official: list[dict[str, Any]]) -> tuple
     return float(hits.mean()), worst
 
 
-def run(arch: str, points_per_side: int, repeats: int, given: Path | None) -> None:
+def run(arch: str, points_per_side: int, repeats: int, given: Path | None, device: str) -> None:
     from engine.sam.amg import SamAutomaticMaskGenerator
     from engine.sam.checkpoint import load_sam
 
@@ -137,11 +145,13 @@ def run(arch: str, points_per_side: int, repeats: int, given: Path | None) -> No
         checkpoint = given if given is not None else Path(tmp) / f"{arch}_structured.pth"
         if given is None:
             write_checkpoint(arch, checkpoint)
-        sam = load_sam(checkpoint, arch=arch)
+        sam = load_sam(checkpoint, arch=arch).to(device)
         worker = None
         if Path(REF_PYTHON).exists():
+            command = [REF_PYTHON, __file__, "--reference-worker", str(checkpoint)]
+            command += ["--arch", arch, "--device", device]
             worker = subprocess.Popen(
-                [REF_PYTHON, __file__, "--reference-worker", str(checkpoint), "--arch", arch],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -153,7 +163,7 @@ def run(arch: str, points_per_side: int, repeats: int, given: Path | None) -> No
             print(f"reference unavailable ({REF_PYTHON} missing): our timings only")
         weights = f"weights {given}" if given else "structured random weights"
         print(
-            f"{arch} {weights}, fp32 CPU, {torch.get_num_threads()} threads, "
+            f"{arch} {weights}, fp32 {device}, {torch.get_num_threads()} threads, "
             f"image {image.shape[1]}x{image.shape[0]}, {points_per_side}x{points_per_side} grid, "
             f"{repeats} repetitions alternating ours / official"
         )
@@ -167,6 +177,7 @@ def run(arch: str, points_per_side: int, repeats: int, given: Path | None) -> No
                 generator = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **params)
                 start = time.perf_counter()
                 ours_records = generator.generate(image)
+                _sync(device)
                 ours_s.append(time.perf_counter() - start)
                 if worker is not None:
                     assert worker.stdin is not None
@@ -195,7 +206,10 @@ def run(arch: str, points_per_side: int, repeats: int, given: Path | None) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_tiny"])
-    parser.add_argument("--points-per-side", type=int, default=16)
+    parser.add_argument(
+        "--points-per-side", type=int, default=32, help="32 is the official default"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--checkpoint",
@@ -207,9 +221,9 @@ def main() -> None:
     parser.add_argument("--reference-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_worker is not None:
-        reference_worker(args.reference_worker, args.arch)
+        reference_worker(args.reference_worker, args.arch, args.device)
     else:
-        run(args.arch, args.points_per_side, args.repeats, args.checkpoint)
+        run(args.arch, args.points_per_side, args.repeats, args.checkpoint, args.device)
 
 
 if __name__ == "__main__":

@@ -78,4 +78,7 @@ def compile_image_encoder(model: torch.nn.Module, *, mode: str | None = None) ->
     encoder = model.image_encoder
     if not isinstance(encoder, torch.nn.Module):
         raise ValueError("model has no image_encoder module to compile")
+    for module in encoder.modules():
+        if hasattr(module, "fold_bias"):  # VitAttention: the folded-bias SDPA compiles best
+            module.fold_bias = True
     encoder.forward = torch.compile(encoder.forward, mode=mode, dynamic=False)

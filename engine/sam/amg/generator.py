@@ -24,6 +24,7 @@ from engine.sam.amg.rle import encode_mask
 from engine.sam.amg.settings import check_parameters
 from engine.sam.amg.upsample import upsample_logits
 from engine.sam.modeling import Sam
+from engine.sam.modeling.prompt_batch import PromptBatchDecoder
 from engine.sam.predictor import SamPredictor
 from engine.sam.prompts import as_rgb_uint8
 
@@ -79,6 +80,7 @@ class SamAutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.max_mask_area_fraction = max_mask_area_fraction
+        self._batch_decoder: PromptBatchDecoder | None = None
 
     @torch.no_grad()
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
@@ -138,6 +140,13 @@ class SamAutomaticMaskGenerator:
         crop = image[y0:y1, x0:x1, :]
         crop_size = (int(crop.shape[0]), int(crop.shape[1]))
         self.predictor.set_image(crop)
+        model = self.predictor.model
+        _, no_mask = model.prompt_encoder(points=None, boxes=None, masks=None)
+        self._batch_decoder = PromptBatchDecoder(
+            model.mask_decoder,
+            self.predictor.features.float() + no_mask,
+            model.prompt_encoder.get_dense_pe(),
+        )
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         image_box = [0, 0, image.shape[1], image.shape[0]]
         parts = [
@@ -147,34 +156,41 @@ class SamAutomaticMaskGenerator:
             for start in range(0, len(points), self.points_per_batch)
         ]
         self.predictor.reset_image()
+        self._batch_decoder = None
         proposals = Proposals.concat(parts)
         proposals = proposals.take(box_nms(proposals.boxes, proposals.iou, self.box_nms_thresh))
         proposals.crop_boxes = np.tile(np.asarray(crop_box, dtype=np.int64), (len(proposals), 1))
         return proposals.shifted(x0, y0)
 
-    def _decode(self, points: np.ndarray) -> tuple[Tensor, Tensor]:
-        """B x 2 crop-frame points -> low-res logits 3B x 256 x 256, iou 3B (point-major)."""
+    def _decode(self, points: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """B x 2 crop-frame points -> the multimask candidates worth upsampling.
+
+        Returns low-res logits K x 256 x 256, their iou K and their index K into the 3B
+        point-major candidates. The IoU head reads only the decoder's tokens, so a prompt whose
+        three scores are all at or under `pred_iou_thresh` is never upscaled: those masks would
+        be dropped by the IoU filter anyway.
+        """
         predictor, model = self.predictor, self.predictor.model
         coords = predictor.transform.apply_coords(points, predictor.original_size)
         coords_t = torch.as_tensor(coords, device=predictor.device)[:, None, :]
         labels = torch.ones((coords_t.shape[0], 1), dtype=torch.int, device=predictor.device)
-        sparse, dense = model.prompt_encoder(points=(coords_t, labels), boxes=None, masks=None)
-        low_res, iou = model.mask_decoder(
-            image_embeddings=predictor.features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        return low_res.flatten(0, 1).float(), iou.flatten(0, 1).float()
+        sparse, _ = model.prompt_encoder(points=(coords_t, labels), boxes=None, masks=None)
+        assert self._batch_decoder is not None  # built by _crop_proposals
+        decoded = self._batch_decoder.tokens(sparse)
+        iou = decoded.iou[:, 1:].float()  # B x 3 multimask candidates
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        if self.pred_iou_thresh > 0.0:
+            rows = rows[(iou > self.pred_iou_thresh).any(dim=1)]
+        low_res = self._batch_decoder.masks(decoded, rows, slice(1, None)).float()
+        per_point = iou.shape[1]
+        index = (rows[:, None] * per_point + torch.arange(per_point, device=rows.device)).flatten()
+        return low_res.flatten(0, 1), iou.flatten()[index], index
 
     def _batch_proposals(
         self, points: np.ndarray, crop_box: list[int], image_box: list[int]
     ) -> Proposals:
         """Decode a batch of points, keep masks passing the IoU, stability and edge filters."""
-        low_res, iou = self._decode(points)
-        per_point = low_res.shape[0] // len(points)
-        point_of = torch.arange(low_res.shape[0], device=low_res.device) // per_point
+        low_res, iou, index = self._decode(points)
         keep = torch.arange(low_res.shape[0], device=low_res.device)
         if self.pred_iou_thresh > 0.0:
             keep = keep[iou > self.pred_iou_thresh]
@@ -185,11 +201,13 @@ class SamAutomaticMaskGenerator:
             for i in range(0, len(keep), chunk)
         ]
         kept, stability, boxes, cuts = _join(parts, low_res.device)
+        candidates = self.predictor.model.mask_decoder.num_multimask_outputs
+        point_of = (index[kept] // candidates).cpu().numpy()
         return Proposals(
             boxes=boxes,
             iou=iou[kept].cpu().numpy(),
             stability=stability,
-            points=points[point_of[kept].cpu().numpy()],
+            points=points[point_of],
             crop_boxes=np.zeros((len(cuts), 4), dtype=np.int64),
             cuts=cuts,
         )

@@ -22,6 +22,9 @@ MIN_RECORDS = {"defaults_grid16": 1, "grid12_low": 20, "crops": 20, "small_regio
 MATCH_IOU = 0.95
 MATCHED_FRACTION = 0.99
 SCORE_TOL = 1e-4
+# Stability is a ratio of pixel counts at logits +-1: a 1e-5 rounding difference in one logit
+# (the batched decoder sums in another order) moves it by 1 / area for a mask of that area.
+STABILITY_TOL = 2e-3
 
 
 @pytest.fixture(scope="module")
@@ -67,5 +70,5 @@ def test_generator_matches_official_records(
     assert len(matched) >= MATCHED_FRACTION * len(official)
     for j, m in matched:
         assert abs(ours[m]["predicted_iou"] - official[j]["predicted_iou"]) <= SCORE_TOL
-        assert abs(ours[m]["stability_score"] - official[j]["stability_score"]) <= SCORE_TOL
+        assert abs(ours[m]["stability_score"] - official[j]["stability_score"]) <= STABILITY_TOL
         assert ours[m]["crop_box"] == official[j]["crop_box"]

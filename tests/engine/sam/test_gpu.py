@@ -142,9 +142,45 @@ def test_cuda_compiled_encoder_matches_eager(cuda_sam: Sam) -> None:
 
     compiled = copy.deepcopy(cuda_sam)
     compile_image_encoder(compiled)
+    assert all(  # the folded-bias SDPA kernel runs under compile
+        m.fold_bias for m in compiled.image_encoder.modules() if hasattr(m, "fold_bias")
+    )
     image = torch.rand(2, 3, 1024, 1024, device="cuda") * 255
     with torch.no_grad():
         eager = cuda_sam.image_encoder(cuda_sam.preprocess(image))
         fast = compiled.image_encoder(compiled.preprocess(image))
     scale = float(eager.abs().max())
     assert float((fast - eager).abs().max()) <= 1e-3 * scale
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("case_name", ["grid12_low", "crops"])
+def test_cuda_generator_matches_the_official_records(
+    case_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The automatic generator on the GPU (batched decoder, upsampling, filters on the device)
+    keeps the official CPU records of the golden cases."""
+    import json
+
+    from engine.sam.amg import SamAutomaticMaskGenerator
+    from engine.sam.checkpoint import load_sam
+    from tests.engine.sam.conftest import GOLDENS
+    from tests.engine.sam.test_amg_parity import MATCHED_FRACTION, match
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    sam = load_sam(GOLDENS / "amg_tiny_sam.pth", arch="vit_tiny").to("cuda")
+    case = next(
+        c
+        for c in json.loads((GOLDENS / "amg_goldens.json").read_text())["cases"]
+        if c["name"] == case_name
+    )
+    with np.load(GOLDENS / "amg_images.npz") as data:
+        image = data[f"arr_{case['image']}"]
+    generator = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **case["params"])
+    ours = generator.generate(image)
+    official = case["records"]
+    matched = [m for m in match(ours, official) if m is not None]
+    assert len(official) >= 20
+    assert len(matched) >= MATCHED_FRACTION * len(official)

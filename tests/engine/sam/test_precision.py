@@ -63,6 +63,24 @@ def test_sdpa_kernel_keeps_embedding_parity(
         assert relative_embedding_diff(predictor, official) <= EMBEDDING_REL_TOL
 
 
+def test_folded_bias_sdpa_kernel_keeps_embedding_parity(
+    sdpa_encoder: Sam, goldens: dict[str, np.ndarray]
+) -> None:
+    """The bias folded into q and k (what `compile_image_encoder` turns on) is the same sum."""
+    attentions = [m for m in sdpa_encoder.image_encoder.modules() if isinstance(m, VitAttention)]
+    for attention in attentions:
+        attention.fold_bias = True
+    try:
+        predictor = SamPredictor(sdpa_encoder)
+        for index in range(int(goldens["n_images"])):
+            predictor.set_image(goldens[f"img{index}/image"])
+            official = goldens[f"img{index}/embedding"]
+            assert relative_embedding_diff(predictor, official) <= EMBEDDING_REL_TOL
+    finally:
+        for attention in attentions:
+            attention.fold_bias = False
+
+
 def test_attention_split_into_head_groups_gives_the_same_output(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
