@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from engine.sam.modeling.vit_attention import VitAttention
+
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -79,6 +81,6 @@ def compile_image_encoder(model: torch.nn.Module, *, mode: str | None = None) ->
     if not isinstance(encoder, torch.nn.Module):
         raise ValueError("model has no image_encoder module to compile")
     for module in encoder.modules():
-        if hasattr(module, "fold_bias"):  # VitAttention: the folded-bias SDPA compiles best
+        if isinstance(module, VitAttention):  # the folded-bias SDPA kernel compiles best
             module.fold_bias = True
     encoder.forward = torch.compile(encoder.forward, mode=mode, dynamic=False)

@@ -144,7 +144,7 @@ class SamAutomaticMaskGenerator:
         _, no_mask = model.prompt_encoder(points=None, boxes=None, masks=None)
         self._batch_decoder = PromptBatchDecoder(
             model.mask_decoder,
-            self.predictor.features.float() + no_mask,
+            self.predictor.get_image_embedding().float() + no_mask,
             model.prompt_encoder.get_dense_pe(),
         )
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]

@@ -66,9 +66,10 @@ class PromptBatchDecoder:
         self.image = image.flatten(2).transpose(1, 2)  # 1 x HW x C
         self.pe = image_pe.flatten(2).transpose(1, 2)
         pe = self.pe[0]
-        first = transformer.layers[0]
-        if not isinstance(first, TwoWayAttentionBlock) or not first.skip_first_layer_pe:
+        self.blocks = [b for b in transformer.layers if isinstance(b, TwoWayAttentionBlock)]
+        if len(self.blocks) != len(transformer.layers) or not self.blocks[0].skip_first_layer_pe:
             raise ValueError("the first two-way block must skip the query PE (official layout)")
+        first = self.blocks[0]
         image_with_pe = self.image + self.pe
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         # The first block's image side is the same for every prompt: project it once.
@@ -84,7 +85,7 @@ class PromptBatchDecoder:
                     (layer.cross_attn_image_to_token.q_proj, True),
                 ],
             )
-            for layer in list(transformer.layers)[1:]
+            for layer in self.blocks[1:]
         ]
         final = transformer.final_attn_token_to_image
         self.final = _fused(pe, [(final.k_proj, True), (final.v_proj, False)])
@@ -99,9 +100,8 @@ class PromptBatchDecoder:
         point_embedding = torch.cat(
             (output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1
         )
-        layers = list(self.transformer.layers)
-        queries, keys = self._first_block(layers[0], point_embedding)
-        for layer, fused in zip(layers[1:], self.later, strict=True):
+        queries, keys = self._first_block(self.blocks[0], point_embedding)
+        for layer, fused in zip(self.blocks[1:], self.later, strict=True):
             queries, keys = _later_block(layer, fused, queries, keys, point_embedding)
         final = self.transformer.final_attn_token_to_image
         projected = _project(keys, self.final)

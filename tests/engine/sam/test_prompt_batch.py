@@ -9,7 +9,7 @@ from torch import Tensor
 
 from engine.sam.amg import SamAutomaticMaskGenerator
 from engine.sam.modeling import Sam
-from engine.sam.modeling.prompt_batch import PromptBatchDecoder
+from engine.sam.modeling.prompt_batch import DecodedTokens, PromptBatchDecoder
 
 LOGIT_TOL = 1e-4
 IOU_TOL = 1e-5
@@ -79,7 +79,9 @@ def test_the_generator_upscales_only_prompts_with_a_candidate_over_the_iou_thres
     calls: list[Tensor] = []
     original = PromptBatchDecoder.masks
 
-    def spy(self: PromptBatchDecoder, decoded, rows, tokens):  # type: ignore[no-untyped-def]
+    def spy(
+        self: PromptBatchDecoder, decoded: DecodedTokens, rows: Tensor, tokens: slice
+    ) -> Tensor:
         if threshold > 0.0:
             kept = (decoded.iou[:, 1:] > threshold).any(dim=1)
         else:
