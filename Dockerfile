@@ -1,5 +1,17 @@
 # One image for every maskloop process: web (gunicorn), Celery workers (queues default and gpu)
 # and beat. docker-compose.yml picks the process with `command:`.
+
+# The annotation tool's browser runtime (onnxruntime-web), pinned by package-lock.json; only its
+# three runtime files reach the final image (what `make web-deps` copies to vendor/static/).
+FROM node:20-slim AS web-deps
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+ && mkdir -p vendor/static/onnxruntime-web \
+ && cd node_modules/onnxruntime-web/dist \
+ && cp ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
+       /web/vendor/static/onnxruntime-web/
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,6 +33,7 @@ RUN pip install -r requirements.txt -c constraints.txt
 # broker live in S3, PostgreSQL and Redis.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/maskloop maskloop
 COPY . .
+COPY --from=web-deps /web/vendor/static/onnxruntime-web /app/vendor/static/onnxruntime-web
 RUN mkdir -p /app/var/tmp && chown -R maskloop:maskloop /app/var
 USER maskloop
 

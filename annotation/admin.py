@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotation.errors import DomainError
-from annotation.models import Image, Mask, Membership, Project
+from annotation.models import Image, ImageLease, Mask, Membership, Project
 from annotation.permissions import acting_user
 from annotation.services.export import export_start
 
@@ -64,8 +64,17 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["id", "file_name", "project", "width", "height", "format", "byte_size"]
-    list_filter = ["format", "project"]
+    list_display = [
+        "id",
+        "file_name",
+        "project",
+        "status",
+        "width",
+        "height",
+        "format",
+        "byte_size",
+    ]
+    list_filter = ["status", "format", "project"]
     search_fields = ["file_name", "=sha256"]
     list_select_related = ["project"]
     readonly_fields = ["blob_key", "sha256", "width", "height", "format", "byte_size", "created_at"]
@@ -74,11 +83,31 @@ class ImageAdmin(admin.ModelAdmin):
 
 @admin.register(Mask)
 class MaskAdmin(admin.ModelAdmin):
-    list_display = ["id", "image", "project", "source", "status", "stage", "area", "annotator"]
+    list_display = [
+        "id",
+        "image",
+        "project",
+        "source",
+        "status",
+        "stage",
+        "area",
+        "annotator",
+        "reviewed_at",
+    ]
     list_filter = ["status", "source", "stage", "project"]
-    search_fields = ["=id", "=image__id", "image__file_name"]
+    search_fields = ["=id", "=image__id", "image__file_name", "rejection_reason"]
     list_select_related = ["image", "project", "annotator"]
-    raw_id_fields = ["image", "project", "annotator", "model_version"]
-    readonly_fields = ["created_at", "updated_at"]
+    raw_id_fields = ["image", "project", "annotator", "model_version", "reviewed_by"]
+    readonly_fields = ["created_at", "updated_at", "reviewed_at"]
     # Millions of rows: no COUNT(*) over the whole table on every page.
     show_full_result_count = False
+
+
+@admin.register(ImageLease)
+class ImageLeaseAdmin(admin.ModelAdmin):
+    """Who holds which image in the tool; delete a row to free an image at once."""
+
+    list_display = ["image", "user", "expires_at", "created_at"]
+    list_select_related = ["image", "user"]
+    raw_id_fields = ["image", "user"]
+    search_fields = ["user__username", "=image__id"]

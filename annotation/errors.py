@@ -10,10 +10,14 @@ class DomainError(Exception):
     status_code = 400
     code = "invalid"
 
-    def __init__(self, message: str, *, details: object = None) -> None:
+    def __init__(
+        self, message: str, *, details: object = None, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        # Top-level fields added to the error body, e.g. {"deployed_version": {...}}.
+        self.extra = dict(extra or {})
 
 
 class ImageRejected(DomainError):
@@ -39,3 +43,23 @@ class ConflictError(DomainError):
 
     status_code = 409
     code = "conflict"
+
+
+class LeaseTaken(DomainError):
+    """Another annotator holds an unexpired lease on the image."""
+
+    status_code = 409
+    code = "lease_taken"
+
+
+class LeaseExpired(DomainError):
+    """The caller's lease on the image ran out and another annotator holds the image now."""
+
+    status_code = 409
+    code = "lease_expired"
+
+
+class InvalidReview(DomainError):
+    """A review decision that cannot be applied as asked (e.g. a rejection without a reason)."""
+
+    code = "invalid_review"

@@ -71,7 +71,12 @@ class Image(models.Model):
     """An image stored once per project under ``images/<sha256>`` of its original bytes.
 
     ``width``/``height`` are after EXIF orientation, i.e. what the model and the tool see.
+    ``status`` is ``todo`` until an annotator marks the image done.
     """
+
+    class Status(models.TextChoices):
+        TODO = "todo", "To do"
+        DONE = "done", "Done"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     blob_key = models.CharField(max_length=1024)
@@ -81,17 +86,57 @@ class Image(models.Model):
     file_name = models.CharField(max_length=512, blank=True)
     format = models.CharField(max_length=16, help_text="JPEG, PNG, WEBP or TIFF")
     byte_size = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TODO)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # "Next image": the lowest-id todo image of one project, an index range scan.
+            models.Index(fields=["project", "status", "id"], name="image_project_status_id"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_per_project"),
             models.CheckConstraint(condition=Q(width__gt=0, height__gt=0), name="image_size_pos"),
+            models.CheckConstraint(
+                condition=Q(status__in=["todo", "done"]), name="image_status_valid"
+            ),
         ]
 
     def __str__(self) -> str:
         return self.file_name or self.sha256[:12]
+
+
+class ImageLease(models.Model):
+    """An annotator's hold on an image, so that "next image" hands it to nobody else.
+
+    One row per (image, user). The lease is *held* while ``expires_at`` is in the future; at
+    most one user holds an image at a time. That is kept by the lease services, which lock the
+    image row (``SELECT ... FOR UPDATE``) before they write any lease of that image. Expired
+    rows stay until the image is released or done: they tell a late accept that its lease ran
+    out while someone else took the image over.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="leases")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="image_leases"
+    )
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Resume: the caller's unexpired leases.
+            models.Index(fields=["user", "expires_at"], name="lease_user_expires"),
+        ]
+        constraints = [
+            # Also serves "who holds this image": every lookup by image is a prefix of it.
+            models.UniqueConstraint(fields=["image", "user"], name="lease_unique_image_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease of image {self.image_id} by user {self.user_id} until {self.expires_at}"
 
 
 class Mask(models.Model):
@@ -125,11 +170,17 @@ class Mask(models.Model):
     prompts = models.JSONField(default=list, blank=True)
     seconds_spent = models.FloatField(null=True, blank=True)
     clicks = models.PositiveIntegerField(null=True, blank=True)
+    brush_strokes = models.PositiveIntegerField(null=True, blank=True)
     predicted_iou = models.FloatField(null=True, blank=True)
     stability_score = models.FloatField(null=True, blank=True)
     point_coords = models.JSONField(null=True, blank=True, help_text="[[x, y]]")
     crop_box = models.JSONField(null=True, blank=True, help_text="[x, y, w, h]")
     idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    rejection_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -146,6 +197,15 @@ class Mask(models.Model):
             models.Index(fields=["image", "status"], name="mask_image_status"),
             # Per-annotator stats over time.
             models.Index(fields=["annotator", "created_at"], name="mask_annotator_time"),
+            # Project stats over time (per day, last N days).
+            models.Index(fields=["project", "created_at"], name="mask_project_time"),
+            # The review queue: accepted masks nobody reviewed yet, per image. Partial, so it
+            # shrinks as reviewers work instead of growing with the table.
+            models.Index(
+                fields=["project", "image"],
+                condition=Q(status="accepted", reviewed_at__isnull=True),
+                name="mask_review_pending",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

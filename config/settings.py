@@ -259,3 +259,74 @@ MASKLOOP_MODEL_CACHE_SIZE = env_int("MASKLOOP_MODEL_CACHE_SIZE", 2)
 # Largest checkpoint file accepted by import (sam_vit_h is 2.56 GB).
 MASKLOOP_MAX_CHECKPOINT_BYTES = env_int("MASKLOOP_MAX_CHECKPOINT_BYTES", 4 * 1024**3)
 # --- end Inference -----------------------------------------------------------------------
+
+# --- Annotation workflow (H2) --------------------------------------------------------------
+# How long "next image" (and a renewal) holds an image for one annotator before others may
+# take it. The tool renews while the annotator works.
+MASKLOOP_LEASE_SECONDS = env_int("MASKLOOP_LEASE_SECONDS", 600)
+if MASKLOOP_LEASE_SECONDS < 1:
+    raise ImproperlyConfigured(f"MASKLOOP_LEASE_SECONDS={MASKLOOP_LEASE_SECONDS}: use at least 1")
+# Stable schema names for choice sets that several serializers share a field name with.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(  # type: ignore[attr-defined]
+    {
+        "MaskSourceEnum": "annotation.models.Mask.Source",
+        "ImageStatusEnum": "annotation.models.Image.Status",
+    }
+)
+# --- end Annotation workflow (H2) ----------------------------------------------------------
+
+# --- Decoding and embeddings for the tool (H1) ---------------------------------------------
+# Image embeddings kept in memory per web process for decoding (LRU). A vit_b embedding is
+# 4 MiB as float32, so 32 of them hold 128 MiB.
+MASKLOOP_EMBEDDING_CACHE_SIZE = env_int("MASKLOOP_EMBEDDING_CACHE_SIZE", 32)
+# Most points one decode request may carry (the tool sends a handful; 10,000 is an attack).
+MASKLOOP_MAX_PROMPT_POINTS = env_int("MASKLOOP_MAX_PROMPT_POINTS", 64)
+# How long a mask_ref (a candidate's low-res logits kept in the cache) stays usable.
+MASKLOOP_MASK_REF_SECONDS = env_int("MASKLOOP_MASK_REF_SECONDS", 1800)
+# Django's cache: mask_refs live there. Empty: a per-process memory cache (one web process, as
+# `make run`); with several web processes (gunicorn workers) set a Redis URL so a ref made by
+# one worker is found by the next.
+MASKLOOP_CACHE_URL = env_str("MASKLOOP_CACHE_URL", "")
+CACHES: dict[str, dict[str, object]]
+if MASKLOOP_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": MASKLOOP_CACHE_URL,
+            "KEY_PREFIX": "maskloop",
+        }
+    }
+elif MASKLOOP_CACHE_URL:
+    raise ImproperlyConfigured(f"MASKLOOP_CACHE_URL={MASKLOOP_CACHE_URL!r}: use a redis:// URL")
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "maskloop",
+            # Each decode stores one entry (~0.4 MiB for three candidates as float16).
+            "OPTIONS": {"MAX_ENTRIES": 300},
+        }
+    }
+# --- end Decoding and embeddings (H1) --------------------------------------------------------
+
+# --- Annotation tool (H3) ----------------------------------------------------------------------
+# Gaps between an annotator's interactions count as active time up to this many seconds each
+# (a mask's seconds_spent runs from its first prompt to accept, idle time capped).
+MASKLOOP_TOOL_IDLE_CAP_SECONDS = env_int("MASKLOOP_TOOL_IDLE_CAP_SECONDS", 30)
+# onnxruntime-web for browser-side decoding: `make web-deps` (npm ci) copies the files the tool
+# loads here; without them the tool decodes on the server.
+WEB_VENDOR_STATIC = BASE_DIR / "vendor" / "static"
+STATICFILES_DIRS = [WEB_VENDOR_STATIC] if WEB_VENDOR_STATIC.is_dir() else []
+
+
+def _tool_static_headers(headers: dict[str, str], path: str, url: str) -> None:
+    """The tool page is cross-origin isolated (COEP require-corp); the dedicated workers that
+    onnxruntime-web starts for its wasm threads are only allowed to load scripts that are
+    served with a matching embedder policy, so the runtime's files carry one."""
+    if "onnxruntime-web/" in url or "annotation/tool/" in url:
+        headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+        headers["Cross-Origin-Resource-Policy"] = "same-origin"
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _tool_static_headers
+# --- end Annotation tool (H3) ------------------------------------------------------------------

@@ -49,6 +49,7 @@ class ImageOutput(serializers.ModelSerializer[Image]):
             "format",
             "byte_size",
             "sha256",
+            "status",
             "created_at",
             "content_url",
             "thumbnail_url",

@@ -20,10 +20,19 @@ from annotation.services.projects import project_create, project_update
 from engine.models import ModelVersion
 
 
+class DeployedVersionOutput(serializers.ModelSerializer[ModelVersion]):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "arch"]
+        read_only_fields = fields
+
+
 class ProjectOutput(serializers.ModelSerializer[Project]):
-    deployed_version = serializers.PrimaryKeyRelatedField[ModelVersion](
-        read_only=True, allow_null=True
-    )
+    deployed_version = DeployedVersionOutput(read_only=True, allow_null=True)
+    images_total = serializers.IntegerField(source="image_count", read_only=True)
+    images_done = serializers.IntegerField(read_only=True)
+    masks_accepted = serializers.IntegerField(source="accepted_mask_count", read_only=True)
+    # The older names of images_total and masks_accepted, kept for existing clients.
     image_count = serializers.IntegerField(read_only=True)
     accepted_mask_count = serializers.IntegerField(read_only=True)
     my_masks_today = serializers.IntegerField(read_only=True)
@@ -38,6 +47,9 @@ class ProjectOutput(serializers.ModelSerializer[Project]):
             "stage",
             "deployed_version",
             "created_at",
+            "images_total",
+            "images_done",
+            "masks_accepted",
             "image_count",
             "accepted_mask_count",
             "my_masks_today",

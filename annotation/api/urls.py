@@ -10,9 +10,12 @@ from annotation.api.images import (
     ImageListUploadApi,
     ImageThumbnailApi,
 )
-from annotation.api.masks import ImageMaskListApi, ProjectMaskListApi
+from annotation.api.leases import ImageDoneApi, ImageLeaseApi, NextImageApi
+from annotation.api.masks import ImageMaskListApi, MaskDetailApi, ProjectMaskListApi
 from annotation.api.members import MemberListSetApi, MemberRemoveApi
 from annotation.api.projects import ProjectDetailApi, ProjectListCreateApi
+from annotation.api.review import MaskApproveApi, MaskFixApi, MaskRejectApi, ReviewQueueApi
+from annotation.api.stats import AnnotatorStatsApi, ProjectStatsApi
 
 urlpatterns = [
     path("auth/token/", TokenObtainApi.as_view(), name="api-token"),
@@ -46,5 +49,20 @@ urlpatterns = [
         "projects/<int:project_id>/exports/",
         ExportCreateApi.as_view(),
         name="api-export-create",
+    ),
+    # The annotation workflow: image queue and leases, accept/delete, review, stats.
+    path("projects/<int:project_id>/next-image/", NextImageApi.as_view(), name="api-next-image"),
+    path("images/<int:image_id>/lease/", ImageLeaseApi.as_view(), name="api-image-lease"),
+    path("images/<int:image_id>/done/", ImageDoneApi.as_view(), name="api-image-done"),
+    path("masks/<int:mask_id>/", MaskDetailApi.as_view(), name="api-mask-detail"),
+    path("projects/<int:project_id>/review/", ReviewQueueApi.as_view(), name="api-review-queue"),
+    path("masks/<int:mask_id>/reject/", MaskRejectApi.as_view(), name="api-mask-reject"),
+    path("masks/<int:mask_id>/approve/", MaskApproveApi.as_view(), name="api-mask-approve"),
+    path("masks/<int:mask_id>/fix/", MaskFixApi.as_view(), name="api-mask-fix"),
+    path("projects/<int:project_id>/stats/", ProjectStatsApi.as_view(), name="api-project-stats"),
+    path(
+        "projects/<int:project_id>/annotators/<int:user_id>/stats/",
+        AnnotatorStatsApi.as_view(),
+        name="api-annotator-stats",
     ),
 ]

@@ -1,8 +1,14 @@
-"""Reads about images: by content hash, and a project's images in id order."""
+"""Reads about images: by content hash, a project's images in id order, and their work state
+(done, in progress = todo and leased to someone right now, todo = nobody holds it)."""
 
-from django.db.models import QuerySet
+import datetime as dt
 
-from annotation.models import Image, Project
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+
+from annotation.models import Image, ImageLease, Mask, Project
+
+IMAGE_STATES = {"todo": "To do", "in_progress": "In progress", "done": "Done"}
 
 
 def image_get_by_sha(*, project: Project, sha256: str) -> Image | None:
@@ -25,3 +31,45 @@ def images_by_sha(*, project: Project, sha256s: set[str]) -> dict[str, Image]:
 def images_for_project(*, project: Project) -> QuerySet[Image]:
     """Every image of ``project`` in id (import) order."""
     return Image.objects.filter(project=project).order_by("id")
+
+
+def images_with_state(*, project: Project, now: dt.datetime) -> QuerySet[Image]:
+    """The project's images in id order, each with ``lease_holder`` (who holds an unexpired
+    lease, or None) and ``accepted_masks``."""
+    held = ImageLease.objects.filter(image=OuterRef("pk"), expires_at__gt=now)
+    accepted = (
+        Mask.objects.filter(image=OuterRef("pk"), status=Mask.Status.ACCEPTED)
+        .order_by()
+        .values("image")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return images_for_project(project=project).annotate(
+        lease_holder=Subquery(held.order_by("-expires_at").values("user__username")[:1]),
+        accepted_masks=Coalesce(Subquery(accepted), 0),
+    )
+
+
+def images_in_state(images: QuerySet[Image], *, state: str, now: dt.datetime) -> QuerySet[Image]:
+    """``images`` narrowed to one of IMAGE_STATES (anything else: todo)."""
+    held = Exists(ImageLease.objects.filter(image=OuterRef("pk"), expires_at__gt=now))
+    if state == "done":
+        return images.filter(status=Image.Status.DONE)
+    if state == "in_progress":
+        return images.filter(held, status=Image.Status.TODO)
+    return images.filter(~held, status=Image.Status.TODO)
+
+
+def image_state_counts(*, project: Project, now: dt.datetime) -> dict[str, int]:
+    """How many of the project's images are in each of IMAGE_STATES (one query)."""
+    held = Exists(ImageLease.objects.filter(image=OuterRef("pk"), expires_at__gt=now))
+    counts = (
+        Image.objects.filter(project=project)
+        .annotate(held=held)
+        .aggregate(
+            done=Count("id", filter=Q(status=Image.Status.DONE)),
+            in_progress=Count("id", filter=Q(status=Image.Status.TODO, held=True)),
+            todo=Count("id", filter=Q(status=Image.Status.TODO, held=False)),
+        )
+    )
+    return {state: int(counts[state]) for state in IMAGE_STATES}

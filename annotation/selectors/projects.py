@@ -49,8 +49,9 @@ def _count(queryset: QuerySet[Any]) -> Coalesce:
 
 
 def projects_with_stats(*, user: AnyUser, now: dt.datetime | None = None) -> QuerySet[Project]:
-    """Visible projects annotated with ``image_count``, ``accepted_mask_count``,
-    ``my_masks_today`` (masks the user made since midnight) and ``my_role``.
+    """Visible projects annotated with ``image_count``, ``images_done``,
+    ``accepted_mask_count``, ``my_masks_today`` (masks the user made since midnight) and
+    ``my_role``.
 
     Each count is its own correlated subquery, so no join multiplies the rows.
     """
@@ -67,6 +68,7 @@ def projects_with_stats(*, user: AnyUser, now: dt.datetime | None = None) -> Que
     return projects_visible_to(user=user).annotate(
         my_role=member_role,
         image_count=_count(Image.objects.filter(project=project)),
+        images_done=_count(Image.objects.filter(project=project, status=Image.Status.DONE)),
         accepted_mask_count=_count(
             Mask.objects.filter(project=project, status=Mask.Status.ACCEPTED)
         ),
@@ -105,6 +107,28 @@ def image_get_for_user(*, user: AnyUser, image_id: int) -> Image:
     if image is None:
         raise Http404("no such image")
     return image
+
+
+def mask_get_for_user(*, user: AnyUser, mask_id: int) -> Mask:
+    """A mask of a visible project (with its image and project); 404 otherwise."""
+    visible = projects_visible_to(user=user).values("pk")
+    mask = (
+        Mask.objects.select_related("image", "project")
+        .filter(pk=mask_id, project__in=visible)
+        .first()
+    )
+    if mask is None:
+        raise Http404("no such mask")
+    return mask
+
+
+def image_accepted_masks(*, image: Image) -> QuerySet[Mask]:
+    """The accepted masks of one image in id order (what the tool draws)."""
+    return (
+        Mask.objects.filter(image=image, status=Mask.Status.ACCEPTED)
+        .select_related("image")
+        .order_by("id")
+    )
 
 
 def project_masks(

@@ -1,4 +1,5 @@
-"""Project list and project page: images, members, upload and export (project admins)."""
+"""Project list and project page: progress, image grid with status, annotator stats, members,
+upload and export (project admins)."""
 
 from typing import Any
 
@@ -9,19 +10,26 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.errors import DomainError, ImageRejected
 from annotation.models import Project
 from annotation.permissions import (
     ADMIN,
+    REVIEWER,
     acting_user,
     can_create_projects,
     has_role,
     require_admin,
     role_in,
 )
-from annotation.selectors.images import images_for_project
+from annotation.selectors.images import (
+    IMAGE_STATES,
+    image_state_counts,
+    images_in_state,
+    images_with_state,
+)
 from annotation.selectors.projects import (
     project_get_for_user,
     project_get_with_stats,
@@ -29,6 +37,8 @@ from annotation.selectors.projects import (
     project_members,
     projects_with_stats,
 )
+from annotation.selectors.review import review_pending_masks
+from annotation.selectors.stats import annotator_stats, project_stats
 from annotation.services.export import export_start
 from annotation.services.ingest import images_ingest_batch
 from annotation.services.projects import project_create
@@ -37,6 +47,7 @@ from engine.models import Job
 IMAGES_PER_PAGE = 48
 JOBS_SHOWN = 10
 EXPORT_FORMATS = {"coco": "COCO", "sa1b": "SA-1B"}
+STATS_DAYS = 30
 
 
 def _project_list_page(
@@ -86,6 +97,15 @@ def jobs_table_context(*, project: Project) -> dict[str, Any]:
     }
 
 
+def _annotator_figures(request: HttpRequest, project: Project, *, may_review: bool) -> Any:
+    """Reviewers and admins see every annotator of the last days; annotators only themselves."""
+    if may_review:
+        return project_stats(project=project, days=STATS_DAYS)["per_annotator"]
+    user = acting_user(request.user)
+    mine = annotator_stats(project=project, user_id=user.pk, days=STATS_DAYS)["totals"]
+    return [{"user_id": user.pk, "username": user.get_username(), **mine}]
+
+
 def _project_page(
     request: HttpRequest,
     project_id: int,
@@ -94,16 +114,29 @@ def _project_page(
     status: int = 200,
 ) -> HttpResponse:
     project = project_get_with_stats(user=request.user, project_id=project_id)
-    page = Paginator(images_for_project(project=project), IMAGES_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    now = timezone.now()
+    state = request.GET.get("status", "")
+    images = images_with_state(project=project, now=now)
+    if state in IMAGE_STATES:
+        images = images_in_state(images, state=state, now=now)
+    else:
+        state = ""
+    page = Paginator(images, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     is_admin = has_role(user=request.user, project=project, role=ADMIN)
+    may_review = has_role(user=request.user, project=project, role=REVIEWER)
     context: dict[str, Any] = {
         "project": project,
         "role": role_in(user=request.user, project=project),
         "is_admin": is_admin,
+        "may_review": may_review,
         "members": project_members(project=project),
         "page": page,
+        "state": state,
+        "image_states": IMAGE_STATES,
+        "state_counts": image_state_counts(project=project, now=now),
+        "annotators": _annotator_figures(request, project, may_review=may_review),
+        "stats_days": STATS_DAYS,
+        "review_pending": review_pending_masks(project=project).count() if may_review else None,
         "export_formats": EXPORT_FORMATS,
         "upload_rejections": upload_rejections or [],
     }

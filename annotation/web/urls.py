@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotation.web import jobs, projects
+from annotation.web import jobs, projects, review, stats, tool
 
 urlpatterns = [
     path(
@@ -18,6 +18,14 @@ urlpatterns = [
     path("projects/<int:project_id>/upload/", projects.project_upload, name="project-upload"),
     path("projects/<int:project_id>/export/", projects.project_export, name="project-export"),
     path("projects/<int:project_id>/jobs/", jobs.project_jobs_table, name="project-jobs"),
+    path("projects/<int:project_id>/annotate/", tool.annotate, name="project-annotate"),
+    path("projects/<int:project_id>/review/", review.review_queue_page, name="project-review"),
+    path("projects/<int:project_id>/stats/", stats.project_stats_page, name="project-stats"),
+    path(
+        "projects/<int:project_id>/stats/annotators/<int:user_id>/",
+        stats.annotator_stats_page,
+        name="annotator-stats",
+    ),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
 ]

@@ -221,4 +221,4 @@ def test_model_versions_are_listed_and_the_deployed_one_is_marked(project, annot
     detail = client.get(f"/api/model-versions/{second.pk}/")
     assert detail.status_code == 200
     assert detail.data["parent"] == first.pk
-    assert client.get(f"/api/projects/{project.pk}/").data["deployed_version"] == second.pk
+    assert client.get(f"/api/projects/{project.pk}/").data["deployed_version"]["id"] == second.pk

@@ -1,0 +1,89 @@
+"""Annotation speed per project and per annotator: s/mask, clicks/mask, masks/image."""
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.permissions import REVIEWER, has_role, require_role
+from annotation.selectors.projects import project_get_for_user
+from annotation.selectors.stats import MAX_DAYS, annotator_stats, has_worked_in, project_stats
+
+
+class StatsInput(serializers.Serializer[Any]):
+    days = serializers.IntegerField(
+        required=False, default=30, min_value=1, max_value=MAX_DAYS, help_text="today included"
+    )
+
+
+class RatesOutput(serializers.Serializer[Any]):
+    masks = serializers.IntegerField()
+    seconds_per_mask = serializers.FloatField(allow_null=True)
+    clicks_per_mask = serializers.FloatField(allow_null=True)
+
+
+class TotalsOutput(RatesOutput):
+    images_total = serializers.IntegerField()
+    images_done = serializers.IntegerField()
+    masks_per_image = serializers.FloatField(allow_null=True)
+
+
+class DayOutput(RatesOutput):
+    date = serializers.DateField()
+    masks_per_image = serializers.FloatField(allow_null=True)
+
+
+class AnnotatorRatesOutput(RatesOutput):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class AnnotatorStatsOutput(serializers.Serializer[Any]):
+    totals = TotalsOutput()
+    per_day = DayOutput(many=True)
+
+
+class ProjectStatsOutput(AnnotatorStatsOutput):
+    per_annotator = AnnotatorRatesOutput(many=True)
+
+
+def _days(request: Request) -> int:
+    data = StatsInput(data=request.query_params)
+    data.is_valid(raise_exception=True)
+    return int(data.validated_data["days"])
+
+
+class ProjectStatsApi(APIView):
+    @extend_schema(
+        operation_id="project_stats", parameters=[StatsInput], responses={200: ProjectStatsOutput}
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        """The project's figures over the last ``days`` days (reviewers and admins)."""
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, role=REVIEWER)
+        stats = project_stats(project=project, days=_days(request))
+        return Response(ProjectStatsOutput(stats).data)
+
+
+class AnnotatorStatsApi(APIView):
+    @extend_schema(
+        operation_id="annotator_stats",
+        parameters=[StatsInput],
+        responses={200: AnnotatorStatsOutput},
+    )
+    def get(self, request: Request, project_id: int, user_id: int) -> Response:
+        """One annotator's figures: annotators read their own, reviewers and admins anyone's."""
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        if user_id != request.user.pk and not has_role(
+            user=request.user, project=project, role=REVIEWER
+        ):
+            raise PermissionDenied("annotators may read only their own statistics")
+        if user_id != request.user.pk and not has_worked_in(project=project, user_id=user_id):
+            raise Http404("no such annotator in this project")
+        stats = annotator_stats(project=project, user_id=user_id, days=_days(request))
+        return Response(AnnotatorStatsOutput(stats).data)

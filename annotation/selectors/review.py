@@ -1,0 +1,35 @@
+"""The review queue: images holding accepted masks that nobody has reviewed yet."""
+
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+
+from annotation.models import Image, Mask, Project
+
+
+def review_pending_masks(*, project: Project) -> QuerySet[Mask]:
+    """Accepted, not yet reviewed masks of ``project`` (partial index ``mask_review_pending``)."""
+    return Mask.objects.filter(
+        project=project, status=Mask.Status.ACCEPTED, reviewed_at__isnull=True
+    )
+
+
+def review_queue(*, project: Project, annotator_id: int | None = None) -> QuerySet[Image]:
+    """Images of ``project`` with at least one pending mask, in id order.
+
+    Each image carries ``review_masks``: all its accepted masks in id order (reviewed ones
+    too, so the reviewer sees the whole picture; ``reviewed_at`` tells them apart).
+    ``annotator_id`` narrows the queue to images where that user has pending masks.
+    """
+    pending = review_pending_masks(project=project).filter(image_id=OuterRef("pk"))
+    if annotator_id is not None:
+        pending = pending.filter(annotator_id=annotator_id)
+    accepted = (
+        Mask.objects.filter(status=Mask.Status.ACCEPTED)
+        .select_related("image", "annotator", "reviewed_by")
+        .order_by("id")
+    )
+    return (
+        Image.objects.filter(project=project)
+        .filter(Exists(pending))
+        .order_by("id")
+        .prefetch_related(Prefetch("masks", queryset=accepted, to_attr="review_masks"))
+    )

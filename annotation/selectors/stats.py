@@ -1,0 +1,174 @@
+"""Annotation speed: seconds per mask, clicks per mask and masks per image, over time.
+
+Counted masks are those people made in the window: an annotator is set and the mask was
+accepted (reviewers rejecting it later does not take back the time spent). Averages ignore
+masks without the figure (e.g. imported masks without timing). Everything is aggregated by
+the database (``COUNT``/``AVG`` grouped by day or annotator, served by the indexes
+``mask_project_time`` and ``mask_annotator_time``); Python only fills in days without masks.
+Days are calendar days in ``TIME_ZONE``; the window is the last ``days`` days, today included.
+"""
+
+import datetime as dt
+from typing import Any, TypedDict
+
+from django.db.models import Avg, Count, F, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from annotation.models import Image, Mask, Membership, Project
+
+MAX_DAYS = 366
+
+
+class Rates(TypedDict):
+    masks: int
+    seconds_per_mask: float | None
+    clicks_per_mask: float | None
+
+
+class Totals(Rates):
+    images_total: int
+    images_done: int
+    masks_per_image: float | None
+
+
+class DayRates(Rates):
+    date: dt.date
+    masks_per_image: float | None
+
+
+class AnnotatorRates(Rates):
+    user_id: int
+    username: str
+
+
+class Stats(TypedDict, total=False):
+    totals: Totals
+    per_day: list[DayRates]
+    per_annotator: list[AnnotatorRates]
+
+
+_AGGREGATES: dict[str, Any] = {
+    "masks": Count("id"),
+    "images": Count("image_id", distinct=True),
+    "seconds_per_mask": Avg("seconds_spent"),
+    "clicks_per_mask": Avg("clicks"),
+}
+
+
+def stats_window_start(*, days: int, now: dt.datetime | None = None) -> dt.datetime:
+    """Midnight (``TIME_ZONE``) at the start of the first of the last ``days`` days."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be 1 to {MAX_DAYS}, got {days}")
+    first = timezone.localdate(now or timezone.now()) - dt.timedelta(days=days - 1)
+    return timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+
+
+def _masks(*, project: Project, since: dt.datetime, annotator_id: int | None) -> QuerySet[Mask]:
+    masks = Mask.objects.filter(
+        project=project,
+        created_at__gte=since,
+        annotator__isnull=False,
+        status__in=[Mask.Status.ACCEPTED, Mask.Status.REJECTED],
+    )
+    if annotator_id is not None:
+        masks = masks.filter(annotator_id=annotator_id)
+    return masks.order_by()
+
+
+def _per_image(row: dict[str, Any]) -> float | None:
+    return row["masks"] / row["images"] if row["images"] else None
+
+
+def _rates(row: dict[str, Any]) -> Rates:
+    return {
+        "masks": int(row["masks"]),
+        "seconds_per_mask": row["seconds_per_mask"],
+        "clicks_per_mask": None
+        if row["clicks_per_mask"] is None
+        else float(row["clicks_per_mask"]),
+    }
+
+
+def _totals(*, project: Project, masks: QuerySet[Mask]) -> Totals:
+    images = Image.objects.filter(project=project).aggregate(
+        total=Count("id"), done=Count("id", filter=Q(status=Image.Status.DONE))
+    )
+    row = masks.aggregate(**_AGGREGATES)
+    return {
+        **_rates(row),
+        "images_total": images["total"],
+        "images_done": images["done"],
+        "masks_per_image": _per_image(row),
+    }
+
+
+def _per_day(*, masks: QuerySet[Mask], since: dt.datetime, days: int) -> list[DayRates]:
+    rows: dict[dt.date, dict[str, Any]] = {
+        row["date"]: dict(row)
+        for row in masks.annotate(date=TruncDate("created_at"))
+        .values("date")
+        .annotate(**_AGGREGATES)
+        .order_by("date")
+    }
+    empty: dict[str, Any] = {
+        "masks": 0,
+        "images": 0,
+        "seconds_per_mask": None,
+        "clicks_per_mask": None,
+    }
+    first = timezone.localdate(since)
+    series: list[DayRates] = []
+    for offset in range(days):
+        date = first + dt.timedelta(days=offset)
+        row = rows.get(date, empty)
+        series.append({"date": date, **_rates(row), "masks_per_image": _per_image(row)})
+    return series
+
+
+def _per_annotator(*, masks: QuerySet[Mask]) -> list[AnnotatorRates]:
+    rows = (
+        masks.values("annotator_id", "annotator__username")
+        .annotate(**_AGGREGATES)
+        .order_by(F("masks").desc(), "annotator__username")
+    )
+    return [
+        {
+            "user_id": row["annotator_id"],
+            "username": row["annotator__username"],
+            **_rates(dict(row)),
+        }
+        for row in rows
+    ]
+
+
+def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None = None) -> Stats:
+    """Totals, a per-day series (every day of the window) and per-annotator figures."""
+    since = stats_window_start(days=days, now=now)
+    masks = _masks(project=project, since=since, annotator_id=None)
+    return {
+        "totals": _totals(project=project, masks=masks),
+        "per_day": _per_day(masks=masks, since=since, days=days),
+        "per_annotator": _per_annotator(masks=masks),
+    }
+
+
+def annotator_stats(
+    *, project: Project, user_id: int, days: int = 30, now: dt.datetime | None = None
+) -> Stats:
+    """The figures of one annotator's masks; ``images_total``/``images_done`` stay the
+    project's (progress the annotator contributes to)."""
+    since = stats_window_start(days=days, now=now)
+    masks = _masks(project=project, since=since, annotator_id=user_id)
+    return {
+        "totals": _totals(project=project, masks=masks),
+        "per_day": _per_day(masks=masks, since=since, days=days),
+    }
+
+
+def has_worked_in(*, project: Project, user_id: int) -> bool:
+    """Whether the user is a member of ``project`` or made masks in it (a former member)."""
+    return (
+        Membership.objects.filter(project=project, user_id=user_id).exists()
+        or Mask.objects.filter(project=project, annotator_id=user_id).exists()
+    )

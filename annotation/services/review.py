@@ -1,0 +1,85 @@
+"""Review: a reviewer approves, rejects (with a reason) or fixes an accepted mask.
+
+Every decision records who reviewed and when. A rejected mask keeps its pixels and
+provenance but leaves exports and training snapshots, which select accepted masks only.
+Decisions can be revised: approving a rejected mask accepts it again.
+"""
+
+import datetime as dt
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.errors import InvalidReview
+from annotation.models import Mask
+from annotation.services.mask_encoding import mask_encode
+
+REASON_MAX = 500
+
+
+def _locked(mask: Mask) -> Mask:
+    """The mask's row, locked: two reviewers deciding at once apply one after the other."""
+    return Mask.objects.select_for_update(of=("self",)).select_related("image").get(pk=mask.pk)
+
+
+def _reviewed(mask: Mask, *, reviewer: User, now: dt.datetime | None) -> None:
+    mask.reviewed_by = reviewer
+    mask.reviewed_at = now or timezone.now()
+
+
+_REVIEW_FIELDS = ["status", "rejection_reason", "reviewed_by", "reviewed_at", "updated_at"]
+
+
+@transaction.atomic
+def mask_reject(*, mask: Mask, reviewer: User, reason: str, now: dt.datetime | None = None) -> Mask:
+    """Reject ``mask`` with a reason (1 to 500 characters once trimmed)."""
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise InvalidReview("a rejection needs a reason")
+    if len(reason) > REASON_MAX:
+        raise InvalidReview(f"the reason is {len(reason)} characters; at most {REASON_MAX}")
+    row = _locked(mask)
+    row.status = Mask.Status.REJECTED
+    row.rejection_reason = reason
+    _reviewed(row, reviewer=reviewer, now=now)
+    row.save(update_fields=_REVIEW_FIELDS)
+    return row
+
+
+@transaction.atomic
+def mask_approve(*, mask: Mask, reviewer: User, now: dt.datetime | None = None) -> Mask:
+    """Approve ``mask``: it is (again) accepted and marked reviewed."""
+    row = _locked(mask)
+    row.status = Mask.Status.ACCEPTED
+    row.rejection_reason = ""
+    _reviewed(row, reviewer=reviewer, now=now)
+    row.save(update_fields=_REVIEW_FIELDS)
+    return row
+
+
+@transaction.atomic
+def mask_fix(
+    *,
+    mask: Mask,
+    reviewer: User,
+    rle: dict[str, Any] | None = None,
+    png: str | None = None,
+    now: dt.datetime | None = None,
+) -> Mask:
+    """Replace the mask's pixels with the reviewer's (``rle`` or ``png``); accepted, reviewed.
+
+    Raises InvalidMask (nothing changed) when the new mask is malformed, of another size or
+    empty. The original annotator and provenance stay; ``reviewed_by`` says who fixed it.
+    """
+    row = _locked(mask)
+    encoded = mask_encode(height=row.image.height, width=row.image.width, rle=rle, png=png)
+    row.rle_counts = encoded.counts
+    row.area = encoded.area
+    row.bbox = encoded.bbox
+    row.status = Mask.Status.ACCEPTED
+    row.rejection_reason = ""
+    _reviewed(row, reviewer=reviewer, now=now)
+    row.save(update_fields=[*_REVIEW_FIELDS, "rle_counts", "area", "bbox"])
+    return row

@@ -1,0 +1,397 @@
+// maskloop review queue: masks drawn over the image, approve / reject with a reason / fix with a
+// brush and eraser. Talks to the REST API (session auth + CSRF header). No dependencies.
+import { api, ApiError } from "./tool/api.js";
+import { MaskLayer } from "./mask-layer.js";
+
+const PALETTE = [
+  [239, 68, 68], [59, 130, 246], [16, 185, 129], [245, 158, 11], [168, 85, 247],
+  [236, 72, 153], [20, 184, 166], [132, 204, 22], [249, 115, 22], [99, 102, 241],
+];
+const ALPHA_IDLE = 0.4;
+const ALPHA_FOCUS = 0.7;
+
+// POST JSON; resolves to {ok, data} or {ok: false, text} with the server's explanation.
+async function post(url, body) {
+  try {
+    const { data } = await api("POST", url, body ?? {});
+    return { ok: true, data };
+  } catch (error) {
+    if (!(error instanceof ApiError)) return { ok: false, text: "network error: the server could not be reached" };
+    const fields = Object.entries(error.body || {}).filter(([key]) => key !== "detail" && key !== "code");
+    if (!error.body?.detail && fields.length) {
+      // DRF field errors, e.g. {"reason": ["Ensure this field has no more than 500 characters."]}
+      return { ok: false, text: fields.map(([key, value]) => `${key}: ${[].concat(value).join(" ")}`).join("; ") };
+    }
+    return { ok: false, text: error.message };
+  }
+}
+
+// --- the page ------------------------------------------------------------------------------------
+
+class ReviewPage {
+  constructor(data) {
+    this.images = new Map(data.images.map((image) => [image.id, image]));
+    this.canvas = document.getElementById("review-canvas");
+    this.context = this.canvas.getContext("2d");
+    this.status = document.getElementById("review-stage-status");
+    this.fixBar = document.getElementById("fix-toolbar");
+    this.current = null; // {entry, picture, layers: Map}
+    this.focusId = null;
+    this.hoverId = null;
+    this.fix = null; // {layer, tool, radius, last, drawing}
+    this.cursor = null;
+    this.loadToken = 0;
+  }
+
+  start() {
+    document.querySelectorAll("[data-select-image]").forEach((button) => {
+      button.addEventListener("click", () => this.select(Number(button.dataset.selectImage)));
+    });
+    document.querySelectorAll(".mask-row").forEach((row) => this.wireRow(row));
+    this.wireFixBar();
+    this.wireCanvas();
+    document.addEventListener("keydown", (event) => this.onKey(event));
+    window.addEventListener("resize", () => { if (this.current) this.fitCanvas(); });
+    const first = document.querySelector("[data-select-image]");
+    if (first) this.select(Number(first.dataset.selectImage));
+  }
+
+  article(imageId) {
+    return document.querySelector(`.review-image[data-image-id="${imageId}"]`);
+  }
+
+  row(maskId) {
+    return document.querySelector(`.mask-row[data-mask-id="${maskId}"]`);
+  }
+
+  async select(imageId) {
+    if (this.fix) this.endFix();
+    const entry = this.images.get(imageId);
+    if (!entry) return;
+    document.querySelectorAll(".review-image").forEach((a) => { a.hidden = Number(a.dataset.imageId) !== imageId; });
+    document.querySelectorAll("[data-select-image]").forEach((b) => {
+      b.classList.toggle("is-current", Number(b.dataset.selectImage) === imageId);
+      b.setAttribute("aria-current", Number(b.dataset.selectImage) === imageId ? "true" : "false");
+    });
+    const token = ++this.loadToken;
+    this.setStatus("Loading image…");
+    this.canvas.dataset.ready = "0";
+    const picture = new Image();
+    picture.decoding = "async";
+    picture.src = entry.content_url;
+    try {
+      await picture.decode();
+    } catch (error) {
+      if (token === this.loadToken) this.setStatus("The image could not be loaded.");
+      return;
+    }
+    if (token !== this.loadToken) return;
+    this.canvas.width = entry.width;
+    this.canvas.height = entry.height;
+    this.fitCanvas();
+    const layers = new Map();
+    entry.masks.forEach((mask, index) => {
+      const colour = PALETTE[index % PALETTE.length];
+      try {
+        layers.set(mask.id, new MaskLayer(mask, entry.width, entry.height, colour));
+      } catch (error) {
+        this.showError(mask.id, `This mask cannot be drawn (${error.message}); reject it.`);
+        return;
+      }
+      const swatch = this.row(mask.id)?.querySelector("[data-swatch]");
+      if (swatch) swatch.style.background = `rgb(${colour.join(", ")})`;
+    });
+    this.current = { entry, picture, layers };
+    this.focusId = entry.masks.length ? entry.masks[0].id : null;
+    this.markFocus();
+    this.setStatus("");
+    this.draw();
+    this.canvas.dataset.ready = "1";
+    this.canvas.dataset.imageId = String(imageId);
+  }
+
+  // Show the whole image as large as the stage allows (up to 75% of the window's height),
+  // keeping its aspect ratio; drawing stays in the image's own pixels.
+  fitCanvas() {
+    const stage = this.canvas.parentElement;
+    const maxWidth = stage.clientWidth;
+    const maxHeight = Math.max(200, window.innerHeight * 0.75);
+    const scale = Math.min(maxWidth / this.canvas.width, maxHeight / this.canvas.height);
+    this.canvas.style.width = `${Math.floor(this.canvas.width * scale)}px`;
+    this.canvas.style.height = `${Math.floor(this.canvas.height * scale)}px`;
+  }
+
+  setStatus(text) {
+    this.status.textContent = text;
+    this.status.hidden = !text;
+  }
+
+  draw() {
+    if (!this.current) return;
+    const { picture, layers } = this.current;
+    const ctx = this.context;
+    ctx.globalAlpha = 1;
+    ctx.drawImage(picture, 0, 0, this.canvas.width, this.canvas.height);
+    const highlighted = this.fix ? this.fix.layer.id : this.hoverId ?? this.focusId;
+    for (const layer of layers.values()) {
+      if (this.fix && layer.id !== this.fix.layer.id) continue;
+      ctx.globalAlpha = layer.id === highlighted ? ALPHA_FOCUS : ALPHA_IDLE;
+      ctx.drawImage(layer.canvas, 0, 0);
+    }
+    ctx.globalAlpha = 1;
+    if (this.fix && this.cursor) {
+      ctx.beginPath();
+      ctx.arc(this.cursor.x, this.cursor.y, this.fix.radius, 0, 2 * Math.PI);
+      ctx.lineWidth = Math.max(1, this.canvas.width / this.canvas.clientWidth);
+      ctx.strokeStyle = this.fix.tool === "eraser" ? "#ffffff" : "#111827";
+      ctx.stroke();
+    }
+    this.canvas.dataset.masksDrawn = String(this.fix ? 1 : layers.size);
+  }
+
+  markFocus() {
+    document.querySelectorAll(".mask-row").forEach((row) => {
+      row.classList.toggle("is-focus", Number(row.dataset.maskId) === this.focusId);
+    });
+  }
+
+  // --- rows: approve / reject / fix -----------------------------------------------------------
+
+  wireRow(row) {
+    const maskId = Number(row.dataset.maskId);
+    row.addEventListener("mouseenter", () => { this.hoverId = maskId; this.draw(); });
+    row.addEventListener("mouseleave", () => { this.hoverId = null; this.draw(); });
+    row.addEventListener("click", (event) => {
+      if (event.target.closest("button, textarea, form")) return;
+      this.focusId = maskId;
+      this.markFocus();
+      this.draw();
+    });
+    row.querySelector("[data-action=approve]").addEventListener("click", () => this.approve(maskId));
+    row.querySelector("[data-action=reject]").addEventListener("click", () => this.openReject(maskId));
+    row.querySelector("[data-action=fix]").addEventListener("click", () => this.beginFix(maskId));
+    const form = row.querySelector(".reject-form");
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.reject(maskId, form.elements.reason.value);
+    });
+    form.querySelector("[data-action=cancel-reject]").addEventListener("click", () => { form.hidden = true; });
+  }
+
+  showError(maskId, text) {
+    const box = this.row(maskId)?.querySelector(".row-error");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  setBusy(maskId, busy) {
+    this.row(maskId)?.querySelectorAll("button").forEach((b) => { b.disabled = busy; });
+  }
+
+  async approve(maskId) {
+    this.setBusy(maskId, true);
+    const result = await post(`/api/masks/${maskId}/approve/`);
+    this.settle(maskId, result, "approved");
+  }
+
+  openReject(maskId) {
+    const form = this.row(maskId)?.querySelector(".reject-form");
+    if (!form) return;
+    form.hidden = false;
+    form.elements.reason.focus();
+  }
+
+  async reject(maskId, reasonText) {
+    const reason = reasonText.trim();
+    if (!reason) {
+      this.showError(maskId, "Give a reason for the rejection.");
+      return;
+    }
+    this.setBusy(maskId, true);
+    const result = await post(`/api/masks/${maskId}/reject/`, { reason });
+    this.settle(maskId, result, "rejected");
+  }
+
+  // After an API answer: on success the mask leaves the queue, else its error shows on the row.
+  settle(maskId, result, verdict) {
+    this.setBusy(maskId, false);
+    if (!result.ok) {
+      this.showError(maskId, result.text);
+      return;
+    }
+    this.showError(maskId, "");
+    const row = this.row(maskId);
+    const article = row?.closest(".review-image");
+    row?.remove();
+    const done = document.getElementById("review-done-count");
+    if (done) done.textContent = String(Number(done.textContent) + 1);
+    this.announce(`Mask #${maskId} ${verdict}.`);
+    if (!this.current) return;
+    const { entry, layers } = this.current;
+    layers.delete(maskId);
+    entry.masks = entry.masks.filter((mask) => mask.id !== maskId);
+    const queueButton = document.querySelector(`[data-select-image="${entry.id}"]`);
+    queueButton?.querySelector("[data-pending-count]")?.replaceChildren(String(entry.masks.length));
+    article?.querySelector("[data-pending-count]")?.replaceChildren(String(entry.masks.length));
+    if (entry.masks.length > 0) {
+      this.focusId = entry.masks[0].id;
+      this.markFocus();
+      this.draw();
+      return;
+    }
+    // Every mask of this image is reviewed: drop it from the queue and open the next one.
+    this.images.delete(entry.id);
+    article?.remove();
+    const item = queueButton?.closest("li");
+    const next = item?.nextElementSibling?.querySelector("[data-select-image]")
+      ?? item?.previousElementSibling?.querySelector("[data-select-image]");
+    item?.remove();
+    if (next) {
+      this.select(Number(next.dataset.selectImage));
+    } else {
+      this.current = null;
+      document.getElementById("review-viewer").hidden = true;
+      document.getElementById("review-page-done").hidden = false;
+    }
+  }
+
+  announce(text) {
+    const live = document.getElementById("review-live");
+    if (live) live.textContent = text;
+  }
+
+  // --- fix: brush and eraser on one mask --------------------------------------------------------
+
+  wireFixBar() {
+    this.fixBar.querySelectorAll("input[name=fix-tool]").forEach((input) => {
+      input.addEventListener("change", () => { if (this.fix) this.fix.tool = input.value; });
+    });
+    const size = document.getElementById("fix-size");
+    size.addEventListener("input", () => { if (this.fix) { this.fix.radius = Number(size.value) / 2; this.draw(); } });
+    document.getElementById("fix-save").addEventListener("click", () => this.saveFix());
+    document.getElementById("fix-cancel").addEventListener("click", () => this.endFix());
+  }
+
+  beginFix(maskId) {
+    if (!this.current || !this.current.layers.has(maskId)) return;
+    if (this.fix) this.endFix();
+    const size = document.getElementById("fix-size");
+    const tool = this.fixBar.querySelector("input[name=fix-tool]:checked")?.value ?? "brush";
+    this.fix = { layer: this.current.layers.get(maskId), tool, radius: Number(size.value) / 2, last: null, drawing: false };
+    this.focusId = maskId;
+    this.markFocus();
+    this.fixBar.hidden = false;
+    document.getElementById("fix-mask-id").textContent = `#${maskId}`;
+    this.canvas.classList.add("is-fixing");
+    this.row(maskId)?.classList.add("is-fixing");
+    this.draw();
+  }
+
+  endFix() {
+    if (!this.fix) return;
+    this.fix.layer.reset();
+    this.row(this.fix.layer.id)?.classList.remove("is-fixing");
+    this.fix = null;
+    this.fixBar.hidden = true;
+    this.canvas.classList.remove("is-fixing");
+    this.draw();
+  }
+
+  async saveFix() {
+    if (!this.fix) return;
+    const { layer } = this.fix;
+    if (layer.area() === 0) {
+      this.showError(layer.id, "The fixed mask is empty: reject it instead.");
+      return;
+    }
+    const rle = layer.toRle();
+    document.getElementById("fix-save").disabled = true;
+    const result = await post(`/api/masks/${layer.id}/fix/`, { rle });
+    document.getElementById("fix-save").disabled = false;
+    if (!result.ok) {
+      this.showError(layer.id, result.text);
+      return;
+    }
+    this.row(layer.id)?.classList.remove("is-fixing");
+    this.fix = null;
+    this.fixBar.hidden = true;
+    this.canvas.classList.remove("is-fixing");
+    this.settle(layer.id, result, "fixed");
+  }
+
+  imagePoint(event) {
+    const rect = this.canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - rect.left) * this.canvas.width) / rect.width,
+      y: ((event.clientY - rect.top) * this.canvas.height) / rect.height,
+    };
+  }
+
+  // Paint along the segment from the previous pointer position so fast strokes leave no gaps.
+  stroke(point) {
+    const { layer, tool, radius, last } = this.fix;
+    const value = tool === "eraser" ? 0 : 1;
+    const from = last ?? point;
+    const steps = Math.max(1, Math.ceil(Math.hypot(point.x - from.x, point.y - from.y) / Math.max(1, radius / 2)));
+    for (let i = 1; i <= steps; i++) {
+      layer.disc(from.x + ((point.x - from.x) * i) / steps, from.y + ((point.y - from.y) * i) / steps, radius, value);
+    }
+    this.fix.last = point;
+  }
+
+  wireCanvas() {
+    this.canvas.addEventListener("pointerdown", (event) => {
+      if (!this.fix || event.button !== 0) return;
+      this.canvas.setPointerCapture(event.pointerId);
+      this.fix.last = null;
+      this.fix.drawing = true;
+      this.stroke(this.imagePoint(event));
+      this.draw();
+    });
+    this.canvas.addEventListener("pointermove", (event) => {
+      if (!this.fix) return;
+      this.cursor = this.imagePoint(event);
+      if (this.fix.drawing) this.stroke(this.cursor);
+      this.draw();
+    });
+    const stop = () => { if (this.fix) { this.fix.drawing = false; this.fix.last = null; } };
+    this.canvas.addEventListener("pointerup", stop);
+    this.canvas.addEventListener("pointercancel", stop);
+    this.canvas.addEventListener("pointerleave", () => { this.cursor = null; this.draw(); });
+  }
+
+  onKey(event) {
+    if (event.target.closest && event.target.closest("input, textarea, select")) return;
+    if (this.fix) {
+      if (event.key === "Escape") this.endFix();
+      else if (event.key === "Enter") this.saveFix();
+      else if (event.key === "b" || event.key === "e") {
+        const tool = event.key === "b" ? "brush" : "eraser";
+        this.fixBar.querySelector(`input[value=${tool}]`).checked = true;
+        this.fix.tool = tool;
+      } else if (event.key === "[" || event.key === "]") {
+        const size = document.getElementById("fix-size");
+        size.value = String(Number(size.value) + (event.key === "]" ? 4 : -4));
+        size.dispatchEvent(new Event("input"));
+      } else return;
+      event.preventDefault();
+      return;
+    }
+    if (!this.current || this.focusId === null) return;
+    const ids = this.current.entry.masks.map((mask) => mask.id);
+    const at = ids.indexOf(this.focusId);
+    if (event.key === "a") this.approve(this.focusId);
+    else if (event.key === "r") this.openReject(this.focusId);
+    else if (event.key === "f") this.beginFix(this.focusId);
+    else if (event.key === "j" || event.key === "k") {
+      this.focusId = ids[(at + (event.key === "j" ? 1 : ids.length - 1)) % ids.length];
+      this.markFocus();
+      this.draw();
+    } else return;
+    event.preventDefault();
+  }
+}
+
+const holder = document.getElementById("review-data");
+if (holder) new ReviewPage(JSON.parse(holder.textContent)).start();

@@ -1,0 +1,329 @@
+// The tool's frame: its state, status line, and the image it works on — finding the next image
+// (leased), loading it with its accepted masks, waiting for its embedding (queued with
+// priority by the server) and choosing the decoding path. tool.js adds the editing on top.
+
+import { ApiError } from "./api.js";
+import { BrowserDecoder, ServerDecoder } from "./decoder.js";
+import { bindInput } from "./input.js";
+import { PALETTE, maskBitmap } from "./masks.js";
+import { updatePanel } from "./panel.js";
+import { drawFrame } from "./render.js";
+import { decodeMask } from "./rle.js";
+import * as session from "./session.js";
+import { ActiveTimer, Viewport } from "./viewport.js";
+
+const EMBEDDING_POLL_MS = 1000;
+const DOUBLE_PRESS_MS = 4000;
+
+export function newWork(idleCap) {
+  return {
+    prompts: [], // {kind: "point", x, y, label} | {kind: "box", box}; + result, selected
+    strokes: [], // {mode: "brush"|"eraser", radius, points: [[x, y], ...]}
+    events: [], // provenance: every prompt, stroke, pick and undo with its time offset
+    mask: null,
+    area: 0,
+    clicks: 0,
+    strokeCount: 0,
+    timer: new ActiveTimer(idleCap),
+    acceptKey: null,
+    generation: 0,
+  };
+}
+
+
+export class ToolBase {
+  constructor(root) {
+    this.root = root;
+    const data = root.dataset;
+    this.projectId = Number(data.projectId);
+    this.userId = Number(data.userId);
+    this.idleCap = Number(data.idleCap || 30);
+    this.decoderPreference = data.decoder || "auto";
+    this.ortUrl = data.ortUrl;
+    this.wasmBase = data.wasmBase;
+    this.canvas = root.querySelector("#tool-canvas");
+    this.view = new Viewport();
+    this.image = null;
+    this.imageElement = null;
+    this.lease = null;
+    this.version = null; // {id, name, arch, onnx_url}
+    this.embedding = null;
+    this.decoder = null;
+    this.decoderNote = "";
+    this.accepted = [];
+    this.hoveredId = null;
+    this.overlays = { visible: true, opacity: 0.45 };
+    this.mode = "prompt";
+    this.brushSize = 8;
+    this.gesture = null;
+    this.pointer = { sx: 0, sy: 0, inside: false };
+    this.panning = false;
+    this.history = [];
+    this.work = newWork(this.idleCap);
+    this.workCanvas = document.createElement("canvas");
+    this.decodeChain = Promise.resolve();
+    this.latencies = []; // {path, ms}: click -> overlay drawn, for the status bar and benches
+    this.pendingLatency = null;
+    this.frameRequested = false;
+    this.timers = [];
+    this.lastN = 0;
+    this.loadToken = 0;
+    let resolveReady;
+    this.ready = new Promise((resolve) => (resolveReady = resolve));
+    this.resolveReady = resolveReady;
+  }
+
+  // --- status and panel -------------------------------------------------------------------
+
+  $(selector) {
+    return this.root.querySelector(selector);
+  }
+
+  setState(state, waitText = "") {
+    this.root.dataset.state = state;
+    const wait = this.$("#tool-wait");
+    wait.hidden = !waitText;
+    this.$("#tool-wait-text").textContent = waitText;
+  }
+
+  say(text, level = "info") {
+    const line = this.$("#status-message");
+    line.textContent = text;
+    line.dataset.level = level;
+  }
+
+  updatePanel() {
+    updatePanel(this);
+  }
+
+  requestFrame() {
+    if (this.frameRequested) return;
+    this.frameRequested = true;
+    requestAnimationFrame(() => {
+      this.frameRequested = false;
+      drawFrame(this);
+      if (this.pendingLatency && this.pendingLatency.drawn) {
+        const { start, path } = this.pendingLatency;
+        const ms = performance.now() - start;
+        this.latencies.push({ path, ms });
+        this.$("#status-latency").textContent = `mask in ${Math.round(ms)} ms (${path})`;
+        this.pendingLatency = null;
+      }
+    });
+  }
+
+  // --- images, leases, embeddings ------------------------------------------------------------
+
+  async start() {
+    bindInput(this);
+    this.timers.push(setInterval(() => this.heartbeat(), 30_000));
+    window.addEventListener("pagehide", () => {
+      if (this.image && this.lease) session.releaseLease(this.image.id);
+    });
+    const requested = Number(this.root.dataset.imageId) || null;
+    try {
+      if (requested) {
+        const opened = await session.openImage(requested);
+        if (opened.leaseError) this.say(`${opened.leaseError.message} You can look, but someone else is working here.`, "warn");
+        await this.load(opened.image, opened.lease);
+      } else {
+        await this.next({ markDone: false });
+      }
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  fail(error) {
+    console.error(error);
+    this.setState("error");
+    this.say(error.message || String(error), "error");
+  }
+
+  async next({ markDone = true } = {}) {
+    if (markDone && this.work.area > 0 && performance.now() - this.lastN > DOUBLE_PRESS_MS) {
+      this.lastN = performance.now();
+      this.say("This mask is not accepted: press Enter to keep it, or N again to drop it.", "warn");
+      return;
+    }
+    try {
+      if (markDone && this.image) await session.markDone(this.image.id);
+      this.setState("loading", "Finding the next image…");
+      const found = await session.nextImage(this.projectId);
+      if (!found) {
+        this.image = null;
+        this.clearImageState();
+        this.setState("no-image");
+        this.say("No image needs work in this project right now.", "ok");
+        this.updatePanel();
+        this.requestFrame();
+        this.resolveReady();
+        return;
+      }
+      await this.load(found.image, found.lease);
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  clearImageState() {
+    this.work = newWork(this.idleCap);
+    this.history = [];
+    this.accepted = [];
+    this.hoveredId = null;
+    this.decoder = null;
+    this.embedding = null;
+  }
+
+  async load(image, lease) {
+    const token = ++this.loadToken;
+    this.clearImageState();
+    this.image = image;
+    this.lease = lease;
+    this.root.dataset.imageId = String(image.id);
+    const url = new URL(window.location.href);
+    url.searchParams.set("image", String(image.id));
+    window.history.replaceState(null, "", url);
+    this.setState("loading", "Loading the image…");
+    const element = new Image();
+    element.crossOrigin = "anonymous";
+    element.src = image.content_url;
+    const [, masks] = await Promise.all([element.decode(), session.acceptedMasks(image.id)]);
+    if (token !== this.loadToken) return;
+    this.imageElement = element;
+    this.workCanvas.width = image.width;
+    this.workCanvas.height = image.height;
+    this.brushSize = Math.max(2, Math.round(Math.max(image.width, image.height) / 120));
+    this.accepted = masks.map((mask) => this.acceptedItem(mask));
+    this.fit();
+    this.say(lease ? `Leased for ${Math.round(lease.seconds / 60)} min.` : this.$("#status-message").textContent);
+    await this.prepareModel(this.version ? this.version.id : null, token);
+  }
+
+  acceptedItem(mask) {
+    const color = PALETTE[mask.id % PALETTE.length];
+    const bits = decodeMask(mask.segmentation);
+    return {
+      id: mask.id,
+      source: mask.source,
+      annotator: mask.annotator,
+      area: mask.area,
+      color,
+      bitmap: maskBitmap(bits, this.image.width, this.image.height, color),
+    };
+  }
+
+  /** Wait for the image's embedding (queued with priority by the server), then go live. */
+  async prepareModel(versionId, token = this.loadToken) {
+    const started = performance.now();
+    for (;;) {
+      let state;
+      try {
+        state = await session.embeddingState(this.image.id, versionId);
+      } catch (error) {
+        if (error instanceof ApiError && error.code === "model_version_gone") {
+          versionId = this.switchVersion(error);
+          if (versionId === null) return;
+          continue;
+        }
+        if (error instanceof ApiError && error.code === "no_deployed_version") {
+          this.version = null;
+          this.setState("no-model");
+          this.say("This project has no deployed model: draw masks with the brush (B).", "warn");
+          this.updatePanel();
+          this.requestFrame();
+          this.resolveReady();
+          return;
+        }
+        throw error;
+      }
+      if (token !== this.loadToken) return;
+      this.version = state.model_version;
+      versionId = this.version.id;
+      if (state.status === "ready") {
+        this.embedding = state;
+        break;
+      }
+      const waited = Math.round((performance.now() - started) / 1000);
+      this.setState("waiting-embedding", `Computing this image's embedding (queued with priority)… ${waited} s`);
+      this.updatePanel();
+      await new Promise((resolve) => setTimeout(resolve, EMBEDDING_POLL_MS));
+      if (token !== this.loadToken) return;
+    }
+    await this.setupDecoder(token);
+  }
+
+  /** model_version_gone: say so and go on with the deployed version (null when none). */
+  switchVersion(error) {
+    const deployed = error.body.deployed_version;
+    const old = this.version ? this.version.name || `version ${this.version.id}` : "the model";
+    this.work = newWork(this.idleCap);
+    this.history = this.history.filter((action) => action.type === "accept");
+    if (!deployed) {
+      this.version = null;
+      this.decoder = null;
+      this.setState("no-model");
+      this.say(`${old} was removed and no other version is deployed: draw masks with the brush (B).`, "error");
+      this.updatePanel();
+      return null;
+    }
+    this.say(`${old} was removed; reloading the deployed version ${deployed.name || deployed.id}.`, "warn");
+    this.root.dataset.versionSwitched = String(deployed.id);
+    this.version = null;
+    this.decoder = null;
+    return deployed.id;
+  }
+
+  async setupDecoder(token) {
+    const { image, version, embedding } = this;
+    this.updatePanel(); // version known, decoder not yet
+    const server = new ServerDecoder({ imageId: image.id, versionId: version.id, width: image.width, height: image.height });
+    this.decoder = server;
+    this.decoderNote = "";
+    if (this.decoderPreference === "server") {
+      this.decoderNote = "server decoding was asked for (?decoder=server)";
+    } else if (typeof WebAssembly !== "object") {
+      this.decoderNote = "this browser has no WebAssembly";
+    } else {
+      this.setState("loading", "Loading the decoder into the browser…");
+      try {
+        const browser = await BrowserDecoder.create({ ortUrl: this.ortUrl, wasmBase: this.wasmBase, version, embedding });
+        if (token !== this.loadToken) return;
+        this.decoder = browser;
+      } catch (error) {
+        console.warn("browser decoding unavailable, using the server", error);
+        this.decoderNote = `browser decoding failed (${error.message || error}); using the server`;
+      }
+    }
+    this.setState("ready");
+    this.updatePanel();
+    this.requestFrame();
+    this.resolveReady();
+  }
+
+  async heartbeat() {
+    if (!this.image) return;
+    try {
+      if (this.lease) this.lease = await session.renewLease(this.image.id);
+    } catch (error) {
+      this.say(`Lease: ${error.message}`, "error");
+    }
+    if (this.version && this.root.dataset.state === "ready") {
+      try {
+        await session.embeddingState(this.image.id, this.version.id);
+      } catch (error) {
+        if (error instanceof ApiError && error.code === "model_version_gone") {
+          const versionId = this.switchVersion(error);
+          if (versionId !== null) await this.prepareModel(versionId);
+        }
+      }
+    }
+  }
+
+  fit() {
+    const rect = this.canvas.getBoundingClientRect();
+    if (this.image) this.view.fit(this.image.width, this.image.height, rect.width, rect.height);
+    this.updatePanel();
+    this.requestFrame();
+  }
+}

@@ -1,0 +1,126 @@
+// Binary masks (Uint8Array, row-major H*W) and their pictures: bounding boxes, coloured
+// bitmaps cropped to the box, brush/eraser painting, hit tests.
+
+export const PALETTE = [
+  [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+  [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+  [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+];
+
+/** [x0, y0, x1, y1] (inclusive) of the set pixels, or null for an empty mask. */
+export function maskBox(mask, width, height) {
+  let x0 = width;
+  let y0 = height;
+  let x1 = -1;
+  let y1 = -1;
+  for (let y = 0; y < height; y++) {
+    const row = y * width;
+    let first = -1;
+    let last = -1;
+    for (let x = 0; x < width; x++) {
+      if (mask[row + x]) {
+        if (first < 0) first = x;
+        last = x;
+      }
+    }
+    if (first >= 0) {
+      if (y < y0) y0 = y;
+      y1 = y;
+      if (first < x0) x0 = first;
+      if (last > x1) x1 = last;
+    }
+  }
+  return x1 < 0 ? null : [x0, y0, x1, y1];
+}
+
+export function maskArea(mask) {
+  let area = 0;
+  for (let i = 0; i < mask.length; i++) area += mask[i];
+  return area;
+}
+
+/** Write a rectangle of the mask as coloured pixels into a canvas (dirty-rect updates). */
+export function paintRect(ctx, mask, width, rect, color, edgeColor = null) {
+  const [x0, y0, x1, y1] = rect;
+  const w = x1 - x0 + 1;
+  const h = y1 - y0 + 1;
+  if (w <= 0 || h <= 0) return;
+  const image = ctx.createImageData(w, h);
+  const data = image.data;
+  const height = mask.length / width;
+  for (let y = 0; y < h; y++) {
+    const row = (y0 + y) * width;
+    for (let x = 0; x < w; x++) {
+      const index = row + x0 + x;
+      if (!mask[index]) continue;
+      const o = (y * w + x) * 4;
+      let rgb = color;
+      if (edgeColor) {
+        const gx = x0 + x;
+        const gy = y0 + y;
+        const edge =
+          gx === 0 || gy === 0 || gx === width - 1 || gy === height - 1 ||
+          !mask[index - 1] || !mask[index + 1] || !mask[index - width] || !mask[index + width];
+        if (edge) rgb = edgeColor;
+      }
+      data[o] = rgb[0];
+      data[o + 1] = rgb[1];
+      data[o + 2] = rgb[2];
+      data[o + 3] = 255;
+    }
+  }
+  ctx.putImageData(image, x0, y0);
+}
+
+/** A mask as a coloured bitmap cropped to its box: {canvas, box, crop} or null when empty. */
+export function maskBitmap(mask, width, height, color) {
+  const box = maskBox(mask, width, height);
+  if (!box) return null;
+  const [x0, y0, x1, y1] = box;
+  const w = x1 - x0 + 1;
+  const h = y1 - y0 + 1;
+  const crop = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++) crop.set(mask.subarray((y0 + y) * width + x0, (y0 + y) * width + x1 + 1), y * w);
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const edge = color.map((c) => Math.min(255, Math.round(c * 0.55)));
+  paintRect(canvas.getContext("2d"), crop, w, [0, 0, w - 1, h - 1], color, edge);
+  return { canvas, box, crop, cropWidth: w };
+}
+
+/** Does a cropped mask ({box, crop, cropWidth}) cover image pixel (x, y)? */
+export function bitmapHit(bitmap, x, y) {
+  const [x0, y0, x1, y1] = bitmap.box;
+  if (x < x0 || x > x1 || y < y0 || y > y1) return false;
+  return bitmap.crop[(y - y0) * bitmap.cropWidth + (x - x0)] === 1;
+}
+
+/**
+ * Paint a round brush along the segment (ax, ay) -> (bx, by) with value 1 (brush) or 0
+ * (eraser); returns the touched rectangle [x0, y0, x1, y1] or null when off the image.
+ */
+export function paintSegment(mask, width, height, ax, ay, bx, by, radius, value) {
+  const x0 = Math.max(0, Math.floor(Math.min(ax, bx) - radius));
+  const y0 = Math.max(0, Math.floor(Math.min(ay, by) - radius));
+  const x1 = Math.min(width - 1, Math.ceil(Math.max(ax, bx) + radius));
+  const y1 = Math.min(height - 1, Math.ceil(Math.max(ay, by) + radius));
+  if (x0 > x1 || y0 > y1) return null;
+  const dx = bx - ax;
+  const dy = by - ay;
+  const length2 = dx * dx + dy * dy;
+  const r2 = radius * radius;
+  for (let y = y0; y <= y1; y++) {
+    const py = y + 0.5;
+    for (let x = x0; x <= x1; x++) {
+      const px = x + 0.5;
+      // distance from the pixel centre to the segment
+      let t = length2 > 0 ? ((px - ax) * dx + (py - ay) * dy) / length2 : 0;
+      t = t < 0 ? 0 : t > 1 ? 1 : t;
+      const ex = px - (ax + t * dx);
+      const ey = py - (ay + t * dy);
+      if (ex * ex + ey * ey <= r2) mask[y * width + x] = value;
+    }
+  }
+  return [x0, y0, x1, y1];
+}

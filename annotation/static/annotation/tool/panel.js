@@ -1,0 +1,86 @@
+// The side panel and the data-* attributes of #tool (read by the browser tests): model and
+// decoding path, candidates with their predicted IoU, accepted masks, tool mode, brush size.
+
+export function updatePanel(tool) {
+  const root = tool.root;
+  root.dataset.imageId = tool.image ? tool.image.id : "";
+  root.dataset.decoder = tool.decoder ? tool.decoder.path : "";
+  root.dataset.versionId = tool.version ? tool.version.id : "";
+  root.dataset.accepted = String(tool.accepted.length);
+  root.dataset.maskArea = String(tool.work.area);
+  root.dataset.mode = tool.mode;
+  const entry = tool.resultEntry();
+  root.dataset.candidates = entry ? String(entry.result.candidates.length) : "0";
+  root.dataset.selected = entry ? String(entry.selected) : "";
+  root.dataset.pending = String(tool.work.prompts.filter((p) => !p.result).length);
+  tool.$("#model-name").textContent = tool.version
+    ? `${tool.version.name || "version " + tool.version.id} (${tool.version.arch})`
+    : "none";
+  const badge = tool.$("#decoder-path");
+  badge.dataset.path = tool.decoder ? tool.decoder.path : "";
+  badge.textContent = tool.decoder
+    ? tool.decoder.path === "browser"
+      ? `in the browser (WebAssembly, ${tool.decoder.threads} thread${tool.decoder.threads > 1 ? "s" : ""})`
+      : "on the server"
+    : "not ready";
+  badge.title = tool.decoderNote;
+  tool.$("#decoder-note").textContent = tool.decoderNote;
+  tool.$("#status-image").textContent = tool.image
+    ? `${tool.image.file_name || "image " + tool.image.id} · ${tool.image.width}×${tool.image.height}`
+    : "";
+  tool.$("#status-zoom").textContent = `${Math.round(tool.view.scale * 100)}%`;
+  renderCandidates(tool, entry);
+  renderAcceptedList(tool);
+  for (const button of root.querySelectorAll("[data-mode-button]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.modeButton === tool.mode));
+  }
+  tool.$("#brush-size").value = String(tool.brushSize);
+  tool.$("#brush-size-value").textContent = `${tool.brushSize} px`;
+}
+
+function renderCandidates(tool, entry) {
+  const list = tool.$("#candidates");
+  list.replaceChildren();
+  if (!entry) {
+    list.innerHTML = '<li class="muted small">Click the object to get masks.</li>';
+    return;
+  }
+  entry.result.candidates.forEach((candidate, index) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "candidate";
+    button.dataset.index = String(index);
+    button.setAttribute("aria-pressed", String(index === entry.selected));
+    button.textContent = `${index + 1} · IoU ${candidate.score.toFixed(3)}`;
+    button.addEventListener("click", () => tool.selectCandidate(index));
+    item.append(button);
+    list.append(item);
+  });
+}
+
+function renderAcceptedList(tool) {
+  const list = tool.$("#accepted-list");
+  list.replaceChildren();
+  tool.$("#accepted-count").textContent = String(tool.accepted.length);
+  for (const item of tool.accepted) {
+    const row = document.createElement("li");
+    row.dataset.maskId = String(item.id);
+    row.classList.toggle("hovered", item.id === tool.hoveredId);
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = `rgb(${item.color.join(",")})`;
+    const label = document.createElement("span");
+    label.textContent = `#${item.id} · ${item.source} · ${item.area} px`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "button button-quiet small delete-mask";
+    remove.textContent = "Delete";
+    remove.title = "Delete this mask";
+    remove.addEventListener("click", () => tool.deleteAccepted(item.id));
+    row.addEventListener("mouseenter", () => tool.hover(item.id));
+    row.addEventListener("mouseleave", () => tool.hover(null));
+    row.append(swatch, label, remove);
+    list.append(row);
+  }
+}

@@ -1,0 +1,68 @@
+// The tool's conversation with the server about images: leases, the next image, the
+// embedding's readiness, accepted masks. Every call is one endpoint of the REST API.
+
+import { api, ApiError } from "./api.js";
+
+/** The next image needing work, leased to this user: {image, lease} or null (204). */
+export async function nextImage(projectId, skip = []) {
+  const { status, data } = await api("POST", `/api/projects/${projectId}/next-image/`, { skip });
+  return status === 204 || !data ? null : data;
+}
+
+/** A named image, with a lease taken on it: {image, lease, leaseError}. */
+export async function openImage(imageId) {
+  const { data: image } = await api("GET", `/api/images/${imageId}/`);
+  try {
+    const { data: lease } = await api("POST", `/api/images/${imageId}/lease/`);
+    return { image, lease, leaseError: null };
+  } catch (error) {
+    if (error instanceof ApiError && error.code === "lease_taken") {
+      return { image, lease: null, leaseError: error };
+    }
+    throw error;
+  }
+}
+
+export async function renewLease(imageId) {
+  const { data } = await api("POST", `/api/images/${imageId}/lease/`);
+  return data;
+}
+
+/** Give the lease back when the page goes away (keepalive: survives the unload). */
+export function releaseLease(imageId) {
+  return api("DELETE", `/api/images/${imageId}/lease/`, undefined, { keepalive: true }).catch(() => null);
+}
+
+export async function markDone(imageId) {
+  const { data } = await api("POST", `/api/images/${imageId}/done/`);
+  return data;
+}
+
+/** Embedding state: {status: "ready"|"queued", ...}; 409s (gone, none deployed) throw. */
+export async function embeddingState(imageId, versionId) {
+  const query = versionId ? `?model_version=${versionId}` : "";
+  const { data } = await api("GET", `/api/images/${imageId}/embedding/${query}`);
+  return data;
+}
+
+/** Every accepted mask of an image (following the pagination). */
+export async function acceptedMasks(imageId) {
+  const masks = [];
+  let url = `/api/images/${imageId}/masks/?limit=500`;
+  while (url) {
+    const { data } = await api("GET", url);
+    const page = Array.isArray(data) ? data : data.results;
+    masks.push(...page);
+    url = Array.isArray(data) ? null : data.next;
+  }
+  return masks;
+}
+
+export async function storeMask(imageId, body) {
+  const { data } = await api("POST", `/api/images/${imageId}/masks/`, body);
+  return data;
+}
+
+export async function deleteMask(maskId) {
+  await api("DELETE", `/api/masks/${maskId}/`);
+}

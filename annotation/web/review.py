@@ -1,0 +1,85 @@
+"""The review queue page (reviewers and admins): the images with accepted masks nobody has
+reviewed yet, each mask drawn over its image; the verdicts go through the REST API."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from annotation.models import Image, Mask
+from annotation.permissions import REVIEWER, require_role
+from annotation.selectors.projects import project_get_for_user
+from annotation.selectors.review import review_pending_masks, review_queue
+
+IMAGES_PER_PAGE = 20
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    image: Image
+    masks: list[Mask]  # the ones still waiting for a verdict
+
+
+def _annotator_id(raw: str | None) -> int | None:
+    """``?annotator=<user id>`` narrows the queue; anything else means everyone."""
+    if raw is None or not raw.isdigit() or int(raw) < 1:
+        return None
+    return int(raw)
+
+
+def _pending(image: Image, annotator_id: int | None) -> list[Mask]:
+    """The image's masks still waiting for a verdict (the queue prefetches every accepted one)."""
+    masks: list[Mask] = getattr(image, "review_masks", [])
+    return [
+        mask
+        for mask in masks
+        if mask.reviewed_at is None and (annotator_id is None or mask.annotator_id == annotator_id)
+    ]
+
+
+def _mask_data(mask: Mask, image: Image) -> dict[str, Any]:
+    return {"id": mask.pk, "rle": {"size": [image.height, image.width], "counts": mask.rle_counts}}
+
+
+@require_GET
+@login_required
+def review_queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    """One page of the queue; the browser draws the masks from the embedded RLEs."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_role(user=request.user, project=project, role=REVIEWER)
+    annotator_id = _annotator_id(request.GET.get("annotator"))
+    queue = review_queue(project=project, annotator_id=annotator_id)
+    page = Paginator(queue, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
+    items = [ReviewItem(image=image, masks=_pending(image, annotator_id)) for image in page]
+    pending = review_pending_masks(project=project)
+    if annotator_id is not None:
+        pending = pending.filter(annotator_id=annotator_id)
+    totals = pending.aggregate(masks=Count("id"), images=Count("image_id", distinct=True))
+    review_data = {
+        "images": [
+            {
+                "id": item.image.pk,
+                "width": item.image.width,
+                "height": item.image.height,
+                "content_url": reverse("api-image-content", args=[item.image.pk]),
+                "masks": [_mask_data(mask, item.image) for mask in item.masks],
+            }
+            for item in items
+        ]
+    }
+    context = {
+        "project": project,
+        "page": page,
+        "items": items,
+        "queue_images": totals["images"],
+        "queue_masks": totals["masks"],
+        "annotator_id": annotator_id,
+        "review_data": review_data,
+    }
+    return render(request, "annotation/review.html", context)

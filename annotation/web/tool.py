@@ -1,0 +1,51 @@
+"""The annotation tool page: the canvas app under ``annotation/static/annotation/tool/``.
+
+The page itself is a shell; everything the tool does goes through the REST API. It is served
+cross-origin isolated (COOP ``same-origin`` + COEP ``require-corp``) so that onnxruntime-web
+may use SharedArrayBuffer, i.e. WebAssembly threads, for browser-side decoding. Everything the
+page loads is same-origin (static files, the API), which ``require-corp`` allows.
+"""
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from annotation.permissions import ANNOTATOR, require_role, role_in
+from annotation.selectors.projects import project_get_for_user
+
+DECODER_CHOICES = ("auto", "browser", "server")
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+
+
+def _image_id(raw: str | None) -> int | None:
+    """``?image=<id>`` opens that image; anything that is not a positive id is ignored."""
+    if raw is None or not raw.isdigit() or int(raw) < 1:
+        return None
+    return int(raw)
+
+
+@require_GET
+@login_required
+def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The tool for one project: ``?image=<id>`` opens that image, else the next one needing
+    work; ``?decoder=server|browser`` forces a decoding path (default ``auto``: the browser
+    when it can, else the server)."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_role(user=request.user, project=project, role=ANNOTATOR)
+    decoder = request.GET.get("decoder", "auto")
+    context = {
+        "project": project,
+        "role": role_in(user=request.user, project=project),
+        "image_id": _image_id(request.GET.get("image")),
+        "decoder": decoder if decoder in DECODER_CHOICES else "auto",
+        "idle_cap_seconds": settings.MASKLOOP_TOOL_IDLE_CAP_SECONDS,
+    }
+    response = render(request, "annotation/tool.html", context)
+    for header, value in ISOLATION_HEADERS.items():
+        response[header] = value
+    return response

@@ -1,0 +1,256 @@
+"""In the real browser: click -> mask overlay drawn, decoding on the server vs in the browser.
+
+    .venv/bin/python bench/browser_latency.py          # tiny + vit_b, 1500 x 1000, 40 clicks
+    .venv/bin/python bench/browser_latency.py --models tiny --clicks 20 --width 800 --height 600
+
+A temporary platform (SQLite, local blobs, ``DJANGO_DEBUG=0``, static files collected) served
+by gunicorn on loopback, and Debian's chromium (headless, through Playwright) running the
+annotation tool. Two model versions, each the deployed version of its own project, with one
+synthetic image:
+
+* ``tiny``: the golden vit_tiny checkpoint of the tests, with the embedding its encoder computes;
+* ``vit_b``: a seeded random-weight vit_b checkpoint (the official decoder's size: 256 channels,
+  MLP 2048, 8 heads; its ONNX decoder exported by ``engine/sam/onnx_export.py`` at import) with
+  a seeded random 1 x 256 x 64 x 64 embedding stored as a worker would. Decoding time does not
+  depend on the weights' values.
+
+For each model and path (``?decoder=server``: ``POST /api/images/{id}/decode/``;
+``?decoder=browser``: onnxruntime-web, WebAssembly, in the page) the tool is opened, warmed up
+with a few clicks (model load, wasm compile), then clicked ``--clicks`` times at seeded random
+points, each a fresh first click (Esc in between: one point, three candidates). The figure is
+the tool's own measurement: from the click's ``pointerup`` event to the end of the animation
+frame that draws the new mask (``window.maskloopTool.latencies``), i.e. decode + upscale of the
+chosen candidate + drawing. Prints p50 / p95 / mean per model and path.
+"""
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GOLDEN = REPO / "tests" / "engine" / "sam" / "goldens" / "tiny_sam.pth"
+CHROMIUM = "/usr/bin/chromium"
+WARMUP_CLICKS = 3
+
+
+def platform_env(root: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))},
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+        "MASKLOOP_VAR_DIR": str(root),
+        "DATABASE_URL": f"sqlite:///{root / 'bench.sqlite3'}",
+        "STORAGE_BACKEND": "local",
+        "BLOB_ROOT": str(root / "blobs"),
+        "CELERY_BROKER_URL": "filesystem://",
+        "MASKLOOP_DEVICE": "cpu",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def shapes_png(width: int, height: int, seed: int) -> bytes:
+    """Seeded ellipses on a flat background."""
+    import io
+
+    from PIL import Image as PilImage
+
+    rng = np.random.default_rng(seed)
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    pixels[:] = rng.integers(0, 255, 3)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(8):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
+        pixels[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = rng.integers(0, 255, 3)
+    out = io.BytesIO()
+    PilImage.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def build_platform(root: Path, models: list[str], width: int, height: int) -> dict[str, int]:
+    """Migrate, collect static files; a user, one project per model, its image and embedding.
+    Returns {model name: project id}."""
+    import django
+    import torch
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)
+    from django.contrib.auth.models import User
+
+    from annotation.services.ingest import images_ingest_batch
+    from annotation.services.projects import project_create
+    from engine.sam.build import build_sam
+    from engine.sam.checkpoint import save_sam
+    from engine.sam.config import CONFIGS
+    from engine.sam.embedding import ImageEmbedding
+    from engine.sam.transforms import ResizeLongestSide
+    from engine.services.embeddings import embedding_compute, embedding_key, embedding_to_bytes
+    from engine.services.registry import model_version_import
+    from storage.blobs import get_blob_store
+
+    user = User.objects.create_user("bench", password="bench-pass-123")
+    projects = {}
+    for name in models:
+        project = project_create(name=f"bench-{name}", creator=user)
+        [outcome] = images_ingest_batch(
+            project=project, files=[("bench.png", shapes_png(width, height, seed=7))]
+        )
+        assert outcome.image is not None
+        image = outcome.image
+        if name == "tiny":
+            version = model_version_import(project=project, path_or_file=GOLDEN, deploy=True)
+            embedding_compute(image_id=image.pk, model_version_id=version.pk)
+        else:
+            torch.manual_seed(0)
+            path = root / "vit_b_random.pth"
+            save_sam(build_sam("vit_b"), path, arch="vit_b", config=CONFIGS["vit_b"])
+            version = model_version_import(project=project, path_or_file=path, deploy=True)
+            path.unlink()
+            generator = torch.Generator().manual_seed(1)
+            values = torch.randn((1, 256, 64, 64), generator=generator) * 0.5
+            input_size = ResizeLongestSide.get_preprocess_shape(height, width, 1024)
+            stored = ImageEmbedding(values, (height, width), input_size)
+            key = embedding_key(model_version_id=version.pk, image_sha256=image.sha256)
+            get_blob_store().put_bytes(key, embedding_to_bytes(stored))
+        projects[name] = project.pk
+    return projects
+
+
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "gunicorn"), "config.wsgi", "--bind",
+             f"127.0.0.1:{port}", "--workers", "1", "--threads", "4", "--timeout", "300"],
+            cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def measure(page: Any, url: str, path: str, clicks: int, seed: int) -> list[float]:
+    """Open the tool on one decoding path and return its click -> overlay latencies (ms)."""
+    page.goto(url)
+    page.wait_for_function(
+        "document.getElementById('tool').dataset.state === 'ready'", timeout=300_000
+    )
+    active = page.locator("#tool").get_attribute("data-decoder")
+    if active != path:
+        raise RuntimeError(f"asked for {path} decoding, the tool uses {active!r}")
+    rng = np.random.default_rng(seed)
+    width, height = page.evaluate(
+        "[window.maskloopTool.image.width, window.maskloopTool.image.height]"
+    )
+    for _ in range(WARMUP_CLICKS + clicks):
+        page.keyboard.press("Escape")
+        before = page.evaluate("window.maskloopTool.latencies.length")
+        x, y = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
+        sx, sy = page.evaluate(
+            """([x, y]) => {
+                const tool = window.maskloopTool;
+                const rect = tool.canvas.getBoundingClientRect();
+                const [sx, sy] = tool.view.toScreen(x, y);
+                return [rect.left + sx, rect.top + sy];
+            }""",
+            [x, y],
+        )
+        page.mouse.click(sx, sy)
+        page.wait_for_function(f"window.maskloopTool.latencies.length > {before}", timeout=300_000)
+    latencies = page.evaluate("window.maskloopTool.latencies.map((l) => [l.path, l.ms])")
+    assert all(p == path for p, _ in latencies), latencies
+    return [ms for _, ms in latencies[WARMUP_CLICKS:]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="tiny,vit_b", help="comma list of tiny, vit_b")
+    parser.add_argument("--clicks", type=int, default=40, help="measured clicks per model/path")
+    parser.add_argument("--width", type=int, default=1500)
+    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="maskloop-browser-bench-") as tmp:
+        root = Path(tmp)
+        env = platform_env(root)
+        os.environ.update(env)
+        projects = build_platform(root, models, args.width, args.height)
+        from tests.s3server import free_port
+
+        port = free_port()
+        log = root / "web.log"
+        server = start_server(env, port, log)
+        base = f"http://127.0.0.1:{port}"
+        rows = []
+        try:
+            wait_http(f"{base}/accounts/login/", server, log)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+                )
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"{base}/accounts/login/")
+                page.fill("#id_username", "bench")
+                page.fill("#id_password", "bench-pass-123")
+                page.click("form button[type=submit]")
+                page.wait_for_url(f"{base}/")
+                threads = None
+                for model in models:
+                    for path in ("server", "browser"):
+                        url = f"{base}/projects/{projects[model]}/annotate/?decoder={path}"
+                        ms = measure(page, url, path, args.clicks, args.seed)
+                        if path == "browser":
+                            threads = page.evaluate("window.maskloopTool.decoder.threads")
+                        rows.append((model, path, ms))
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    print(
+        f"click -> overlay drawn, chromium headless, image {args.width}x{args.height}, "
+        f"{args.clicks} clicks per row after {WARMUP_CLICKS} warm-up, "
+        f"{os.cpu_count()} CPU cores, browser wasm threads {threads}"
+    )
+    print(f"{'model':<7} {'path':<8} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
+    p50s: dict[tuple[str, str], float] = {}
+    for model, path, ms in rows:
+        values = np.array(ms)
+        p50s[(model, path)] = float(np.percentile(values, 50))
+        print(
+            f"{model:<7} {path:<8} {np.percentile(values, 50):8.1f} "
+            f"{np.percentile(values, 95):8.1f} {values.mean():8.1f}"
+        )
+    for model in models:
+        ratio = p50s[(model, "browser")] / p50s[(model, "server")]
+        print(f"{model}: browser p50 / server p50 = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

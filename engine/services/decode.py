@@ -1,0 +1,261 @@
+"""Prompt -> masks on the server: the prompt encoder and mask decoder against a stored embedding.
+
+A decode validates the prompts against the image (every problem is a 400 ``invalid_prompt``
+that names the value), resolves the previous mask from its ``mask_ref``, reads the embedding
+through the per-process LRU (``engine.services.serving``) and runs ``SamPredictor.predict`` on
+the model of the version (loaded once per process by ``engine.inference``; the image encoder is
+never run here). Each call stores the candidates' 256 x 256 low-res logits (float16) in
+``caches["default"]`` under one random token, bound to (user, image, model version), for
+``MASKLOOP_MASK_REF_SECONDS``; candidate ``i`` is referred to as ``<token>.<i>``. Sending a ref
+back feeds those logits as ``mask_input``, as the official tool does with its previous mask.
+
+``multimask`` left unset follows SAM's ambiguity rule: three candidates for exactly one point
+and no box, the single-mask token otherwise.
+"""
+
+import base64
+import io
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import caches
+from PIL import Image as PilImage
+
+from annotation.errors import DomainError
+from annotation.models import Image
+from engine.inference import model_for_version
+from engine.models import ModelVersion
+from engine.sam.amg.rle import mask_to_coco_rle
+from engine.sam.predictor import SamPredictor
+from engine.sam.prompts import check_box, check_points
+from engine.services.serving import (
+    EmbeddingNotReady,
+    embedding_cached,
+    embedding_queue,
+    serving_version,
+)
+
+FORMATS = ("rle", "png")
+_REF = re.compile(r"^([A-Za-z0-9_-]{20,64})\.(\d)$")
+_REF_CACHE_PREFIX = "mask-ref:"
+
+
+class InvalidPrompt(DomainError):
+    """Points, labels or box that cannot be a prompt on this image."""
+
+    code = "invalid_prompt"
+
+
+class InvalidMaskRef(DomainError):
+    """A mask_ref that is unknown, expired, or was made for another user, image or version."""
+
+    code = "invalid_mask_ref"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A validated prompt in original-image pixels."""
+
+    points: np.ndarray | None  # N x 2 float64 (x, y)
+    labels: np.ndarray | None  # N int64 in {0, 1}
+    box: np.ndarray | None  # 1 x 4 float64 xyxy
+
+    @property
+    def point_count(self) -> int:
+        return 0 if self.points is None else int(self.points.shape[0])
+
+
+@dataclass(frozen=True)
+class DecodedMask:
+    score: float
+    mask_ref: str
+    rle: dict[str, Any] | None = None  # {"size": [H, W], "counts": str}
+    png: str | None = None  # base64 of a 1-bit PNG
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    model_version: ModelVersion
+    multimask: bool
+    width: int
+    height: int
+    masks: list[DecodedMask] = field(default_factory=list)
+
+
+def _plain_number(value: object) -> bool:
+    # JSON numbers only: a bool or a numeric string must not slip through numpy's conversion.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def prompt_parse(*, points: object, labels: object, box: object, width: int, height: int) -> Prompt:
+    """Check a request's prompt against a ``width`` x ``height`` image; InvalidPrompt if bad."""
+    points = [] if points is None else points
+    labels = [] if labels is None else labels
+    if not isinstance(points, list) or not isinstance(labels, list):
+        raise InvalidPrompt("points must be a list of [x, y] pairs and labels a list of 0 / 1")
+    limit = int(settings.MASKLOOP_MAX_PROMPT_POINTS)
+    if len(points) > limit:
+        raise InvalidPrompt(
+            f"{len(points)} points: at most {limit} per request (MASKLOOP_MAX_PROMPT_POINTS)"
+        )
+    if len(labels) != len(points):
+        raise InvalidPrompt(f"{len(points)} points but {len(labels)} labels: give one label each")
+    if not points and box is None:
+        raise InvalidPrompt("no prompt: give at least one point or a box")
+    size = (height, width)
+    parsed_points = parsed_labels = parsed_box = None
+    try:
+        if points:
+            for point in points:
+                if not (
+                    isinstance(point, list) and len(point) == 2 and all(map(_plain_number, point))
+                ):
+                    raise ValueError(f"each point must be [x, y] numbers, got {point!r}")
+            if not all(isinstance(label, int) and not isinstance(label, bool) for label in labels):
+                raise ValueError(f"labels must be integers 0 or 1, got {labels!r}")
+            parsed_points, parsed_labels = check_points(points, labels, size)
+        if box is not None:
+            if not (isinstance(box, list) and len(box) == 4 and all(map(_plain_number, box))):
+                raise ValueError(f"box must be [x0, y0, x1, y1] numbers, got {box!r}")
+            parsed_box = check_box(box, size)
+            x0, y0, x1, y1 = parsed_box[0].tolist()
+            if x1 <= x0 or y1 <= y0:
+                raise ValueError(f"box {parsed_box[0].tolist()} has no area")
+    except ValueError as exc:
+        raise InvalidPrompt(_readable(str(exc))) from exc
+    return Prompt(parsed_points, parsed_labels, parsed_box)
+
+
+_WORDS = (
+    (re.compile(r"\bnan\b"), "NaN"),  # as JavaScript writes them
+    (re.compile(r"\binf\b"), "Infinity"),
+    (re.compile(r"\bpoint_coords\b"), "points"),  # the request's field names
+    (re.compile(r"\bpoint_labels\b"), "labels"),
+)
+
+
+def _readable(message: str) -> str:
+    """The validator's message in the request's terms, kept short (10,000 points...)."""
+    for pattern, word in _WORDS:
+        message = pattern.sub(word, message)
+    return message if len(message) <= 500 else message[:497] + "..."
+
+
+def multimask_default(prompt: Prompt) -> bool:
+    """SAM's ambiguity rule: one point alone is ambiguous (three candidates), more is not."""
+    return prompt.point_count == 1 and prompt.box is None
+
+
+# --- mask refs -----------------------------------------------------------------------------------
+
+
+def _ref_owner(user: User, image: Image, version: ModelVersion) -> tuple[int, int, int]:
+    return (int(user.pk), int(image.pk), int(version.pk))
+
+
+def mask_refs_store(
+    *, user: User, image: Image, model_version: ModelVersion, low_res: np.ndarray
+) -> list[str]:
+    """Keep C x 256 x 256 logits; return one ref per candidate (``<token>.<index>``)."""
+    token = secrets.token_urlsafe(24)
+    logits = np.ascontiguousarray(low_res, dtype=np.float16)
+    caches["default"].set(
+        _REF_CACHE_PREFIX + token,
+        {
+            "owner": _ref_owner(user, image, model_version),
+            "shape": list(logits.shape),
+            "logits": logits.tobytes(),
+        },
+        timeout=int(settings.MASKLOOP_MASK_REF_SECONDS),
+    )
+    return [f"{token}.{index}" for index in range(logits.shape[0])]
+
+
+def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVersion) -> np.ndarray:
+    """The 1 x 256 x 256 float32 logits behind ``ref``; InvalidMaskRef unless the ref is this
+    user's, for this image and version, and still kept."""
+    match = _REF.match(ref) if isinstance(ref, str) else None
+    if match is None:
+        raise InvalidMaskRef("mask_ref is not a reference this server handed out")
+    stored = caches["default"].get(_REF_CACHE_PREFIX + match.group(1))
+    index = int(match.group(2))
+    if not isinstance(stored, dict) or index >= stored["shape"][0]:
+        raise InvalidMaskRef("mask_ref is unknown or expired: decode again without it")
+    if tuple(stored["owner"]) != _ref_owner(user, image, model_version):
+        # One message for every mismatch: a ref reveals nothing about what it belongs to.
+        raise InvalidMaskRef("mask_ref belongs to another user, image or model version")
+    logits = np.frombuffer(stored["logits"], dtype=np.float16).reshape(stored["shape"])
+    return logits[index : index + 1].astype(np.float32)
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def masks_decode(
+    *,
+    user: User,
+    image: Image,
+    model_version_id: int | None,
+    points: object,
+    labels: object,
+    box: object,
+    mask_ref: str | None = None,
+    multimask: bool | None = None,
+    output_format: str = "rle",
+) -> DecodeResult:
+    """Masks for a prompt on ``image`` (its project's version ``model_version_id``, default the
+    deployed one). Raises ModelVersionGone / NoDeployedVersion (409), InvalidPrompt,
+    InvalidMaskRef (400), EmbeddingNotReady (409; the embedding is queued with priority)."""
+    if output_format not in FORMATS:
+        raise InvalidPrompt(f"format must be one of {list(FORMATS)}, got {output_format!r}")
+    version = serving_version(project=image.project, version_id=model_version_id)
+    prompt = prompt_parse(
+        points=points, labels=labels, box=box, width=image.width, height=image.height
+    )
+    mask_input = None
+    if mask_ref is not None:
+        mask_input = mask_ref_load(ref=mask_ref, user=user, image=image, model_version=version)
+    embedding = embedding_cached(image=image, model_version=version)
+    if embedding is None:
+        embedding_queue(image=image, model_version=version)
+        raise EmbeddingNotReady(
+            f"the embedding of image {image.pk} for model version {version.pk} is being "
+            "computed; retry in a moment"
+        )
+    use_multimask = multimask_default(prompt) if multimask is None else bool(multimask)
+    predictor = SamPredictor(model_for_version(version))
+    predictor.set_embedding(embedding)
+    masks, scores, low_res = predictor.predict(
+        point_coords=prompt.points,
+        point_labels=prompt.labels,
+        box=prompt.box,
+        mask_input=mask_input,
+        multimask_output=use_multimask,
+    )
+    refs = mask_refs_store(user=user, image=image, model_version=version, low_res=low_res)
+    decoded = [
+        _encode(mask, score=float(score), ref=ref, output_format=output_format)
+        for mask, score, ref in zip(masks, scores, refs, strict=True)
+    ]
+    return DecodeResult(
+        model_version=version,
+        multimask=use_multimask,
+        width=image.width,
+        height=image.height,
+        masks=decoded,
+    )
+
+
+def _encode(mask: np.ndarray, *, score: float, ref: str, output_format: str) -> DecodedMask:
+    score = score if math.isfinite(score) else 0.0
+    if output_format == "png":
+        out = io.BytesIO()
+        PilImage.fromarray(np.asarray(mask, dtype=bool)).save(out, "PNG")  # mode "1": 1 bit
+        return DecodedMask(score=score, mask_ref=ref, png=base64.b64encode(out.getvalue()).decode())
+    return DecodedMask(score=score, mask_ref=ref, rle=mask_to_coco_rle(mask))

@@ -1,0 +1,193 @@
+"""What a web process needs to serve a model version to the annotation tool.
+
+- :func:`serving_version` resolves the version a request names (or the project's deployed one)
+  and answers 409 when it is gone, so a tool open on a deleted version learns which to reload;
+- :func:`embedding_cached` reads stored embeddings through a per-process LRU of
+  ``MASKLOOP_EMBEDDING_CACHE_SIZE`` entries (float32 on the CPU; blobs may be float16);
+- :func:`embedding_queue` asks the ``gpu`` queue for a missing embedding with annotator
+  priority, at most once per ``QUEUE_AGAIN_SECONDS`` per (version, image) however often the tool
+  polls: a lost task is sent again after that, never a flood of duplicates.
+
+Nothing here runs the image encoder: embeddings are computed by workers only.
+"""
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import caches
+
+from annotation.errors import DomainError
+from annotation.models import Image, Project
+from engine.models import ModelVersion
+from engine.sam.config import SamConfig
+from engine.sam.embedding import ImageEmbedding
+from engine.sam.transforms import ResizeLongestSide
+from engine.selectors import model_version_for_project
+from engine.services.embeddings import embedding_key, embedding_load, embeddings_request
+from storage.blobs import get_blob_store
+
+logger = logging.getLogger(__name__)
+
+QUEUE_AGAIN_SECONDS = 120
+
+
+class ModelVersionGone(DomainError):
+    """The version asked for was deleted, belongs to no visible project or is retired."""
+
+    status_code = 409
+    code = "model_version_gone"
+
+    def __init__(self, message: str, *, deployed_version: ModelVersion | None) -> None:
+        super().__init__(message)
+        self.deployed_version = deployed_version
+
+
+class NoDeployedVersion(DomainError):
+    """No version was named and the project has none deployed."""
+
+    status_code = 409
+    code = "no_deployed_version"
+
+
+class EmbeddingNotReady(DomainError):
+    """The image's embedding is not stored yet (a decode: it has been queued)."""
+
+    status_code = 409
+    code = "embedding_not_ready"
+
+
+class EmbeddingDataNotReady(EmbeddingNotReady):
+    """The embedding bytes were asked for before they exist."""
+
+    status_code = 404
+
+
+def serving_version(*, project: Project, version_id: int | None) -> ModelVersion:
+    """Version ``version_id`` of ``project`` (default: the deployed one), ready to serve.
+
+    Raises ModelVersionGone (carrying the deployed version) for an id that is not a ready
+    version of the project, NoDeployedVersion when none is named and none is deployed.
+    """
+    deployed = project.deployed_version
+    if deployed is not None and deployed.status != ModelVersion.Status.READY:
+        deployed = None
+    if version_id is None:
+        if deployed is None:
+            raise NoDeployedVersion(f"project {project.name!r} has no deployed model version")
+        return deployed
+    version = model_version_for_project(project=project, version_id=version_id)
+    if version is None or version.status != ModelVersion.Status.READY:
+        state = "was deleted" if version is None else f"is {version.status}"
+        raise ModelVersionGone(
+            f"model version {version_id} {state}; reload the tool with the deployed version",
+            deployed_version=deployed,
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class EmbeddingShape:
+    """What a client needs to use an embedding: 1 x C x S x S and the image's two sizes."""
+
+    shape: tuple[int, int, int, int]
+    input_size: tuple[int, int]  # (h, w): longest side resized to the model input
+    original_size: tuple[int, int]  # (H, W)
+
+
+def embedding_shape(*, image: Image, model_version: ModelVersion) -> EmbeddingShape:
+    """The shape of the stored embedding, from the version's configuration (nothing read)."""
+    config = SamConfig.from_dict(model_version.config)
+    side = config.embedding_size
+    input_size = ResizeLongestSide.get_preprocess_shape(
+        image.height, image.width, config.image_size
+    )
+    return EmbeddingShape(
+        shape=(1, config.prompt_embed_dim, side, side),
+        input_size=input_size,
+        original_size=(image.height, image.width),
+    )
+
+
+def embedding_prepare(*, image: Image, model_version: ModelVersion) -> EmbeddingShape | None:
+    """The embedding's shape when it is stored; otherwise queue it with annotator priority
+    (see :func:`embedding_queue`) and return None. Safe to call on every poll."""
+    if embedding_is_stored(image=image, model_version=model_version):
+        return embedding_shape(image=image, model_version=model_version)
+    embedding_queue(image=image, model_version=model_version)
+    return None
+
+
+def embedding_float32_bytes(embedding: ImageEmbedding) -> bytes:
+    """The embedding as little-endian float32, C order (1 x C x S x S), for browser decoders."""
+    values = embedding.embedding.detach().cpu().numpy()
+    return np.ascontiguousarray(values, dtype="<f4").tobytes()
+
+
+# --- the per-process LRU of embeddings ---------------------------------------------------------
+
+_lock = threading.Lock()
+_embeddings: "OrderedDict[tuple[int, str], ImageEmbedding]" = OrderedDict()
+_blob_reads = 0  # embeddings read from the blob store by this process (observable in tests)
+
+
+def embedding_cached(*, image: Image, model_version: ModelVersion) -> ImageEmbedding | None:
+    """The float32 embedding of ``image`` for ``model_version``, or None while not stored.
+
+    Read once from the blob store, then served from memory until evicted. Two requests that
+    miss at the same time may both read the blob; the second insert wins (same bytes).
+    """
+    global _blob_reads
+    key = (int(model_version.pk), image.sha256)
+    with _lock:
+        hit = _embeddings.get(key)
+        if hit is not None:
+            _embeddings.move_to_end(key)
+            return hit
+    loaded = embedding_load(image=image, model_version=model_version)
+    if loaded is None:
+        return None
+    with _lock:
+        _blob_reads += 1
+        _embeddings[key] = loaded
+        _embeddings.move_to_end(key)
+        while len(_embeddings) > max(1, int(settings.MASKLOOP_EMBEDDING_CACHE_SIZE)):
+            _embeddings.popitem(last=False)
+    return loaded
+
+
+def embedding_is_stored(*, image: Image, model_version: ModelVersion) -> bool:
+    with _lock:
+        if (int(model_version.pk), image.sha256) in _embeddings:
+            return True
+    key = embedding_key(model_version_id=model_version.pk, image_sha256=image.sha256)
+    return get_blob_store().exists(key)
+
+
+def embedding_cache_reads() -> int:
+    """How many embeddings this process has read from the blob store into its LRU."""
+    return _blob_reads
+
+
+def embedding_cache_clear() -> None:
+    """Forget every cached embedding (tests; the next decode reads the blob again)."""
+    with _lock:
+        _embeddings.clear()
+
+
+# --- queueing ------------------------------------------------------------------------------------
+
+
+def embedding_queue(*, image: Image, model_version: ModelVersion) -> bool:
+    """Queue ``image``'s embedding with annotator priority unless it was queued in the last
+    ``QUEUE_AGAIN_SECONDS`` (shared through the cache) or is stored; True when sent now."""
+    marker = f"embedding-queued:{model_version.pk}:{image.sha256}"
+    if not caches["default"].add(marker, 1, timeout=QUEUE_AGAIN_SECONDS):
+        return False
+    queued = embeddings_request(images=[image], model_version=model_version, priority=True)
+    if not queued:
+        caches["default"].delete(marker)  # stored meanwhile: nothing to wait for
+    return bool(queued)

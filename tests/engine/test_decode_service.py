@@ -1,0 +1,485 @@
+"""Server-side decoding: prompts -> masks against the stored embedding, mask refs, the LRUs.
+
+The fixtures here (a project with a deployed golden tiny version that has an ONNX decoder, an
+embedded image) are imported by test_decode_api.py too.
+"""
+
+import base64
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from django.contrib.auth.models import User
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
+from PIL import Image as PilImage
+from pycocotools import mask as coco_mask
+
+from annotation.models import Image, Project
+from annotation.services.ingest import images_ingest_batch
+from annotation.services.projects import membership_set, project_create
+from engine import inference
+from engine.models import ModelVersion
+from engine.sam.checkpoint import file_sha256, load_sam, read_checkpoint, save_sam
+from engine.sam.onnx_export import export_decoder_onnx
+from engine.sam.predictor import SamPredictor
+from engine.services import serving
+from engine.services.decode import (
+    InvalidMaskRef,
+    InvalidPrompt,
+    masks_decode,
+)
+from engine.services.embeddings import embedding_compute, embedding_key, embedding_load
+from engine.services.registry import checkpoint_key, model_version_deploy, onnx_decoder_key
+from engine.services.serving import (
+    EmbeddingNotReady,
+    ModelVersionGone,
+    NoDeployedVersion,
+    embedding_cache_reads,
+    embedding_cached,
+)
+from storage.blobs import get_blob_store
+from tests.engine.conftest import GOLDEN_CHECKPOINT, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+IMAGE_SIZE = (120, 200)  # (H, W): not square, so the resize and the coordinates matter
+
+
+# --- fixtures (shared with test_decode_api.py) ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def golden_onnx(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The golden tiny model's decoder exported once per session."""
+    path = tmp_path_factory.mktemp("decode-onnx") / "decoder.onnx"
+    export_decoder_onnx(load_sam(GOLDEN_CHECKPOINT), path)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def second_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another valid tiny checkpoint (decoder weights nudged), i.e. a second model version."""
+    loaded = read_checkpoint(GOLDEN_CHECKPOINT)
+    sam = load_sam(GOLDEN_CHECKPOINT)
+    with torch.no_grad():
+        sam.mask_decoder.iou_token.weight.add_(0.25)
+    path = tmp_path_factory.mktemp("decode-ckpt") / "tiny_v2.pth"
+    save_sam(sam, path, arch=loaded.arch, config=loaded.config)
+    return path
+
+
+def register(
+    project: Project, path: Path, *, onnx: bytes | None = None, name: str = ""
+) -> ModelVersion:
+    """A checkpoint stored as a blob and registered (with an ONNX decoder blob when given)."""
+    sha256 = file_sha256(path)
+    store = get_blob_store()
+    with path.open("rb") as handle:
+        store.put_file(checkpoint_key(sha256), handle)
+    onnx_key = ""
+    if onnx is not None:
+        onnx_key = onnx_decoder_key(sha256)
+        store.put_bytes(onnx_key, onnx)
+    loaded = read_checkpoint(path)
+    return ModelVersion.objects.create(
+        project=project,
+        name=name or path.name,
+        arch=loaded.arch,
+        config=loaded.config.to_dict(),
+        checkpoint_key=checkpoint_key(sha256),
+        sha256=sha256,
+        onnx_decoder_key=onnx_key,
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches(fresh_model_cache: None):
+    """Every test starts with no model, no embedding and no mask ref in this process."""
+    serving.embedding_cache_clear()
+    caches["default"].clear()
+    yield
+    serving.embedding_cache_clear()
+    caches["default"].clear()
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    return User.objects.create_user("carol", password="carol-pass-123")
+
+
+@pytest.fixture
+def cats(admin_user: User, annotator_user: User, carol: User) -> Project:
+    """alice admin, bob and carol annotators (eve, the outsider, is no member)."""
+    project = project_create(name="cats", creator=admin_user)
+    membership_set(project=project, user=annotator_user, role="annotator")
+    membership_set(project=project, user=carol, role="annotator")
+    return project
+
+
+@pytest.fixture
+def version(cats: Project, golden_onnx: bytes) -> ModelVersion:
+    """The golden tiny model, with its ONNX decoder, deployed in cats."""
+    version = register(cats, GOLDEN_CHECKPOINT, onnx=golden_onnx, name="golden tiny")
+    return model_version_deploy(project=cats, version=version)
+
+
+def add_image(project: Project, seed: int = 1) -> Image:
+    [outcome] = images_ingest_batch(
+        project=project, files=[(f"img{seed}.png", png_bytes(seed, IMAGE_SIZE))]
+    )
+    assert outcome.image is not None
+    return outcome.image
+
+
+_computed: dict[tuple[str, str], bytes] = {}  # (checkpoint sha, image sha) -> stored blob
+
+
+def store_embedding(image: Image, version: ModelVersion) -> None:
+    """What the worker stores (embedding_compute), computed once per session per image."""
+    key = embedding_key(model_version_id=version.pk, image_sha256=image.sha256)
+    seen = (version.sha256, image.sha256)
+    if seen in _computed:
+        get_blob_store().put_bytes(key, _computed[seen])
+        return
+    embedding_compute(image_id=image.pk, model_version_id=version.pk)
+    _computed[seen] = get_blob_store().get_bytes(key)
+
+
+@pytest.fixture
+def image(cats: Project, version: ModelVersion) -> Image:
+    """An image of cats whose embedding for the deployed version is stored."""
+    image = add_image(cats)
+    store_embedding(image, version)
+    return image
+
+
+def reference_predictor(image: Image, version: ModelVersion) -> SamPredictor:
+    """SamPredictor straight on the stored embedding: what every decode must equal."""
+    stored = embedding_load(image=image, model_version=version)
+    assert stored is not None
+    predictor = SamPredictor(inference.model_for_version(version))
+    predictor.set_embedding(stored)
+    return predictor
+
+
+def rle_pixels(rle: dict) -> np.ndarray:
+    return coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+
+# --- parity with the bare predictor ---------------------------------------------------------------
+
+
+def decode(user: User, image: Image, **kwargs):
+    arguments = {"model_version_id": None, "points": None, "labels": None, "box": None}
+    return masks_decode(user=user, image=image, **{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("points", "labels", "box"),
+    [
+        ([[150.5, 40.0]], [1], None),
+        ([[20, 30], [180, 100]], [1, 0], None),
+        (None, None, [10, 12, 150, 110]),
+        ([[60, 60]], [0], [10, 12, 150, 110]),
+        ([[0, 0], [200, 120]], [1, 1], None),  # the image's corners are inside
+    ],
+)
+def test_a_decode_equals_the_predictor_on_the_same_embedding(
+    image, version, annotator_user, points, labels, box
+):
+    result = decode(annotator_user, image, points=points, labels=labels, box=box)
+    expected_masks, expected_scores, _ = reference_predictor(image, version).predict(
+        point_coords=None if points is None else np.array(points, dtype=float),
+        point_labels=None if labels is None else np.array(labels),
+        box=None if box is None else np.array(box, dtype=float),
+        multimask_output=result.multimask,
+    )
+    assert result.model_version == version
+    assert (result.width, result.height) == (200, 120)
+    assert len(result.masks) == len(expected_masks)
+    for got, mask, score in zip(result.masks, expected_masks, expected_scores, strict=True):
+        assert got.rle is not None
+        assert got.png is None
+        assert got.rle["size"] == [120, 200]
+        assert np.array_equal(rle_pixels(got.rle), mask)
+        assert got.score == float(score)
+
+
+@pytest.mark.parametrize(
+    ("points", "labels", "box", "multimask", "expected"),
+    [
+        ([[50, 50]], [1], None, None, 3),  # one click is ambiguous: three candidates
+        ([[50, 50]], [0], None, None, 3),
+        ([[50, 50], [90, 60]], [1, 1], None, None, 1),  # more prompts: the single-mask token
+        (None, None, [10, 10, 90, 90], None, 1),
+        ([[50, 50]], [1], [10, 10, 90, 90], None, 1),
+        ([[50, 50], [90, 60]], [1, 0], None, True, 3),  # an explicit choice wins
+        ([[50, 50]], [1], None, False, 1),
+    ],
+)
+def test_multimask_defaults_to_three_candidates_for_one_point_only(
+    image, annotator_user, points, labels, box, multimask, expected
+):
+    result = decode(
+        annotator_user, image, points=points, labels=labels, box=box, multimask=multimask
+    )
+    assert result.multimask is (expected == 3)
+    assert len(result.masks) == expected
+    assert len({mask.mask_ref for mask in result.masks}) == expected
+
+
+def test_a_mask_ref_feeds_that_candidates_logits_back_as_mask_input(image, version, annotator_user):
+    first = decode(annotator_user, image, points=[[100, 60]], labels=[1])
+    predictor = reference_predictor(image, version)
+    _, _, low_res = predictor.predict(
+        point_coords=np.array([[100.0, 60.0]]), point_labels=np.array([1])
+    )
+    chosen = 2
+    second = decode(
+        annotator_user,
+        image,
+        points=[[100, 60], [30, 20]],
+        labels=[1, 0],
+        mask_ref=first.masks[chosen].mask_ref,
+    )
+    # The ref keeps the logits as float16: the decode equals the predictor fed those values.
+    kept = low_res[chosen : chosen + 1].astype(np.float16).astype(np.float32)
+    points, labels = np.array([[100.0, 60.0], [30.0, 20.0]]), np.array([1, 0])
+    masks, scores, _ = predictor.predict(
+        point_coords=points, point_labels=labels, mask_input=kept, multimask_output=False
+    )
+    assert np.array_equal(rle_pixels(second.masks[0].rle), masks[0])
+    assert second.masks[0].score == float(scores[0])
+    # ... and hardly differs from feeding the float32 logits.
+    exact, exact_scores, _ = predictor.predict(
+        point_coords=points,
+        point_labels=labels,
+        mask_input=low_res[chosen : chosen + 1],
+        multimask_output=False,
+    )
+    assert (exact[0] != masks[0]).mean() <= 1e-3
+    assert abs(float(exact_scores[0]) - second.masks[0].score) < 1e-3
+    # The previous mask changes the answer: it was really used.
+    without = decode(annotator_user, image, points=[[100, 60], [30, 20]], labels=[1, 0])
+    assert without.masks[0].score != second.masks[0].score
+
+
+def test_png_output_has_the_same_pixels_as_rle(image, annotator_user):
+    rle = decode(annotator_user, image, points=[[100, 60]], labels=[1])
+    png = decode(annotator_user, image, points=[[100, 60]], labels=[1], output_format="png")
+    for as_rle, as_png in zip(rle.masks, png.masks, strict=True):
+        assert as_png.rle is None
+        assert as_png.png is not None
+        decoded = PilImage.open(io.BytesIO(base64.b64decode(as_png.png)))
+        assert (decoded.format, decoded.mode) == ("PNG", "1")
+        assert np.array_equal(np.array(decoded).astype(bool), rle_pixels(as_rle.rle))
+        assert as_png.score == as_rle.score
+
+
+# --- bad prompts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("points", "labels", "box", "message"),
+    [
+        ([[201, 10]], [1], None, "outside"),
+        ([[10, -0.5]], [1], None, "outside"),
+        ([[math.nan, 10]], [1], None, "NaN"),
+        ([[10, math.inf]], [1], None, "Infinity"),
+        ([[10, 10]] * 10_000, [1] * 10_000, None, "at most 64"),
+        (None, None, [10, 10, 10, 50], "no area"),
+        (None, None, [10, 10, 50, 10], "no area"),
+        (None, None, [50, 10, 10, 40], "x1 >= x0"),
+        (None, None, [10, 10, 250, 50], "outside"),
+        (None, None, [10, 10, math.nan, 50], "NaN"),
+        (None, None, [10, 10, 50], "box must be"),
+        ([[10, 10]], [1, 0], None, "1 points but 2 labels"),
+        ([[10, 10]], [2], None, "0 (background) or 1"),
+        ([[10, 10]], [True], None, "integers 0 or 1"),
+        ([[10, 10]], [1.0], None, "integers 0 or 1"),
+        ([["10", 10]], [1], None, "[x, y] numbers"),
+        ([[10, 10, 3]], [1], None, "[x, y] numbers"),
+        ([10, 10], [1, 1], None, "[x, y] numbers"),
+        ({"x": 1}, [1], None, "points must be a list"),
+        (None, None, None, "no prompt"),
+        ([], [], None, "no prompt"),
+    ],
+)
+def test_a_bad_prompt_is_invalid_prompt_naming_the_problem(
+    image, annotator_user, points, labels, box, message
+):
+    with pytest.raises(InvalidPrompt) as caught:
+        decode(annotator_user, image, points=points, labels=labels, box=box)
+    assert caught.value.code == "invalid_prompt"
+    assert caught.value.status_code == 400
+    assert message in caught.value.message
+    assert len(caught.value.message) <= 500
+
+
+def test_the_point_limit_follows_the_setting(image, annotator_user, settings):
+    settings.MASKLOOP_MAX_PROMPT_POINTS = 3
+    points = [[10, 10], [20, 20], [30, 30]]
+    assert len(decode(annotator_user, image, points=points, labels=[1, 0, 1]).masks) == 1
+    with pytest.raises(InvalidPrompt, match="4 points: at most 3"):
+        decode(annotator_user, image, points=[*points, [40, 40]], labels=[1, 0, 1, 1])
+
+
+# --- mask refs ------------------------------------------------------------------------------------
+
+
+def test_a_mask_ref_is_refused_for_another_user_image_or_version(
+    cats, image, version, annotator_user, carol, second_checkpoint
+):
+    ref = decode(annotator_user, image, points=[[100, 60]], labels=[1]).masks[0].mask_ref
+    other_image = add_image(cats, seed=2)
+    store_embedding(other_image, version)
+    other_version = register(cats, second_checkpoint)
+    store_embedding(image, other_version)
+    attempts = [
+        (carol, image, None),
+        (annotator_user, other_image, None),
+        (annotator_user, image, other_version.pk),
+    ]
+    for user, target, version_id in attempts:
+        with pytest.raises(InvalidMaskRef, match="another user, image or model version"):
+            decode(
+                user,
+                target,
+                model_version_id=version_id,
+                points=[[50, 50]],
+                labels=[1],
+                mask_ref=ref,
+            )
+    # The owner still may use it.
+    assert decode(annotator_user, image, points=[[50, 50]], labels=[1], mask_ref=ref).masks
+
+
+@pytest.mark.parametrize(
+    "ref", ["", "nonsense", "a" * 30, "a" * 30 + ".x", "../../etc" + ".1", "a" * 300 + ".0"]
+)
+def test_a_malformed_mask_ref_is_refused(image, annotator_user, ref):
+    with pytest.raises(InvalidMaskRef) as caught:
+        decode(annotator_user, image, points=[[50, 50]], labels=[1], mask_ref=ref)
+    assert caught.value.code == "invalid_mask_ref"
+
+
+def test_an_expired_or_out_of_range_mask_ref_is_refused(image, annotator_user):
+    single = decode(annotator_user, image, points=[[10, 10], [90, 90]], labels=[1, 1])
+    token = single.masks[0].mask_ref.rsplit(".", 1)[0]
+    with pytest.raises(InvalidMaskRef, match="unknown or expired"):
+        decode(annotator_user, image, points=[[50, 50]], labels=[1], mask_ref=f"{token}.1")
+    caches["default"].clear()  # what expiry does
+    with pytest.raises(InvalidMaskRef, match="unknown or expired"):
+        decode(annotator_user, image, points=[[50, 50]], labels=[1], mask_ref=f"{token}.0")
+
+
+def test_mask_refs_expire_after_the_setting(image, annotator_user, settings):
+    settings.MASKLOOP_MASK_REF_SECONDS = 1
+    result = decode(annotator_user, image, points=[[10, 10]], labels=[1])
+    token = result.masks[0].mask_ref.rsplit(".", 1)[0]
+    cache = caches["default"]
+    if not isinstance(cache, LocMemCache):
+        pytest.skip("reads the memory cache's expiry times")
+    # LocMemCache keeps the expiry time beside each key; read it instead of sleeping.
+    expiry = cache._expire_info[cache.make_and_validate_key("mask-ref:" + token)]  # type: ignore[attr-defined]
+    assert 0 < expiry - time.time() <= 1.0
+
+
+# --- versions -------------------------------------------------------------------------------------
+
+
+def test_a_deleted_version_is_gone_and_names_the_deployed_one(
+    cats, image, version, annotator_user, second_checkpoint
+):
+    newer = register(cats, second_checkpoint)
+    model_version_deploy(project=cats, version=newer)
+    old_id = version.pk
+    version.delete()
+    with pytest.raises(ModelVersionGone) as caught:
+        decode(annotator_user, image, model_version_id=old_id, points=[[5, 5]], labels=[1])
+    assert caught.value.status_code == 409
+    assert caught.value.deployed_version == newer
+    assert f"model version {old_id} was deleted" in caught.value.message
+
+
+def test_a_retired_or_foreign_version_is_gone(cats, image, version, annotator_user, admin_user):
+    dogs = project_create(name="dogs", creator=admin_user)
+    foreign = register(dogs, GOLDEN_CHECKPOINT)
+    with pytest.raises(ModelVersionGone) as caught:
+        decode(annotator_user, image, model_version_id=foreign.pk, points=[[5, 5]], labels=[1])
+    assert caught.value.deployed_version == version
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.RETIRED)
+    image.project.refresh_from_db()
+    with pytest.raises(ModelVersionGone, match="is retired") as caught:
+        decode(annotator_user, image, model_version_id=version.pk, points=[[5, 5]], labels=[1])
+    assert caught.value.deployed_version is None  # the deployed one is retired too
+
+
+def test_without_a_deployed_version_nothing_can_be_decoded(cats, annotator_user):
+    image = add_image(cats)
+    with pytest.raises(NoDeployedVersion) as caught:
+        decode(annotator_user, image, points=[[5, 5]], labels=[1])
+    assert (caught.value.status_code, caught.value.code) == (409, "no_deployed_version")
+
+
+# --- a missing embedding --------------------------------------------------------------------------
+
+
+def test_a_missing_embedding_is_queued_once_with_priority_and_answered_409(
+    cats, version, annotator_user, redis_broker, django_capture_on_commit_callbacks
+):
+    image = add_image(cats)
+    for _ in range(3):  # the tool retries; the queue gets one task
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(EmbeddingNotReady):
+            decode(annotator_user, image, points=[[5, 5]], labels=[1])
+    assert redis_broker.llen("gpu") == 1  # priority 0: the list the worker pops first
+    message = json.loads(redis_broker.lindex("gpu", -1))
+    assert message["headers"]["task"] == "engine.tasks.gpu_compute_embedding"
+    assert message["headers"]["argsrepr"] == f"[{image.pk}, {version.pk}]"
+    # Once the worker stored it, the decode works.
+    embedding_compute(image_id=image.pk, model_version_id=version.pk)
+    assert len(decode(annotator_user, image, points=[[5, 5]], labels=[1]).masks) == 3
+
+
+# --- the per-process caches -----------------------------------------------------------------------
+
+
+def test_the_model_is_loaded_once_and_each_embedding_read_once(
+    cats, image, version, annotator_user
+):
+    second = add_image(cats, seed=2)
+    store_embedding(second, version)
+    inference.clear_model_cache()
+    loads, reads = inference.loads_count(), embedding_cache_reads()
+    for _ in range(3):
+        for target in (image, second):
+            decode(annotator_user, target, points=[[50, 50]], labels=[1])
+    assert inference.loads_count() == loads + 1
+    assert embedding_cache_reads() == reads + 2
+
+
+def test_the_embedding_lru_evicts_beyond_its_size(cats, image, version, annotator_user, settings):
+    settings.MASKLOOP_EMBEDDING_CACHE_SIZE = 1
+    second = add_image(cats, seed=2)
+    store_embedding(second, version)
+    reads = embedding_cache_reads()
+    for target in (image, image, second, second, image):
+        decode(annotator_user, target, points=[[50, 50]], labels=[1])
+    assert embedding_cache_reads() == reads + 3  # image, second, image again
+
+
+def test_a_float16_blob_is_served_as_float32(cats, version, settings):
+    settings.MASKLOOP_EMBEDDING_DTYPE = "float16"
+    image = add_image(cats)
+    embedding_compute(image_id=image.pk, model_version_id=version.pk)
+    cached = embedding_cached(image=image, model_version=version)
+    assert cached is not None
+    assert cached.embedding.dtype == torch.float32
+    assert tuple(cached.embedding.shape) == (1, 64, 64, 64)
+    assert cached.original_size == IMAGE_SIZE
