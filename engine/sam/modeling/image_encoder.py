@@ -58,10 +58,8 @@ class ImageEncoderViT(nn.Module):
         )
 
     def set_sdpa(self, enabled: bool | None) -> None:
-        """Attention kernel of every block: True fused SDPA, False explicit, None by device.
-
-        None (the default) uses SDPA on CUDA and the explicit kernel on the CPU, where it is
-        faster (see engine/sam/modeling/vit_attention.py).
+        """Attention kernel of every block: False explicit; True or None (default) SDPA, with
+        the bias folded into q and k on the CPU (see engine/sam/modeling/vit_attention.py).
         """
         if enabled not in (True, False, None):
             raise ValueError(f"set_sdpa takes True, False or None, got {enabled!r}")

@@ -1,20 +1,22 @@
 """Multi-head self-attention of the image encoder, with decomposed relative positions.
 
-Two kernels compute softmax((q / sqrt(d)) k^T + bias) v, where bias is the decomposed
+Three kernels compute softmax((q / sqrt(d)) k^T + bias) v, where bias is the decomposed
 relative-position term of `relative_position.py`:
 
-- explicit (the CPU default): the logits of a group of heads are computed with one batched
-  matmul and the two bias terms are added in place by broadcasting, so the
-  (H*W) x (H*W) bias is never materialised. On the CPU (2 cores, vit_b global block) this
-  took about half the time of building the bias and adding it, which is what the official
-  code does, and less than SDPA with the bias as a mask, in fp32 and in bf16;
-- SDPA (the CUDA default): `torch.nn.functional.scaled_dot_product_attention` with the bias
-  materialised as an additive `attn_mask`, so CUDA's fused kernels run it; or, with
-  `fold_bias`, with the bias folded into extra q / k dimensions and no mask (flash kernels).
+- folded SDPA (the default on the CPU; on CUDA under `compile_image_encoder`): the bias of
+  query i and key j is bias_h[i, row(j)] + bias_w[i, col(j)], a dot product of
+  [bias_h[i], bias_w[i]] with a one-hot of (row(j), col(j)); appended to q and k, it lets
+  `scaled_dot_product_attention` run with no mask (flash kernels, no N x N logits stored).
+  vit_b on 2 CPU cores: 1.9 s (bf16) and 5.2 s (fp32) per image against 3.4 s and 6.1 s for
+  the explicit kernel; on an H100 under torch.compile 245 against 229 images/s for the masked
+  SDPA (bf16, batch 8), but slower in eager mode (74 against 85);
+- masked SDPA (the CUDA eager default): SDPA with the bias materialised as `attn_mask`;
+- explicit (`use_sdpa=False`): one batched matmul for the logits of a group of heads, the two
+  bias terms added in place by broadcasting, softmax, matmul.
 
 Window blocks run the qkv and output projections on the real tokens only (`forward_windows`).
 
-Both agree with the official implementation within float32 rounding (tests/engine/sam/
+All agree with the official implementation within float32 rounding (tests/engine/sam/
 test_precision.py checks each against the goldens). Heads are processed in groups so that the
 logits of one group stay under `ATTENTION_BUDGET` elements, whatever the batch size.
 """
@@ -34,8 +36,9 @@ ATTENTION_BUDGET = 1 << 27
 class VitAttention(nn.Module):
     """Self-attention over a H x W grid of tokens (a window or the whole 64 x 64 map).
 
-    `use_sdpa`: True forces the fused SDPA kernel, False the explicit one, None (default)
-    picks SDPA on CUDA tensors and the explicit kernel elsewhere.
+    `use_sdpa`: False forces the explicit kernel; True or None (default) use SDPA: folded on
+    the CPU, and on CUDA folded when `fold_bias` is set (by `compile_image_encoder`), else
+    with the bias as a mask.
     """
 
     def __init__(
@@ -57,10 +60,7 @@ class VitAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.use_rel_pos = use_rel_pos
         self.use_sdpa = use_sdpa
-        # SDPA with the bias folded into q and k (`_sdpa_folded`): on an H100 under
-        # torch.compile 245 vs 229 images/s (vit_b, bf16, batch 8); eager it was slower (74 vs
-        # 85), so `compile_image_encoder` turns it on.
-        self.fold_bias = False
+        self.fold_bias = False  # on CUDA: folded instead of masked SDPA (see the module doc)
         if use_rel_pos:
             if input_size is None:
                 raise ValueError("input_size is required with relative positions")
@@ -68,10 +68,15 @@ class VitAttention(nn.Module):
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
     def sdpa_active(self, device: torch.device) -> bool:
-        """Whether a forward on `device` uses the fused kernel."""
-        if self.use_sdpa is None:
-            return device.type == "cuda"
-        return self.use_sdpa
+        """Whether a forward on `device` uses an SDPA kernel (folded or masked)."""
+        del device  # every device: SDPA unless the explicit kernel is asked for
+        return self.use_sdpa is not False
+
+    def folded_active(self, device: torch.device) -> bool:
+        """Whether a forward on `device` uses the folded-bias SDPA kernel."""
+        if not (self.use_rel_pos and self.sdpa_active(device)):
+            return False
+        return device.type == "cpu" or self.fold_bias
 
     def forward(self, x: Tensor) -> Tensor:
         """x: B x H x W x dim -> B x H x W x dim."""
@@ -109,8 +114,10 @@ class VitAttention(nn.Module):
         q, k, v = qkv.reshape(3, batch * self.num_heads, tokens, -1).unbind(0)
         group = max(1, ATTENTION_BUDGET // (tokens * tokens))
         attend = self._explicit
-        if self.sdpa_active(qkv.device):
-            attend = self._sdpa_folded if self.use_rel_pos and self.fold_bias else self._sdpa
+        if self.folded_active(qkv.device):
+            attend = self._sdpa_folded
+        elif self.sdpa_active(qkv.device):
+            attend = self._sdpa
         size = (height, width)
         chunks = [
             attend(

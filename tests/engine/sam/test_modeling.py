@@ -37,6 +37,7 @@ def test_fused_attention_matches_the_explicit_path() -> None:
         attention.rel_pos_h.normal_(0, 0.5)
         attention.rel_pos_w.normal_(0, 0.5)
         x = torch.randn(3, 14, 14, 32)
+        attention.use_sdpa = False
         explicit = attention(x)
         attention.use_sdpa = True
         fused = attention(x)
@@ -48,12 +49,13 @@ def test_encoder_sdpa_switch_keeps_the_embedding(tiny_sam: Sam) -> None:
     torch.manual_seed(1)
     image = torch.randn(1, 3, 1024, 1024)
     with torch.no_grad():
-        explicit = tiny_sam.image_encoder(image)
-        tiny_sam.image_encoder.set_sdpa(True)
+        tiny_sam.image_encoder.set_sdpa(False)
         try:
+            explicit = tiny_sam.image_encoder(image)
+            tiny_sam.image_encoder.set_sdpa(True)
             fused = tiny_sam.image_encoder(image)
         finally:
-            tiny_sam.image_encoder.set_sdpa(False)
+            tiny_sam.image_encoder.set_sdpa(None)
     scale = float(explicit.abs().max())
     assert float((fused - explicit).abs().max()) <= 1e-4 * scale
 

@@ -36,21 +36,31 @@ def relative_embedding_diff(predictor: SamPredictor, official: np.ndarray) -> fl
     return float(np.abs(ours - official).max()) / float(np.abs(official).max())
 
 
-def test_default_kernel_is_explicit_on_cpu_and_sdpa_on_cuda() -> None:
+def test_default_kernel_is_folded_sdpa_on_cpu_and_masked_sdpa_on_cuda() -> None:
     attention = VitAttention(32, num_heads=2, input_size=(14, 14))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert attention.use_sdpa is None
-    assert attention.sdpa_active(torch.device("cpu")) is False
-    assert attention.sdpa_active(torch.device("cuda")) is True
-    attention.use_sdpa = True
-    assert attention.sdpa_active(torch.device("cpu")) is True
+    assert attention.sdpa_active(cpu)
+    assert attention.folded_active(cpu)
+    assert attention.sdpa_active(cuda)
+    assert not attention.folded_active(cuda)
+    attention.fold_bias = True  # what compile_image_encoder sets
+    assert attention.folded_active(cuda)
+    attention.use_sdpa = False
+    assert not attention.sdpa_active(cpu)
+    assert not attention.folded_active(cpu)
 
 
 def test_explicit_kernel_reproduces_the_official_embedding(
     golden_sam: Sam, goldens: dict[str, np.ndarray]
 ) -> None:
-    predictor = SamPredictor(golden_sam)
-    predictor.set_image(goldens["img0/image"])
-    assert relative_embedding_diff(predictor, goldens["img0/embedding"]) <= 1e-6
+    golden_sam.image_encoder.set_sdpa(False)
+    try:
+        predictor = SamPredictor(golden_sam)
+        predictor.set_image(goldens["img0/image"])
+        assert relative_embedding_diff(predictor, goldens["img0/embedding"]) <= 1e-6
+    finally:
+        golden_sam.image_encoder.set_sdpa(None)
 
 
 def test_sdpa_kernel_keeps_embedding_parity(
@@ -63,22 +73,16 @@ def test_sdpa_kernel_keeps_embedding_parity(
         assert relative_embedding_diff(predictor, official) <= EMBEDDING_REL_TOL
 
 
-def test_folded_bias_sdpa_kernel_keeps_embedding_parity(
-    sdpa_encoder: Sam, goldens: dict[str, np.ndarray]
+def test_masked_sdpa_kernel_keeps_embedding_parity(
+    sdpa_encoder: Sam, goldens: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bias folded into q and k (what `compile_image_encoder` turns on) is the same sum."""
-    attentions = [m for m in sdpa_encoder.image_encoder.modules() if isinstance(m, VitAttention)]
-    for attention in attentions:
-        attention.fold_bias = True
-    try:
-        predictor = SamPredictor(sdpa_encoder)
-        for index in range(int(goldens["n_images"])):
-            predictor.set_image(goldens[f"img{index}/image"])
-            official = goldens[f"img{index}/embedding"]
-            assert relative_embedding_diff(predictor, official) <= EMBEDDING_REL_TOL
-    finally:
-        for attention in attentions:
-            attention.fold_bias = False
+    """The CUDA eager kernel (bias as an SDPA mask), run here on the CPU."""
+    monkeypatch.setattr(VitAttention, "folded_active", lambda self, device: False)
+    predictor = SamPredictor(sdpa_encoder)
+    for index in range(int(goldens["n_images"])):
+        predictor.set_image(goldens[f"img{index}/image"])
+        official = goldens[f"img{index}/embedding"]
+        assert relative_embedding_diff(predictor, official) <= EMBEDDING_REL_TOL
 
 
 def test_attention_split_into_head_groups_gives_the_same_output(
@@ -90,6 +94,7 @@ def test_attention_split_into_head_groups_gives_the_same_output(
         attention.rel_pos_h.normal_(0, 0.5)
         attention.rel_pos_w.normal_(0, 0.5)
         x = torch.randn(2, 14, 14, 32)
+        attention.use_sdpa = False
         whole = attention(x)
         monkeypatch.setattr(vit_attention, "ATTENTION_BUDGET", 3 * 196 * 196)  # 3 of 8 heads
         grouped = attention(x)
@@ -119,7 +124,7 @@ def test_bf16_context_runs_matmuls_in_bfloat16_on_cpu() -> None:
         assert layer(torch.randn(2, 4)).dtype == torch.float32
 
 
-@pytest.mark.parametrize("sdpa", [None, True], ids=["explicit", "sdpa"])
+@pytest.mark.parametrize("sdpa", [False, None], ids=["explicit", "folded-sdpa"])
 def test_bf16_masks_stay_close_to_fp32(
     golden_sam: Sam, goldens: dict[str, np.ndarray], sdpa: bool | None
 ) -> None:
