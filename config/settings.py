@@ -283,9 +283,9 @@ MASKLOOP_EMBEDDING_CACHE_SIZE = env_int("MASKLOOP_EMBEDDING_CACHE_SIZE", 32)
 MASKLOOP_MAX_PROMPT_POINTS = env_int("MASKLOOP_MAX_PROMPT_POINTS", 64)
 # How long a mask_ref (a candidate's low-res logits kept in the cache) stays usable.
 MASKLOOP_MASK_REF_SECONDS = env_int("MASKLOOP_MASK_REF_SECONDS", 1800)
-# Django's cache: mask_refs live there. Empty: a per-process memory cache (one web process, as
-# `make run`); with several web processes (gunicorn workers) set a Redis URL so a ref made by
-# one worker is found by the next.
+# Django's cache: mask_refs live there, and every web process must see the same one (a ref made
+# by one gunicorn worker is used by the next). Empty: a folder under MASKLOOP_VAR_DIR, shared by
+# the processes of one machine (`make run`); several machines: a Redis URL.
 MASKLOOP_CACHE_URL = env_str("MASKLOOP_CACHE_URL", "")
 CACHES: dict[str, dict[str, object]]
 if MASKLOOP_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -301,8 +301,8 @@ elif MASKLOOP_CACHE_URL:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": "maskloop",
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
             # Each decode stores one entry (~0.4 MiB for three candidates as float16).
             "OPTIONS": {"MAX_ENTRIES": 300},
         }

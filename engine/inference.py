@@ -1,8 +1,9 @@
 """The per-process model cache: a ModelVersion id -> its `Sam`, loaded once from the blob store.
 
-Only workers (the ``gpu`` queue) call :func:`model_for_version`: the image encoder is never
-loaded in a web process. Nothing is loaded, and CUDA is never queried, at import time: the
-device is resolved from ``MASKLOOP_DEVICE`` on the first load.
+Workers (the ``gpu`` queue) load whole models; web processes ask for ``decoder_only=True`` and
+hold only the prompt encoder and mask decoder (they decode against stored embeddings), so the
+image encoder is never loaded in a web process. Nothing is loaded, and CUDA is never queried,
+at import time: the device is resolved from ``MASKLOOP_DEVICE`` on the first load.
 
 The checkpoint blob is streamed to a temporary file and read by the same checked loader as the
 import (``weights_only=True``, strict keys) with the registered sha256 verified, so a blob that
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _lock = threading.Lock()
-_models: "OrderedDict[tuple[int, str], Sam]" = OrderedDict()
+_models: "OrderedDict[tuple[int, str, bool], Sam]" = OrderedDict()
 _loads = 0  # checkpoints read from the blob store by this process (observable in tests)
 
 
@@ -38,16 +39,17 @@ def inference_device() -> torch.device:
     return select_device(settings.MASKLOOP_DEVICE)
 
 
-def model_for_version(version: ModelVersion) -> Sam:
+def model_for_version(version: ModelVersion, *, decoder_only: bool = False) -> Sam:
     """The eval-mode model of ``version`` on the inference device, loaded at most once per
-    process (an LRU of ``MASKLOOP_MODEL_CACHE_SIZE`` models)."""
-    key = (int(version.pk), version.sha256)
+    process (an LRU of ``MASKLOOP_MODEL_CACHE_SIZE`` models). ``decoder_only``: without the
+    image encoder's weights (see `engine.sam.checkpoint.EncoderNotLoaded`)."""
+    key = (int(version.pk), version.sha256, decoder_only)
     with _lock:
         cached = _models.get(key)
         if cached is not None:
             _models.move_to_end(key)
             return cached
-        model = _load(version).to(inference_device())
+        model = _load(version, decoder_only=decoder_only).to(inference_device())
         _models[key] = model
         while len(_models) > max(1, settings.MASKLOOP_MODEL_CACHE_SIZE):
             evicted, _ = _models.popitem(last=False)
@@ -55,7 +57,7 @@ def model_for_version(version: ModelVersion) -> Sam:
         return model
 
 
-def _load(version: ModelVersion) -> Sam:
+def _load(version: ModelVersion, *, decoder_only: bool) -> Sam:
     global _loads
     tmp_root = Path(settings.VAR_DIR) / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,9 @@ def _load(version: ModelVersion) -> Sam:
         path = Path(folder) / f"{version.sha256}.pth"
         with get_blob_store().open(version.checkpoint_key) as src, path.open("wb") as out:
             shutil.copyfileobj(src, out, _CHUNK)
-        model = load_sam(path, arch=version.arch, expected_sha256=version.sha256)
+        model = load_sam(
+            path, arch=version.arch, expected_sha256=version.sha256, decoder_only=decoder_only
+        )
     _loads += 1
     logger.info(
         "loaded model version %s (%s) from %s", version.pk, version.arch, version.checkpoint_key

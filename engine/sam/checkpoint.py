@@ -13,19 +13,20 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from engine.sam.build import build_sam_from_config
 from engine.sam.config import CONFIGS, SamConfig
-from engine.sam.modeling import Sam
+from engine.sam.modeling import ImageEncoderViT, Sam
 
 OUR_FORMAT = "maskloop-sam/1"
 PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 NECK_KEY = "image_encoder.neck.0.weight"
 BLOCK_PREFIX = "image_encoder.blocks."
+ENCODER_PREFIX = "image_encoder."
 _PICKLE_PROTOCOL_2 = b"\x80\x02"
 _ZIP_MAGIC = b"PK\x03\x04"
 _LIST_LIMIT = 20
@@ -191,25 +192,53 @@ def read_checkpoint(
     return LoadedCheckpoint(state_dict, detected, config, is_official=True)
 
 
-def sam_from_state_dict(state_dict: dict[str, Tensor], config: SamConfig) -> Sam:
-    """A float32 eval-mode `Sam` holding exactly these weights (strict keys)."""
+class EncoderNotLoaded(nn.Module):
+    """The image encoder's place in a decoder-only `Sam` (web processes decode against stored
+    embeddings and never hold the encoder's weights, 90% of the checkpoint)."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError(
+            "this model was loaded decoder-only (without its image encoder): set a stored "
+            "embedding with SamPredictor.set_embedding instead of set_image"
+        )
+
+
+def sam_from_state_dict(
+    state_dict: dict[str, Tensor], config: SamConfig, *, decoder_only: bool = False
+) -> Sam:
+    """A float32 eval-mode `Sam` holding exactly these weights (strict keys).
+
+    `decoder_only`: keep only the prompt encoder and mask decoder; the image encoder is an
+    `EncoderNotLoaded` placeholder (its weights were still checked, then dropped).
+    """
     check_state_dict(state_dict, config)
     sam = build_sam_from_config(config, device="meta")
     weights = {
         key: value.float() if value.is_floating_point() else value
         for key, value in state_dict.items()
+        if not (decoder_only and key.startswith(ENCODER_PREFIX))
     }
+    if decoder_only:
+        sam.image_encoder = cast(ImageEncoderViT, EncoderNotLoaded(config.image_size))
     sam.load_state_dict(weights, strict=True, assign=True)
     sam.reset_pixel_stats()
     return sam.eval()
 
 
 def load_sam(
-    path: str | Path, *, arch: str | None = None, expected_sha256: str | None = None
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    expected_sha256: str | None = None,
+    decoder_only: bool = False,
 ) -> Sam:
     """Build the model stored at `path` (official or ours), arch detected when not given."""
     loaded = read_checkpoint(path, arch=arch, expected_sha256=expected_sha256)
-    return sam_from_state_dict(loaded.state_dict, loaded.config)
+    return sam_from_state_dict(loaded.state_dict, loaded.config, decoder_only=decoder_only)
 
 
 def save_sam(sam: Sam, path: str | Path, *, arch: str, config: SamConfig) -> str:

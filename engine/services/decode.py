@@ -229,7 +229,7 @@ def masks_decode(
             "computed; retry in a moment"
         )
     use_multimask = multimask_default(prompt) if multimask is None else bool(multimask)
-    predictor = SamPredictor(model_for_version(version))
+    predictor = SamPredictor(model_for_version(version, decoder_only=True))
     predictor.set_embedding(embedding)
     masks, scores, low_res = predictor.predict(
         point_coords=prompt.points,

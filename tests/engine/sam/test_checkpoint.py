@@ -5,6 +5,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,3 +229,27 @@ def test_meta_build_allocates_no_weights() -> None:
     sam = build_sam_from_config(CONFIGS["vit_h"], device="meta")
     assert all(p.is_meta for p in sam.parameters())
     assert sum(p.numel() for p in sam.parameters()) > 600_000_000
+
+
+def test_a_decoder_only_load_drops_the_encoder_and_decodes_the_same(golden_sam: Sam) -> None:
+    """What web processes hold: no encoder weights, the same masks from a stored embedding."""
+    from engine.sam.checkpoint import EncoderNotLoaded
+    from engine.sam.predictor import SamPredictor
+    from tests.engine.sam.conftest import GOLDENS
+
+    light = load_sam(GOLDENS / "tiny_sam.pth", arch="vit_tiny", decoder_only=True)
+    assert isinstance(light.image_encoder, EncoderNotLoaded)
+    assert not any(key.startswith("image_encoder.") for key in light.state_dict())
+    assert light.img_size == golden_sam.img_size
+    embedding = torch.randn((1, 64, 64, 64), generator=torch.Generator().manual_seed(2))
+    results = []
+    for model in (golden_sam, light):
+        predictor = SamPredictor(model)
+        predictor.set_embedding(embedding, original_size=(120, 160))
+        results.append(
+            predictor.predict(point_coords=np.array([[40.0, 30.0]]), point_labels=np.array([1]))
+        )
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.allclose(results[0][1], results[1][1], atol=1e-6)
+    with pytest.raises(RuntimeError, match="decoder-only"):
+        SamPredictor(light).set_image(np.zeros((32, 32, 3), dtype=np.uint8))
