@@ -15,12 +15,21 @@ synthetic image:
   depend on the weights' values.
 
 For each model and path (``?decoder=server``: ``POST /api/images/{id}/decode/``;
-``?decoder=browser``: onnxruntime-web, WebAssembly, in the page) the tool is opened, warmed up
+``?decoder=browser``: onnxruntime-web, WebAssembly, in the page, running the version's low-res
+decoder variant ``GET .../onnx/?variant=low_res`` and resizing only the shown candidate in
+JavaScript, ``annotation/static/annotation/tool/upscale.js``) the tool is opened, warmed up
 with a few clicks (model load, wasm compile), then clicked ``--clicks`` times at seeded random
 points, each a fresh first click (Esc in between: one point, three candidates). The figure is
 the tool's own measurement: from the click's ``pointerup`` event to the end of the animation
 frame that draws the new mask (``window.maskloopTool.latencies``), i.e. decode + upscale of the
 chosen candidate + drawing. Prints p50 / p95 / mean per model and path.
+
+Measured (this 2-core box, chromium headless, wasm threads 2, default arguments; noisy: another
+engineer shares the CPUs), p50 ms server / browser:
+  before the low-res variant (official graph, 4 masks upscaled in wasm): tiny 92.9 / 68.0,
+  vit_b 143.7 / 145.1;
+  with it (server path also sped up meanwhile by other work): tiny 66.7 / 46.0,
+  vit_b 107.9 / 121.0.
 """
 
 import argparse

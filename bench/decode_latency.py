@@ -27,27 +27,35 @@ from as many threads at once (the same CPU contention without HTTP). Goal: HTTP 
 the bare call. ``--torch-threads`` caps torch's intra-op threads on both sides: with many
 concurrent requests, one OpenMP team per request thread oversubscribes the cores.
 
-Measured (2026-11-25, 16-core CPU host of the H100 machine, MASKLOOP_DEVICE=cpu, torch 2.11,
-Python 3.12; 1500 x 1000 image, 100 clicks per phase, gunicorn 1 worker x 8 threads; ms p50 /
-p95, ratio = HTTP / bare at p50)::
+Measured (2026-11-25, this project's 2-core CPU machine, MASKLOOP_DEVICE=cpu, torch's default
+2 threads, Python 3.11; 1500 x 1000 image, 100 clicks per phase, gunicorn 1 worker x 8
+threads; ms p50 / p95; ratio = HTTP / bare at p50; another engineer's jobs shared the machine,
+so expect a few ms of noise)::
 
-    python bench/decode_latency.py --requests 100 --annotators 20 [--torch-threads N]
+    python bench/decode_latency.py --requests 100 --annotators 20
 
-    threads  model  bare alone   HTTP alone       20 annotators  bare x20      ratio alone / x20
-    16 (def) tiny   11.1 / 13.1  41.2 / 54.8  3.7x  666 / 849    335 / 567     3.71 / 1.99
-    16 (def) vit_b  21.3 / 25.0  52.4 / 66.5  2.5x  874 / 1100   552 / 640     2.46 / 1.58
-    2        tiny   25.7 / 33.5  40.7 / 73.3        606 / 801    235 / 512     1.59 / 2.57
-    2        vit_b  93.8 / 135.8 107.7 / 155.3      624 / 848    487 / 614     1.15 / 1.28
-    4        vit_b  46.7 / 51.5  72.6 / 108.1       760 / 998    495 / 559     1.56 / 1.54
+    code    model  bare alone    HTTP alone          20 annotators  bare x20      req/s
+    before  tiny   13.1 / 15.9   28.9 / 43.7  2.22x  663 / 925      456 / 628     27.3
+    after   tiny   13.3 / 16.9   24.0 / 34.0  1.80x  533 / 665      444 / 595     34.0
+    before  vit_b  50.1 / 54.8   100.3 / 138.8 2.00x 1513 / 1860    1237 / 1390   12.6
+    after   vit_b  47.3 / 52.9   60.7 / 68.4  1.28x  1192 / 1289    1193 / 1320   16.3
 
-Alone, the server adds ~25-30 ms to the decoder call: mostly COCO RLE encoding of three 1.5 Mpx
-masks (~8-10 ms, pycocotools), five small SQL queries (token, image + visibility, role,
-version), and rendering / parsing ~300 KB of JSON (random-weight masks are ragged; real ones
-are far smaller). So the 1.2x goal is met only where the decoder itself is slow (vit_b with 2
-torch threads: 1.15x); with the fast default it is 2.5x (vit_b) / 3.7x (tiny). With 20
-concurrent annotators one gunicorn process serves ~22-30 requests/s (the GIL serialises the
-Python side), 1.3-2.6x the same 20 threads calling the bare decoder. More gunicorn workers
-need ``--cache-url redis://...`` (mask refs shared between processes).
+"before" is the endpoint as first built; "after": decodes on one thread per process (gunicorn's
+request threads each had their own OpenMP team spinning on the same two cores: +15-35 ms on
+vit_b), masks thresholded straight into the transposed layout COCO RLE reads (no copy) after
+an upsampling that skips the padding rows (`SamPredictor.predict_transposed`, bit for bit the
+masks of `predict`), one SQL query for image + project + deployed version + role instead of
+four, and the file cache storing mask refs uncompressed (zlib took 5-10 ms per click).
+
+The 1.2x goal is not met alone on 2 cores: the server still adds ~11-13 ms to the decoder
+call, about 4-5 ms of COCO RLE encoding of three 1.5 Mpx masks (pycocotools scans every
+pixel), ~3 ms of token + image (+ a non-deployed version) queries, ~2 ms for the mask ref
+(write one, read the previous one) and the rest HTTP, DRF and JSON (random-weight masks are
+ragged: 80-150 KB answers; real ones are far smaller). Against a 13 ms tiny decoder that is
+1.8x, against a 47 ms vit_b decoder 1.28x. With 20 concurrent annotators the server is 1.0x
+(vit_b) and 1.2x (tiny) the same 20 threads calling the bare decoder, and ~25 % more requests
+per second than before. More gunicorn workers need ``--cache-url redis://...`` (mask refs
+shared between processes).
 """
 
 import argparse

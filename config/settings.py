@@ -301,7 +301,7 @@ elif MASKLOOP_CACHE_URL:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "engine.cache.UncompressedFileBasedCache",  # mask refs: see there
             "LOCATION": str(VAR_DIR / "cache"),
             # Each decode stores one entry (~0.4 MiB for three candidates as float16).
             "OPTIONS": {"MAX_ENTRIES": 300},

@@ -9,8 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotation.permissions import ANNOTATOR, acting_user, require_role
-from annotation.selectors.projects import image_get_for_user
+from annotation.permissions import acting_user
 from engine.api.common import (
     ErrorOutput,
     NonStrictJSONParser,
@@ -18,6 +17,7 @@ from engine.api.common import (
     VersionGoneOutput,
 )
 from engine.services.decode import FORMATS, DecodedMask, masks_decode
+from engine.services.serving import decode_image_get
 
 
 class PromptJSONField(serializers.JSONField):
@@ -135,8 +135,7 @@ class ImageDecodeApi(ToolApiView):
     def post(self, request: Request, image_id: int) -> Response:
         """Masks for points / a box (and a previous mask) against the stored embedding."""
         user = acting_user(request.user)
-        image = image_get_for_user(user=user, image_id=image_id)
-        require_role(user=user, project=image.project, role=ANNOTATOR)
+        image = decode_image_get(user=user, image_id=image_id)  # 404 / 403, one query
         data = DecodeInput(data=request.data)
         data.is_valid(raise_exception=True)
         options = data.validated_data

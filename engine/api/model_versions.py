@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -27,7 +27,13 @@ from annotation.selectors.projects import (
 from engine.api.common import ErrorOutput, ToolApiView, etag_matches
 from engine.models import ModelVersion
 from engine.sam.config import CONFIGS
-from engine.services.registry import model_version_deploy, model_version_import
+from engine.services.registry import (
+    ONNX_VARIANTS,
+    model_version_deploy,
+    model_version_import,
+    onnx_variant_key,
+    onnx_variant_key_ensure,
+)
 from storage.blobs import get_blob_store
 
 
@@ -136,32 +142,57 @@ class OnnxNotAvailable(DomainError):
     code = "onnx_not_available"
 
 
+class InvalidOnnxVariant(DomainError):
+    code = "invalid_variant"
+
+
 _onnx_digests: dict[str, str] = {}  # blob key -> sha256 of its bytes (blobs never change)
 
 
 class ModelVersionOnnxApi(ToolApiView):
     @extend_schema(
         operation_id="model_versions_onnx",
+        parameters=[
+            OpenApiParameter(
+                "variant",
+                str,
+                enum=list(ONNX_VARIANTS),
+                default="official",
+                description=(
+                    "official: the official export's interface (masks upscaled to "
+                    "orig_im_size in the graph); low_res: the same graph without orig_im_size "
+                    "and masks (outputs iou_predictions, low_res_masks: upscale yourself)"
+                ),
+            )
+        ],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(
                 OpenApiTypes.BINARY,
                 description="the ONNX decoder (engine/sam/onnx_export.py); ETag = its sha256",
             ),
             304: OpenApiResponse(description="unchanged since the ETag sent in If-None-Match"),
+            400: OpenApiResponse(ErrorOutput, description="invalid_variant"),
             404: OpenApiResponse(ErrorOutput, description="no such version, or no ONNX decoder"),
         },
     )
     def get(self, request: Request, version_id: int) -> HttpResponseBase:
         """The version's prompt encoder + mask decoder as ONNX, for onnxruntime-web."""
+        variant = request.query_params.get("variant", "official")
+        if variant not in ONNX_VARIANTS:
+            raise InvalidOnnxVariant(
+                f"variant must be one of {list(ONNX_VARIANTS)}, not {variant[:40]!r}"
+            )
         user = acting_user(request.user)
         version = model_version_get_for_user(user=user, version_id=version_id)
         require_role(user=user, project=version.project, role=ANNOTATOR)
-        key = version.onnx_decoder_key
-        if not key:
+        if not version.onnx_decoder_key:
             raise OnnxNotAvailable(f"model version {version.pk} has no ONNX decoder")
+        key = onnx_variant_key(version.onnx_decoder_key, variant)
         known = _onnx_digests.get(key)
         if known is not None and etag_matches(request, f'"{known}"'):
             return _long_cached(HttpResponseNotModified(), known)
+        # A version imported before the low-res variant existed gets it derived here, once.
+        onnx_variant_key_ensure(version=version, variant=variant)
         data = get_blob_store().get_bytes(key)
         digest = _onnx_digests[key] = hashlib.sha256(data).hexdigest()
         return _long_cached(HttpResponse(data, content_type="application/octet-stream"), digest)

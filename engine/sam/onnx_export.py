@@ -17,7 +17,13 @@ N is dynamic. M = 4 (every mask token: 0 is the single-mask output, 1-3 the mult
 candidates) or 1 with ``return_single_mask`` (token 0 for more than one point, else the best
 candidate by predicted IoU, as the official export chooses). The graph is traced with the
 TorchScript exporter (``dynamo=False``): the dynamo exporter needs onnxscript, which is not a
-dependency. No Django here.
+dependency.
+
+``low_res_decoder_onnx`` cuts an exported 4-mask graph down to the inputs and outputs a client
+that does its own upscaling needs (no ``orig_im_size``, no ``masks``: outputs
+``iou_predictions`` and ``low_res_masks`` only). It is the same graph minus the nodes that only
+fed ``masks``, so its outputs are those of the full export, without the cost of upscaling every
+token to the image size (most of a small decoder's run time in onnxruntime-web). No Django here.
 """
 
 import warnings
@@ -42,6 +48,8 @@ INPUT_NAMES = (
     "orig_im_size",
 )
 OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
+LOW_RES_INPUT_NAMES = INPUT_NAMES[:5]  # all but orig_im_size
+LOW_RES_OUTPUT_NAMES = ("iou_predictions", "low_res_masks")
 DEFAULT_OPSET = 17
 _DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 
@@ -169,6 +177,33 @@ def export_decoder_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
+
+
+def low_res_decoder_onnx(official: bytes) -> bytes:
+    """The low-res variant of an exported decoder (``export_decoder_onnx`` bytes, 4 masks).
+
+    Keeps only the nodes that ``iou_predictions`` and ``low_res_masks`` depend on (onnx's own
+    extractor); ``orig_im_size`` and ``masks`` disappear. Raises ValueError for bytes that are
+    not such a graph.
+    """
+    import onnx
+    from onnx.utils import Extractor
+
+    try:
+        model = onnx.load_from_string(official)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"not an ONNX model: {exc}") from exc
+    inputs = [value.name for value in model.graph.input]
+    outputs = [value.name for value in model.graph.output]
+    if inputs != list(INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
+        raise ValueError(
+            f"not a decoder export: inputs {inputs}, outputs {outputs}; "
+            f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"
+        )
+    extracted = Extractor(model).extract_model(
+        list(LOW_RES_INPUT_NAMES), list(LOW_RES_OUTPUT_NAMES)
+    )
+    return bytes(extracted.SerializeToString())
 
 
 # --- checking the exported graph against the torch predictor ----------------------------------

@@ -20,6 +20,7 @@ The default "fp32" is the official numerics.
 
 import numpy as np
 import torch
+import torch.nn.functional as nnf
 from torch import Tensor
 
 from engine.sam.device import check_precision, precision_context
@@ -153,6 +154,58 @@ class SamPredictor:
         masks C x H x W (bool, or float32 logits with return_logits), iou predictions C float32
         and low-res logits C x 256 x 256 float32; C = 3 with multimask_output, else 1.
         """
+        masks, iou, low_res = self.predict_torch(
+            *self._prompt_tensors(point_coords, point_labels, box, mask_input),
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+        )
+        return (
+            masks[0].detach().cpu().numpy(),
+            iou[0].detach().float().cpu().numpy(),
+            low_res[0].detach().float().cpu().numpy(),
+        )
+
+    @torch.no_grad()
+    def predict_transposed(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`predict` with each mask transposed: masks C x W x H bool, C-contiguous.
+
+        ``masks[i].T`` is the H x W mask of `predict`, pixel for pixel, in column-major
+        (Fortran) order without a copy: what COCO RLE encoders read (``.view(np.uint8)`` makes
+        it their uint8 for free). The logits are those of `predict`, computed without the
+        padding rows / columns it upsamples and crops away (`upscale_masks`). Scores and
+        low-res logits are those of `predict`.
+        """
+        low_res, iou = self._decode_low_res(
+            *self._prompt_tensors(point_coords, point_labels, box, mask_input),
+            multimask_output=multimask_output,
+        )
+        logits = upscale_masks(low_res, self.input_size, self.original_size, self.model.img_size)
+        height, width = self.original_size
+        masks = torch.empty((logits.shape[1], width, height), dtype=torch.bool, device=self.device)
+        # Thresholding reads the logits through a transposed view and writes C-contiguous: the
+        # transpose costs a fraction of a separate copy, and the values are untouched.
+        torch.gt(logits[0].transpose(-1, -2), self.model.mask_threshold, out=masks)
+        return (
+            masks.cpu().numpy(),
+            iou[0].detach().float().cpu().numpy(),
+            low_res[0].detach().float().cpu().numpy(),
+        )
+
+    def _prompt_tensors(
+        self,
+        point_coords: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+        """numpy prompts in original-image pixels -> `predict_torch`'s batch-of-one tensors."""
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         coords_torch = labels_torch = box_torch = mask_torch = None
@@ -173,20 +226,7 @@ class SamPredictor:
             mask_torch = torch.as_tensor(mask, dtype=torch.float, device=self.device)[None]
         if coords_torch is None and box_torch is None and mask_torch is None:
             raise ValueError("no prompt: give point_coords/point_labels, box or mask_input")
-
-        masks, iou, low_res = self.predict_torch(
-            coords_torch,
-            labels_torch,
-            box_torch,
-            mask_torch,
-            multimask_output=multimask_output,
-            return_logits=return_logits,
-        )
-        return (
-            masks[0].detach().cpu().numpy(),
-            iou[0].detach().float().cpu().numpy(),
-            low_res[0].detach().float().cpu().numpy(),
-        )
+        return coords_torch, labels_torch, box_torch, mask_torch
 
     @torch.no_grad()
     def predict_torch(
@@ -203,6 +243,24 @@ class SamPredictor:
         point_coords B x N x 2, point_labels B x N, boxes B x 4, mask_input B x 1 x 256 x 256.
         Returns masks B x C x H x W, iou B x C, low-res logits B x C x 256 x 256.
         """
+        low_res, iou = self._decode_low_res(
+            point_coords, point_labels, boxes, mask_input, multimask_output=multimask_output
+        )
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    def _decode_low_res(
+        self,
+        point_coords: Tensor | None,
+        point_labels: Tensor | None,
+        boxes: Tensor | None,
+        mask_input: Tensor | None,
+        *,
+        multimask_output: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """Prompt encoder + mask decoder: low-res logits B x C x 256 x 256 and iou B x C."""
         if not self.is_image_set or self.features is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         batch = self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
@@ -219,10 +277,7 @@ class SamPredictor:
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
         )
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, iou, low_res
+        return low_res, iou
 
     def _check_torch_prompts(
         self,
@@ -271,3 +326,33 @@ class SamPredictor:
                 "An image must be set with .set_image(...) to generate an embedding."
             )
         return self.features
+
+
+def upscale_masks(
+    low_res: Tensor, input_size: tuple[int, int], original_size: tuple[int, int], image_size: int
+) -> Tensor:
+    """B x C x h x w low-res logits -> B x C x H x W: the values of `Sam.postprocess_masks`.
+
+    The same two bilinear resizes (to the padded ``image_size`` square, crop to `input_size`,
+    to `original_size`), but when ``image_size`` is a whole multiple of the low-res side the
+    first one reads only the low-res rows and columns that the crop keeps, plus one for the
+    last kept pixels' lower / right neighbour: at the same scale factor every kept pixel has
+    the same source indices and weights, so the padding of a non-square image is never
+    upsampled and the values are identical (the tests compare bit for bit).
+    """
+    keep = (int(input_size[0]), int(input_size[1]))
+    sides = (int(low_res.shape[-2]), int(low_res.shape[-1]))
+    if all(image_size % side == 0 for side in sides):
+        factors = [image_size // side for side in sides]
+        rows, cols = (
+            min(side, -(-extent // factor) + 1)
+            for side, extent, factor in zip(sides, keep, factors, strict=True)
+        )
+        low_res = low_res[..., :rows, :cols]
+        target = (rows * factors[0], cols * factors[1])
+    else:
+        target = (image_size, image_size)
+    logits = nnf.interpolate(low_res, target, mode="bilinear", align_corners=False)
+    logits = logits[..., : keep[0], : keep[1]]
+    size = (int(original_size[0]), int(original_size[1]))
+    return nnf.interpolate(logits, size, mode="bilinear", align_corners=False)

@@ -2,12 +2,14 @@
 
 A decode validates the prompts against the image (every problem is a 400 ``invalid_prompt``
 that names the value), resolves the previous mask from its ``mask_ref``, reads the embedding
-through the per-process LRU (``engine.services.serving``) and runs ``SamPredictor.predict`` on
-the model of the version (loaded once per process by ``engine.inference``; the image encoder is
-never run here). Each call stores the candidates' 256 x 256 low-res logits (float16) in
-``caches["default"]`` under one random token, bound to (user, image, model version), for
-``MASKLOOP_MASK_REF_SECONDS``; candidate ``i`` is referred to as ``<token>.<i>``. Sending a ref
-back feeds those logits as ``mask_input``, as the official tool does with its previous mask.
+through the per-process LRU (``engine.services.serving``) and runs
+``SamPredictor.predict_transposed`` (the masks of ``predict``, laid out for COCO RLE without a
+copy) on the model of the version (loaded once per process by ``engine.inference``; the image
+encoder is never run here), on the process's decoder thread. Each call stores the candidates'
+256 x 256 low-res logits (float16) in ``caches["default"]`` under one random token, bound to
+(user, image, model version), for ``MASKLOOP_MASK_REF_SECONDS``; candidate ``i`` is referred
+to as ``<token>.<i>``. Sending a ref back feeds those logits as ``mask_input``, as the official
+tool does with its previous mask.
 
 ``multimask`` left unset follows SAM's ambiguity rule: three candidates for exactly one point
 and no box, the single-mask token otherwise.
@@ -32,12 +34,15 @@ from annotation.models import Image
 from engine.inference import model_for_version
 from engine.models import ModelVersion
 from engine.sam.amg.rle import mask_to_coco_rle
+from engine.sam.embedding import ImageEmbedding
+from engine.sam.modeling import Sam
 from engine.sam.predictor import SamPredictor
 from engine.sam.prompts import check_box, check_points
 from engine.services.serving import (
     EmbeddingNotReady,
     embedding_cached,
     embedding_queue,
+    on_decoder_thread,
     serving_version,
 )
 
@@ -229,19 +234,14 @@ def masks_decode(
             "computed; retry in a moment"
         )
     use_multimask = multimask_default(prompt) if multimask is None else bool(multimask)
-    predictor = SamPredictor(model_for_version(version, decoder_only=True))
-    predictor.set_embedding(embedding)
-    masks, scores, low_res = predictor.predict(
-        point_coords=prompt.points,
-        point_labels=prompt.labels,
-        box=prompt.box,
-        mask_input=mask_input,
-        multimask_output=use_multimask,
+    model = model_for_version(version, decoder_only=True)
+    transposed, scores, low_res = on_decoder_thread(
+        lambda: _predict(model, embedding, prompt, mask_input, multimask=use_multimask)
     )
     refs = mask_refs_store(user=user, image=image, model_version=version, low_res=low_res)
     decoded = [
-        _encode(mask, score=float(score), ref=ref, output_format=output_format)
-        for mask, score, ref in zip(masks, scores, refs, strict=True)
+        _encode(mask_t, score=float(score), ref=ref, output_format=output_format)
+        for mask_t, score, ref in zip(transposed, scores, refs, strict=True)
     ]
     return DecodeResult(
         model_version=version,
@@ -252,10 +252,44 @@ def masks_decode(
     )
 
 
-def _encode(mask: np.ndarray, *, score: float, ref: str, output_format: str) -> DecodedMask:
+# The decoder thread's predictor, kept while the model and the embedding stay the same (the
+# next click on the same image skips set_embedding's checks); only that thread touches it.
+_current: tuple[Sam, ImageEmbedding, SamPredictor] | None = None
+
+
+def _predict(
+    model: Sam,
+    embedding: ImageEmbedding,
+    prompt: Prompt,
+    mask_input: np.ndarray | None,
+    *,
+    multimask: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On the decoder thread: masks C x W x H (transposed, see `predict_transposed`), scores
+    and low-res logits."""
+    global _current
+    if _current is not None and _current[0] is model and _current[1] is embedding:
+        predictor = _current[2]
+    else:
+        predictor = SamPredictor(model)
+        predictor.set_embedding(embedding)
+        _current = (model, embedding, predictor)
+    return predictor.predict_transposed(
+        point_coords=prompt.points,
+        point_labels=prompt.labels,
+        box=prompt.box,
+        mask_input=mask_input,
+        multimask_output=multimask,
+    )
+
+
+def _encode(mask_t: np.ndarray, *, score: float, ref: str, output_format: str) -> DecodedMask:
+    """One candidate, given transposed (W x H bool, C order: the H x W mask in Fortran order)."""
     score = score if math.isfinite(score) else 0.0
     if output_format == "png":
         out = io.BytesIO()
-        PilImage.fromarray(np.asarray(mask, dtype=bool)).save(out, "PNG")  # mode "1": 1 bit
+        pixels = np.ascontiguousarray(mask_t.T)
+        PilImage.fromarray(pixels).save(out, "PNG")  # bool: mode "1", 1 bit
         return DecodedMask(score=score, mask_ref=ref, png=base64.b64encode(out.getvalue()).decode())
-    return DecodedMask(score=score, mask_ref=ref, rle=mask_to_coco_rle(mask))
+    # A bool array viewed as uint8 is pycocotools' input as is: no conversion, no copy.
+    return DecodedMask(score=score, mask_ref=ref, rle=mask_to_coco_rle(mask_t.view(np.uint8).T))

@@ -7,6 +7,9 @@ verifies the ONNX decoder, stores both as content-addressed blobs
 
     checkpoints/<sha256>.pth     the file, byte for byte
     onnx/<sha256>.onnx           prompt encoder + mask decoder (engine/sam/onnx_export.py)
+    onnx/<sha256>.low_res.onnx   the same graph cut to iou_predictions + low_res_masks (the
+                                 browser's decoder; derived on first request for versions
+                                 imported before it existed: ``onnx_variant_key_ensure``)
 
 and registers the row. The same file imported twice into a project returns the first row. The
 heavy file work runs outside any transaction; the row is written in a short one. Nothing is left
@@ -35,7 +38,12 @@ from engine.sam.checkpoint import (
     sam_from_state_dict,
 )
 from engine.sam.config import CONFIGS
-from engine.sam.onnx_export import DEFAULT_OPSET, check_decoder_onnx, export_decoder_onnx
+from engine.sam.onnx_export import (
+    DEFAULT_OPSET,
+    check_decoder_onnx,
+    export_decoder_onnx,
+    low_res_decoder_onnx,
+)
 from engine.selectors import model_version_by_sha
 from storage.blobs import BlobStore, get_blob_store
 
@@ -62,6 +70,37 @@ def checkpoint_key(sha256: str) -> str:
 
 def onnx_decoder_key(sha256: str) -> str:
     return f"onnx/{sha256}.onnx"
+
+
+ONNX_VARIANTS = ("official", "low_res")
+
+
+def onnx_variant_key(decoder_key: str, variant: str) -> str:
+    """Blob key of ``variant`` of the decoder stored at ``decoder_key`` (content-addressed
+    alongside it)."""
+    if variant not in ONNX_VARIANTS:
+        raise ValueError(f"unknown ONNX variant {variant!r}; known: {list(ONNX_VARIANTS)}")
+    if variant == "official":
+        return decoder_key
+    return f"{decoder_key.removesuffix('.onnx')}.{variant}.onnx"
+
+
+def onnx_variant_key_ensure(*, version: ModelVersion, variant: str) -> str:
+    """The blob key of the version's decoder ``variant``, deriving and storing the low-res
+    variant from the official export when it is missing (versions imported before it existed).
+
+    The derivation is a pure graph cut (no torch, no model loaded), deterministic, so two
+    requests racing here write the same bytes to the same key.
+    """
+    key = onnx_variant_key(version.onnx_decoder_key, variant)
+    if variant == "official":
+        return key
+    store = get_blob_store()
+    if not store.exists(key):
+        derived = low_res_decoder_onnx(store.get_bytes(version.onnx_decoder_key))
+        store.put_bytes(key, derived, content_type="application/octet-stream")
+        logger.info("derived the %s ONNX decoder of model version %s", variant, version.pk)
+    return key
 
 
 def model_version_import(
@@ -173,14 +212,18 @@ def _put_once(store: BlobStore, key: str, path: Path, created: list[str]) -> Non
 def _publish(
     store: BlobStore, path: Path, sha256: str, loaded: LoadedCheckpoint, created: list[str]
 ) -> tuple[str, dict[str, object]]:
-    """Store the checkpoint and its verified ONNX decoder; return (onnx key, check figures)."""
+    """Store the checkpoint and its verified ONNX decoder (and the decoder's low-res variant);
+    return (onnx key, check figures)."""
     sam = sam_from_state_dict(loaded.state_dict, loaded.config)
     onnx_path = path.with_suffix(".onnx")
     export_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
     check = check_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
+    low_res_path = path.with_suffix(".low_res.onnx")
+    low_res_path.write_bytes(low_res_decoder_onnx(onnx_path.read_bytes()))
     _put_once(store, checkpoint_key(sha256), path, created)
     key = onnx_decoder_key(sha256)
     _put_once(store, key, onnx_path, created)
+    _put_once(store, onnx_variant_key(key, "low_res"), low_res_path, created)
     return key, check.as_dict()
 
 

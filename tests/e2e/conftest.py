@@ -132,3 +132,24 @@ def browser_context(
             # ORM calls made while Playwright runs may have opened a connection of their own
             # (another context); close it, or the test database cannot be dropped at the end.
             connections.close_all()
+
+
+STATIC_ROOT_IN_CHECKOUT = REPO / "annotation" / "static"
+
+
+def static_module_page(browser_context: Any, title: str) -> Any:
+    """A page at a routed origin that serves the checkout's static files under /static/ (ES
+    modules of the tool, imported by `page.evaluate` code) and an empty document elsewhere."""
+    page = browser_context.new_page()
+
+    def serve(route: Any) -> None:
+        url = route.request.url
+        if "/static/" in url:
+            path = STATIC_ROOT_IN_CHECKOUT / url.split("/static/", 1)[1]
+            route.fulfill(path=str(path), content_type="text/javascript")
+        else:
+            route.fulfill(body=f"<!doctype html><title>{title}</title>", content_type="text/html")
+
+    page.route("http://maskloop.test/**", serve)
+    page.goto("http://maskloop.test/")
+    return page

@@ -7,7 +7,6 @@ its progress state, and goes live when a real ``gpu``-queue worker has computed 
 """
 
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from annotation.services.ingest import images_ingest_batch
 from engine.models import ModelVersion
 from engine.services.embeddings import embeddings_compute
 from engine.services.registry import model_version_deploy, model_version_import
-from tests.e2e.conftest import LiveWeb
+from tests.e2e.conftest import LiveWeb, static_module_page
 from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -35,7 +34,6 @@ OTHER_TINY = GOLDENS / "amg_tiny_sam.pth"
 PASSWORD = "annotator-pass-123"
 LIVE_TIMEOUT_MS = 120_000
 DECODE_TIMEOUT_MS = 30_000
-PARITY_BAR = 0.001  # browser vs server: at most 0.1 % of the pixels may differ
 
 
 @dataclass
@@ -164,20 +162,7 @@ def rle_mask(rle: dict) -> np.ndarray:
 def test_javascript_rle_codec_matches_pycocotools(browser_context) -> None:
     """rle.js encodes to pycocotools' exact strings and decodes them back, on edge cases and
     random masks (the static file is served from the checkout through a routed origin)."""
-    static = Path(__file__).resolve().parents[2] / "annotation" / "static"
-    page = browser_context.new_page()
-    page.route(
-        "http://maskloop.test/**",
-        lambda route: (
-            route.fulfill(
-                path=str(static / route.request.url.split("/static/", 1)[1]),
-                content_type="text/javascript",
-            )
-            if "/static/" in route.request.url
-            else route.fulfill(body="<!doctype html><title>rle</title>", content_type="text/html")
-        ),
-    )
-    page.goto("http://maskloop.test/")
+    page = static_module_page(browser_context, "rle")
     rng = np.random.default_rng(7)
     masks = [np.zeros((1, 1), np.uint8), np.ones((3, 5), np.uint8), np.zeros((40, 30), np.uint8)]
     for height, width, density in [(37, 53, 0.5), (200, 300, 0.02), (64, 64, 0.97)]:
@@ -349,54 +334,7 @@ def test_annotate_an_image_from_queued_embedding_to_next_image(
         wait_decoded(page, 3)
 
 
-# --- decoding paths ------------------------------------------------------------------------------
-
-
-PROMPT_CHAINS = [
-    [{"points": [[150, 130]], "labels": [1], "box": None}],
-    [{"points": [[150, 130], [380, 200]], "labels": [1, 0], "box": None}],
-    [{"points": [], "labels": [], "box": [60, 40, 260, 250]}],
-    [{"points": [[340, 120]], "labels": [0], "box": [60, 40, 260, 250]}],
-    [  # each step feeds the previous best candidate back as the mask input
-        {"points": [[150, 130]], "labels": [1], "box": None},
-        {"points": [[150, 130], [90, 200]], "labels": [1, 1], "box": None},
-        {"points": [[150, 130], [90, 200], [400, 60]], "labels": [1, 1, 0], "box": None},
-    ],
-]
-
-
-def test_browser_and_server_decoding_give_the_same_masks(
-    live_web: LiveWeb, browser_context
-) -> None:
-    setup = make_setup([(517, 389), (1600, 1100)], embed=True)
-    page = browser_context.new_page()
-    log_in(page, live_web)
-    for image in setup.images:
-        page.goto(tool_url(live_web, setup, image=image.pk))
-        page.wait_for_function("document.getElementById('tool').dataset.state === 'ready'")
-        assert tool_data(page, "decoder") == "browser"
-        scale = image.width / 517
-        chains = json.loads(json.dumps(PROMPT_CHAINS))
-        for chain in chains:
-            for prompt in chain:
-                prompt["points"] = [
-                    [round(x * scale), round(y * scale)] for x, y in prompt["points"]
-                ]
-                if prompt["box"]:
-                    prompt["box"] = [round(v * scale) for v in prompt["box"]]
-        for chain in chains:
-            browser = page.evaluate("(c) => window.maskloopTool.decodeVia('browser', c)", chain)
-            server = page.evaluate("(c) => window.maskloopTool.decodeVia('server', c)", chain)
-            assert len(browser) == len(server) == len(chain)
-            for step_b, step_s in zip(browser, server, strict=True):
-                assert len(step_b) == len(step_s)
-                for cand_b, cand_s in zip(step_b, step_s, strict=True):
-                    mask_b, mask_s = rle_mask(cand_b["rle"]), rle_mask(cand_s["rle"])
-                    assert mask_b.shape == (image.height, image.width)
-                    assert mask_b.sum() > 0
-                    differing = float((mask_b != mask_s).mean())
-                    assert differing <= PARITY_BAR, (chain, differing)
-                    assert abs(cand_b["score"] - cand_s["score"]) < 1e-3
+# --- decoding paths (browser vs server parity: test_browser_decoding.py) ----------------------
 
 
 def test_without_webassembly_the_tool_decodes_on_the_server(

@@ -1,11 +1,13 @@
 """`SamAutomaticMaskGenerator`: masks for a whole image from a grid of point prompts.
 
 Same parameters, defaults, filters and records as the official generator; faster because
-- the decoder runs on the cached embedding and returns low-resolution logits; only masks above
-  `pred_iou_thresh` (a score that does not depend on the mask) are upsampled, in chunks, and
-  only the low-res rows / columns that reach the image (upsample.py; same numbers);
-- the stability score, thresholding and boxes are computed on those full-resolution logits with
-  vectorised torch ops (the same ops as the official, so the same numbers);
+- the decoder runs on the cached embedding and returns low-resolution logits; only prompts with
+  a candidate above `pred_iou_thresh` (a score that does not depend on the mask) are upscaled;
+- the stability counts and the final masks are computed without upsampling every pixel
+  (tiled.py): a tile of the original-size logits whose low-res support lies entirely above or
+  below a threshold is decided from the low-res logits, only the others are upsampled (the same
+  bilinear weights as `postprocess_masks`; same counts up to pixels within float rounding of a
+  threshold);
 - candidates are kept as box-cut bool arrays, and RLEs / full masks are built only for records
   that survive NMS.
 """
@@ -22,13 +24,13 @@ from engine.sam.amg.proposals import Proposals, cut_to_box
 from engine.sam.amg.regions import remove_small_regions
 from engine.sam.amg.rle import encode_mask
 from engine.sam.amg.settings import check_parameters
-from engine.sam.amg.upsample import upsample_logits
+from engine.sam.amg.tiled import TiledThresholds
 from engine.sam.modeling import Sam
 from engine.sam.modeling.prompt_batch import PromptBatchDecoder
 from engine.sam.predictor import SamPredictor
 from engine.sam.prompts import as_rgb_uint8
 
-UPSAMPLE_PIXELS = 1 << 26  # full-resolution logits upsampled at once (256 MiB of float32)
+FILTER_PIXELS = 1 << 26  # full-resolution pixels filtered at once (64 MiB of bool masks)
 
 
 class SamAutomaticMaskGenerator:
@@ -81,6 +83,7 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.max_mask_area_fraction = max_mask_area_fraction
         self._batch_decoder: PromptBatchDecoder | None = None
+        self._tiles: TiledThresholds | None = None
 
     @torch.no_grad()
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
@@ -147,6 +150,14 @@ class SamAutomaticMaskGenerator:
             self.predictor.get_image_embedding().float() + no_mask,
             model.prompt_encoder.get_dense_pe(),
         )
+        low_side = 4 * self._batch_decoder.height, 4 * self._batch_decoder.width
+        self._tiles = TiledThresholds(
+            low_side,
+            model.img_size,
+            self.predictor.input_size,
+            self.predictor.original_size,
+            self.predictor.device,
+        )
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         image_box = [0, 0, image.shape[1], image.shape[0]]
         parts = [
@@ -157,6 +168,7 @@ class SamAutomaticMaskGenerator:
         ]
         self.predictor.reset_image()
         self._batch_decoder = None
+        self._tiles = None
         proposals = Proposals.concat(parts)
         proposals = proposals.take(box_nms(proposals.boxes, proposals.iou, self.box_nms_thresh))
         proposals.crop_boxes = np.tile(np.asarray(crop_box, dtype=np.int64), (len(proposals), 1))
@@ -195,7 +207,7 @@ class SamAutomaticMaskGenerator:
         if self.pred_iou_thresh > 0.0:
             keep = keep[iou > self.pred_iou_thresh]
         height, width = self.predictor.original_size
-        chunk = max(1, UPSAMPLE_PIXELS // max(height * width, self.predictor.model.img_size**2))
+        chunk = max(1, FILTER_PIXELS // (height * width))
         parts = [
             self._filter_full_resolution(low_res, iou, keep[i : i + chunk], crop_box, image_box)
             for i in range(0, len(keep), chunk)
@@ -220,23 +232,22 @@ class SamAutomaticMaskGenerator:
         crop_box: list[int],
         image_box: list[int],
     ) -> tuple[Tensor, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Upsample the masks at `index`; apply the stability and crop-edge filters.
+        """Stability and crop-edge filters on the upsampled masks at `index` (tiled.py: only
+        tiles whose value is not decided by the low-res logits are upsampled).
 
         Returns the kept indices, their stability N float32, boxes N x 4 and box-cut masks.
         """
-        model, predictor = self.predictor.model, self.predictor
-        logits = upsample_logits(
-            model, low_res[index], predictor.input_size, predictor.original_size
-        )
-        threshold, offset = model.mask_threshold, self.stability_score_offset
-        inner = (logits > (threshold + offset)).sum((-1, -2), dtype=torch.int32)
-        outer = (logits > (threshold - offset)).sum((-1, -2), dtype=torch.int32)
+        assert self._tiles is not None  # built by _crop_proposals
+        threshold = self.predictor.model.mask_threshold
+        offset = self.stability_score_offset
+        levels = [threshold + offset, threshold - offset, threshold]
+        tiles = self._tiles.count(low_res[index], levels, threshold)
+        inner, outer = tiles.counts[:, 0], tiles.counts[:, 1]
         stability = inner.float() / outer.float()
         keep = torch.ones_like(stability, dtype=torch.bool)
         if self.stability_score_thresh > 0.0:
             keep = stability >= self.stability_score_thresh
-        masks = logits[keep] > threshold
-        del logits
+        masks = self._tiles.masks(tiles, torch.nonzero(keep).flatten(), threshold)
         boxes = masks_to_boxes(masks)
         at_edge = near_crop_edge(boxes, crop_box, image_box)
         masks, boxes = masks[~at_edge], boxes[~at_edge]

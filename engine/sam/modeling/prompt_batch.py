@@ -8,6 +8,9 @@ or is linear in the per-prompt image keys and can be regrouped:
 - in later blocks and the final attention, `proj(keys + pe)` = `keys @ W + (pe @ W + b)`: the
   positional term is computed once per image, and the three projections that read the same
   keys (token->image k and v, image->token q) are one matrix product;
+- image->token attention (about 7 token keys per head) is two matrix products per prompt,
+  scores against block-diagonal keys and probabilities against `v @ out_proj` rows, added to
+  the residual in the same product (no per-head attention, no separate out_proj pass);
 - the IoU head needs only the tokens, so scores come first and the caller upsamples only the
   prompts it keeps (`masks(…, rows=…)`);
 - the two transposed convolutions (kernel = stride = 2) run channel-last as matrix products on
@@ -18,6 +21,7 @@ Each step is the same sum as the reference module up to float rounding order (te
 against `MaskDecoder.forward` at 1e-4). No Django here.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -124,8 +128,7 @@ class PromptBatchDecoder:
         queries = layer.norm2(queries + t2i.out_proj(attended))
         queries = layer.norm3(queries + layer.mlp(queries))
         token_k, token_v = i2t.k_proj(queries + tokens), i2t.v_proj(queries)
-        update = i2t.out_proj(_attend(i2t, self.first_image_q, token_k, token_v))
-        keys = layer.norm4(update + self.image)
+        keys = layer.norm4(_image_update(i2t, self.first_image_q, token_k, token_v, self.image))
         return queries, keys
 
     @torch.no_grad()
@@ -138,14 +141,15 @@ class PromptBatchDecoder:
         hyper = torch.stack(
             [decoder.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in index], dim=1
         )  # R x M x C/8
-        keys = decoded.keys[rows]
         parts = [
-            self._upscale_and_project(keys[i : i + UPSCALE_ROWS], hyper[i : i + UPSCALE_ROWS])
-            for i in range(0, keys.shape[0], UPSCALE_ROWS)
+            self._upscale_and_project(
+                _rows_of(decoded.keys, rows[i : i + UPSCALE_ROWS]), hyper[i : i + UPSCALE_ROWS]
+            )
+            for i in range(0, len(rows), UPSCALE_ROWS)
         ]
         if not parts:
             side_h, side_w = 4 * self.height, 4 * self.width
-            return keys.new_zeros((0, len(index), side_h, side_w))
+            return decoded.keys.new_zeros((0, len(index), side_h, side_w))
         return torch.cat(parts)
 
     def _upscale_and_project(self, keys: Tensor, hyper: Tensor) -> Tensor:
@@ -171,6 +175,14 @@ class PromptBatchDecoder:
         # Sub-pixel order (y, x, ky1, kx1, ky2, kx2): output row 4y + 2ky1 + ky2, same for x.
         logits = logits.reshape(rows, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return logits.reshape(rows, m, 4 * h, 4 * w)
+
+
+def _rows_of(x: Tensor, rows: Tensor) -> Tensor:
+    """x[rows] for a short chunk of row indices: a view when they are consecutive."""
+    first = int(rows[0]) if len(rows) else 0
+    if len(rows) and int(rows[-1]) - first + 1 == len(rows) and bool((rows.diff() == 1).all()):
+        return x[first : first + len(rows)]
+    return x.index_select(0, rows)
 
 
 def _fused(pe: Tensor, order: list[tuple[nn.Linear, bool]]) -> _KeyProjections:
@@ -212,6 +224,37 @@ def _attend(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out.transpose(1, 2).reshape(batch, tokens, heads * per_head)
 
 
+def _image_update(
+    attention: Attention, q: Tensor, k: Tensor, v: Tensor, residual: Tensor
+) -> Tensor:
+    """residual + `out_proj` of image->token attention: image queries q (B or 1) x N x D,
+    token keys and values B x T x D, residual (B or 1) x N x C -> B x N x C.
+
+    With T (about 7) keys per head, the heads are folded into two matrix products per prompt:
+    scores against a block-diagonal D x heads*T key matrix, then the probabilities against
+    heads*T x C rows `v_t (head h) @ out_proj (head h) + bias / heads` (each head's
+    probabilities sum to 1, so the rows carry the bias), added to the residual in the same
+    product; the same sums as attention + out_proj + residual.
+    """
+    heads = attention.num_heads
+    batch, tokens, width = k.shape
+    per_head = width // heads
+    eye = torch.eye(heads, dtype=k.dtype, device=k.device)
+    # Columns in (token, head) order: the softmax over tokens then runs on a non-last axis,
+    # vectorised over the heads (a softmax over a last axis of ~7 is slow on CPU).
+    key_blocks = torch.einsum("bthd,hg->bhdtg", k.reshape(batch, tokens, heads, per_head), eye)
+    key_blocks = key_blocks.reshape(batch, width, tokens * heads) * (1.0 / math.sqrt(per_head))
+    scores = torch.matmul(q, key_blocks)  # B x N x T*heads
+    pixels = scores.shape[1]
+    probs = scores.view(batch, pixels, tokens, heads).softmax(dim=2)
+    out_weight = attention.out_proj.weight.t().reshape(heads, per_head, -1)
+    rows = torch.einsum("bthd,hdc->bthc", v.reshape(batch, tokens, heads, per_head), out_weight)
+    if attention.out_proj.bias is not None:
+        rows = rows + attention.out_proj.bias / heads
+    rows = rows.reshape(batch, tokens * heads, -1)
+    return torch.baddbmm(residual, probs.view(batch, pixels, tokens * heads), rows)
+
+
 def _later_block(
     layer: TwoWayAttentionBlock,
     fused: _KeyProjections,
@@ -230,8 +273,7 @@ def _later_block(
     queries = layer.norm3(queries + layer.mlp(queries))
     q = queries + query_pe
     token_k, token_v = i2t.k_proj(q), i2t.v_proj(queries)
-    update = i2t.out_proj(_attend(i2t, image_q, token_k, token_v))
-    keys = layer.norm4(keys + update)
+    keys = layer.norm4(_image_update(i2t, image_q, token_k, token_v, keys))
     return queries, keys
 
 

@@ -12,7 +12,6 @@ from engine.sam.amg.boxes import box_nms, masks_to_boxes, near_crop_edge
 from engine.sam.amg.grids import build_all_layer_point_grids, build_point_grid, generate_crop_boxes
 from engine.sam.amg.regions import remove_small_regions
 from engine.sam.amg.rle import mask_to_coco_rle, mask_to_rle, rle_to_mask
-from engine.sam.amg.upsample import upsample_logits
 from engine.sam.checkpoint import load_sam
 from engine.sam.modeling import Sam
 from tests.engine.sam.conftest import GOLDENS
@@ -203,20 +202,3 @@ def test_upsampling_a_subset_gives_bitwise_the_batch_values(amg_sam: Sam) -> Non
         low_res.flatten(0, 1)[[1, 7, 16]][None], (683, 1024), (200, 300)
     )
     assert torch.equal(subset[0], full.flatten(0, 1)[[1, 7, 16]])
-
-
-@pytest.mark.parametrize(
-    ("input_size", "original_size"),
-    [
-        ((683, 1024), (200, 300)),
-        ((1024, 576), (1280, 720)),
-        ((1024, 1024), (64, 64)),
-        ((1, 1024), (1, 5000)),
-    ],
-)
-def test_upsampling_only_rows_that_reach_the_image_is_bitwise_postprocess(
-    amg_sam: Sam, input_size: tuple[int, int], original_size: tuple[int, int]
-) -> None:
-    low_res = torch.randn((4, 256, 256), generator=torch.Generator().manual_seed(4))
-    expected = amg_sam.postprocess_masks(low_res[None], input_size, original_size)[0]
-    assert torch.equal(upsample_logits(amg_sam, low_res, input_size, original_size), expected)

@@ -4,13 +4,15 @@
 // Both return the same shape: {multimask, candidates: [{score, ...}]}, where each candidate
 // knows how to feed itself back as the next prompt's mask input (server: its mask_ref token;
 // browser: its own 256 x 256 low-res logits) and gives its full-size mask with maskOf().
+// The browser runs the version's low-res decoder variant (GET .../onnx/?variant=low_res: no
+// orig_im_size, outputs iou_predictions + low_res_masks) and resizes only the candidate that
+// is shown (upscale.js), as the server's postprocessing does.
 // Prompts are in original-image pixels: {points: [[x, y]], labels: [1 | 0], box: [x0, y0,
 // x1, y1] | null}.
 
 import { api, fetchBytes } from "./api.js";
 import { decodeMask } from "./rle.js";
-
-const LOW_RES = 256;
+import { LOW_RES, MaskUpscaler } from "./upscale.js";
 
 /** SAM's ambiguity rule: three candidates for a single point without a box, else one. */
 export function wantsMultimask(prompt) {
@@ -77,9 +79,16 @@ export function loadOrt(ortUrl, wasmBase) {
   return ortPromise;
 }
 
+/** The low-res variant of the version's decoder: no full-size masks computed in the graph. */
+export function lowResUrl(onnxUrl) {
+  const url = new URL(onnxUrl, window.location.href);
+  url.searchParams.set("variant", "low_res");
+  return url.pathname + url.search;
+}
+
 async function sessionFor(ort, version) {
   if (!sessions.has(version.id)) {
-    const created = fetchBytes(version.onnx_url).then((bytes) =>
+    const created = fetchBytes(lowResUrl(version.onnx_url)).then((bytes) =>
       ort.InferenceSession.create(new Uint8Array(bytes), {
         executionProviders: ["wasm"],
         graphOptimizationLevel: "all",
@@ -89,56 +98,6 @@ async function sessionFor(ort, version) {
     sessions.set(version.id, created);
   }
   return sessions.get(version.id);
-}
-
-/**
- * Bilinear resize of h x w logits to H x W, then threshold > 0: torch's
- * interpolate(mode="bilinear", align_corners=False), the last step of SAM's postprocessing,
- * in the same order (along x first, then y), so the masks match the server's.
- */
-export function upscaleMask(logits, h, w, H, W) {
-  const mask = new Uint8Array(H * W);
-  if (h === H && w === W) {
-    for (let i = 0; i < mask.length; i++) mask[i] = logits[i] > 0 ? 1 : 0;
-    return mask;
-  }
-  const axis = (inSize, outSize) => {
-    const scale = inSize / outSize;
-    const lo = new Int32Array(outSize);
-    const hi = new Int32Array(outSize);
-    const weight = new Float32Array(outSize);
-    for (let o = 0; o < outSize; o++) {
-      let real = scale * (o + 0.5) - 0.5;
-      if (real < 0) real = 0;
-      const i0 = Math.floor(real);
-      lo[o] = i0;
-      hi[o] = i0 < inSize - 1 ? i0 + 1 : i0;
-      weight[o] = real - i0;
-    }
-    return { lo, hi, weight };
-  };
-  const xs = axis(w, W);
-  const ys = axis(h, H);
-  const rows = new Float32Array(h * W); // every input row resized along x
-  for (let y = 0; y < h; y++) {
-    const base = y * w;
-    const out = y * W;
-    for (let x = 0; x < W; x++) {
-      const l1 = xs.weight[x];
-      rows[out + x] = (1 - l1) * logits[base + xs.lo[x]] + l1 * logits[base + xs.hi[x]];
-    }
-  }
-  for (let y = 0; y < H; y++) {
-    const l1 = ys.weight[y];
-    const l0 = 1 - l1;
-    const r0 = ys.lo[y] * W;
-    const r1 = ys.hi[y] * W;
-    const out = y * W;
-    for (let x = 0; x < W; x++) {
-      mask[out + x] = l0 * rows[r0 + x] + l1 * rows[r1 + x] > 0 ? 1 : 0;
-    }
-  }
-  return mask;
 }
 
 export class BrowserDecoder {
@@ -155,18 +114,32 @@ export class BrowserDecoder {
     if (values.length !== expected) {
       throw new Error(`embedding has ${values.length} values, shape ${embedding.shape} needs ${expected}`);
     }
-    return new BrowserDecoder(ort, session, values, embedding);
+    const decoder = new BrowserDecoder(ort, session, values, embedding);
+    await decoder.warmUp();
+    return decoder;
   }
 
   constructor(ort, session, values, embedding) {
     this.path = "browser";
     this.ort = ort;
     this.session = session;
-    this.embedding = new ort.Tensor("float32", values, embedding.shape);
     [this.height, this.width] = embedding.original_size;
     [this.inputHeight, this.inputWidth] = embedding.input_size;
     this.threads = ort.env.wasm.numThreads;
-    this.noMask = new Float32Array(LOW_RES * LOW_RES);
+    // Made once per image and reused by every click: the embedding (4 MiB for vit_b), the
+    // empty mask input and the has_mask_input flags.
+    this.embedding = new ort.Tensor("float32", values, embedding.shape);
+    this.noMask = new ort.Tensor("float32", new Float32Array(LOW_RES * LOW_RES), [1, 1, LOW_RES, LOW_RES]);
+    this.hasMask = new ort.Tensor("float32", new Float32Array([1]), [1]);
+    this.hasNoMask = new ort.Tensor("float32", new Float32Array([0]), [1]);
+    this.upscaler = new MaskUpscaler(embedding.input_size, embedding.original_size);
+  }
+
+  /** One run on a throw-away prompt, so that the first real click does not pay first-run costs. */
+  async warmUp() {
+    const prompt = { points: [[this.width / 2, this.height / 2]], labels: [1], box: null };
+    const result = await this.decode(prompt);
+    maskOf(result.candidates[0]);
   }
 
   /** Prompt -> the decoder's inputs, coordinates in the 1024 frame (ResizeLongestSide). */
@@ -174,30 +147,28 @@ export class BrowserDecoder {
     const { ort } = this;
     const sx = this.inputWidth / this.width;
     const sy = this.inputHeight / this.height;
-    const coords = [];
-    const labels = [];
+    const count = prompt.points.length;
+    const n = count + (prompt.box ? 2 : 1);
+    const coords = new Float32Array(2 * n);
+    const labels = new Float32Array(n);
     prompt.points.forEach(([x, y], i) => {
-      coords.push(x * sx, y * sy);
-      labels.push(prompt.labels[i]);
+      coords[2 * i] = x * sx;
+      coords[2 * i + 1] = y * sy;
+      labels[i] = prompt.labels[i];
     });
     if (prompt.box) {
       const [x0, y0, x1, y1] = prompt.box;
-      coords.push(x0 * sx, y0 * sy, x1 * sx, y1 * sy);
-      labels.push(2, 3);
+      coords.set([x0 * sx, y0 * sy, x1 * sx, y1 * sy], 2 * count);
+      labels.set([2, 3], count);
     } else {
-      coords.push(0, 0); // SAM's padding point: without a box, one "not a point" is appended
-      labels.push(-1);
+      labels[count] = -1; // SAM's padding point (0, 0): without a box, one "not a point" is appended
     }
-    const n = labels.length;
     return {
       image_embeddings: this.embedding,
-      point_coords: new ort.Tensor("float32", Float32Array.from(coords), [1, n, 2]),
-      point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, n]),
-      mask_input: new ort.Tensor("float32", previous ? previous.lowRes : this.noMask, [1, 1, LOW_RES, LOW_RES]),
-      has_mask_input: new ort.Tensor("float32", new Float32Array([previous ? 1 : 0]), [1]),
-      // Asking for the resized size returns the logits cropped in the 1024 frame; the last
-      // resize to the original size is done per candidate, only when it is shown.
-      orig_im_size: new ort.Tensor("float32", new Float32Array([this.inputHeight, this.inputWidth]), [2]),
+      point_coords: new ort.Tensor("float32", coords, [1, n, 2]),
+      point_labels: new ort.Tensor("float32", labels, [1, n]),
+      mask_input: previous ? new ort.Tensor("float32", previous.lowRes, [1, 1, LOW_RES, LOW_RES]) : this.noMask,
+      has_mask_input: previous ? this.hasMask : this.hasNoMask,
     };
   }
 
@@ -205,18 +176,15 @@ export class BrowserDecoder {
     const out = await this.session.run(this.feeds(prompt, previous));
     const multimask = wantsMultimask(prompt);
     const tokens = multimask ? [1, 2, 3] : [0]; // token 0 is the single-mask output
-    const h = this.inputHeight;
-    const w = this.inputWidth;
-    const plane = h * w;
-    const lowPlane = LOW_RES * LOW_RES;
-    const { width: W, height: H } = this;
+    const plane = LOW_RES * LOW_RES;
     const candidates = tokens.map((token) => {
-      const logits = out.masks.data.slice(token * plane, (token + 1) * plane);
+      const lowRes = out.low_res_masks.data.slice(token * plane, (token + 1) * plane);
       return {
         score: out.iou_predictions.data[token],
-        lowRes: out.low_res_masks.data.slice(token * lowPlane, (token + 1) * lowPlane),
+        lowRes,
         mask: null,
-        computeMask: () => upscaleMask(logits, h, w, H, W),
+        // Resized to the image only when shown (SAM's postprocessing, in upscale.js).
+        computeMask: () => this.upscaler.mask(lowRes),
       };
     });
     for (const tensor of Object.values(out)) tensor.dispose?.();
