@@ -37,6 +37,9 @@ CASES: list[dict[str, Any]] = [
     # Official defaults but a 16 x 16 grid: at 32 x 32 the tiny decoder alone takes over a
     # minute on two CPU cores, too slow for the test suite (bench/sam_amg.py runs defaults).
     {"name": "defaults_grid16", "image": 0, "params": {"points_per_side": 16}},
+    # The official default grid (32 x 32 = 16 batches of 64 points).
+    {"name": "defaults_grid32", "image": 1, "params": {}},
+    {"name": "grid32_low", "image": 0, "params": {"points_per_side": 32, **LOW}},
     {"name": "grid12_low", "image": 1, "params": {"points_per_side": 12, **LOW}},
     {"name": "crops", "image": 0, "params": {"points_per_side": 8, "crop_n_layers": 1, **LOW}},
     {
