@@ -34,7 +34,6 @@ engineer shares the CPUs), p50 ms server / browser:
 
 import argparse
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -46,51 +45,22 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-GOLDEN = REPO / "tests" / "engine" / "sam" / "goldens" / "tiny_sam.pth"
+from bench.platform_setup import (  # noqa: E402 - after the path insert
+    bench_checkpoint,
+    free_port,
+    platform_env,
+    store_random_embedding,
+    synthetic_png,
+)
+
 CHROMIUM = "/usr/bin/chromium"
 WARMUP_CLICKS = 3
-
-
-def platform_env(root: Path) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))},
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-        "MASKLOOP_VAR_DIR": str(root),
-        "DATABASE_URL": f"sqlite:///{root / 'bench.sqlite3'}",
-        "STORAGE_BACKEND": "local",
-        "BLOB_ROOT": str(root / "blobs"),
-        "CELERY_BROKER_URL": "filesystem://",
-        "MASKLOOP_DEVICE": "cpu",
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-def shapes_png(width: int, height: int, seed: int) -> bytes:
-    """Seeded ellipses on a flat background."""
-    import io
-
-    from PIL import Image as PilImage
-
-    rng = np.random.default_rng(seed)
-    pixels = np.empty((height, width, 3), dtype=np.uint8)
-    pixels[:] = rng.integers(0, 255, 3)
-    yy, xx = np.mgrid[0:height, 0:width]
-    for _ in range(8):
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        ry, rx = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
-        pixels[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = rng.integers(0, 255, 3)
-    out = io.BytesIO()
-    PilImage.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
 
 
 def build_platform(root: Path, models: list[str], width: int, height: int) -> dict[str, int]:
     """Migrate, collect static files; a user, one project per model, its image and embedding.
     Returns {model name: project id}."""
     import django
-    import torch
     from django.core.management import call_command
 
     django.setup()
@@ -100,39 +70,27 @@ def build_platform(root: Path, models: list[str], width: int, height: int) -> di
 
     from annotation.services.ingest import images_ingest_batch
     from annotation.services.projects import project_create
-    from engine.sam.build import build_sam
-    from engine.sam.checkpoint import save_sam
-    from engine.sam.config import CONFIGS
-    from engine.sam.embedding import ImageEmbedding
-    from engine.sam.transforms import ResizeLongestSide
-    from engine.services.embeddings import embedding_compute, embedding_key, embedding_to_bytes
+    from engine.services.embeddings import embedding_compute
     from engine.services.registry import model_version_import
-    from storage.blobs import get_blob_store
 
     user = User.objects.create_user("bench", password="bench-pass-123")
     projects = {}
     for name in models:
         project = project_create(name=f"bench-{name}", creator=user)
         [outcome] = images_ingest_batch(
-            project=project, files=[("bench.png", shapes_png(width, height, seed=7))]
+            project=project, files=[("bench.png", synthetic_png(width, height, seed=7))]
         )
         assert outcome.image is not None
         image = outcome.image
+        path = bench_checkpoint(name, root)
+        version = model_version_import(project=project, path_or_file=path, deploy=True)
         if name == "tiny":
-            version = model_version_import(project=project, path_or_file=GOLDEN, deploy=True)
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
-            torch.manual_seed(0)
-            path = root / "vit_b_random.pth"
-            save_sam(build_sam("vit_b"), path, arch="vit_b", config=CONFIGS["vit_b"])
-            version = model_version_import(project=project, path_or_file=path, deploy=True)
             path.unlink()
-            generator = torch.Generator().manual_seed(1)
-            values = torch.randn((1, 256, 64, 64), generator=generator) * 0.5
-            input_size = ResizeLongestSide.get_preprocess_shape(height, width, 1024)
-            stored = ImageEmbedding(values, (height, width), input_size)
-            key = embedding_key(model_version_id=version.pk, image_sha256=image.sha256)
-            get_blob_store().put_bytes(key, embedding_to_bytes(stored))
+            store_random_embedding(
+                version_id=version.pk, image_sha256=image.sha256, width=width, height=height
+            )
         projects[name] = project.pk
     return projects
 
@@ -210,7 +168,6 @@ def main() -> None:
         env = platform_env(root)
         os.environ.update(env)
         projects = build_platform(root, models, args.width, args.height)
-        from tests.s3server import free_port
 
         port = free_port()
         log = root / "web.log"

@@ -63,7 +63,6 @@ import http.client
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-GOLDEN = REPO / "tests" / "engine" / "sam" / "goldens" / "tiny_sam.pth"
+from bench.platform_setup import (  # noqa: E402 - after the path insert
+    bench_checkpoint,
+    free_port,
+    platform_env,
+    store_random_embedding,
+    synthetic_png,
+)
 
 
 @dataclass
@@ -90,41 +95,6 @@ class Target:
 
 
 # --- the temporary platform -----------------------------------------------------------------------
-
-
-def platform_env(root: Path, cache_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-        "MASKLOOP_VAR_DIR": str(root),
-        "DATABASE_URL": f"sqlite:///{root / 'bench.sqlite3'}",
-        "STORAGE_BACKEND": "local",
-        "BLOB_ROOT": str(root / "blobs"),
-        "CELERY_BROKER_URL": "filesystem://",
-        "MASKLOOP_CACHE_URL": cache_url,
-        "MASKLOOP_DEVICE": "cpu",
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-def synthetic_png(width: int, height: int, seed: int) -> bytes:
-    import io
-
-    from PIL import Image as PilImage
-
-    rng = np.random.default_rng(seed)
-    pixels = np.empty((height, width, 3), dtype=np.uint8)
-    pixels[:] = rng.integers(0, 255, 3)
-    yy, xx = np.mgrid[0:height, 0:width]
-    for _ in range(8):
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        ry, rx = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
-        pixels[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = rng.integers(0, 255, 3)
-    out = io.BytesIO()
-    PilImage.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
 
 
 def build_platform(
@@ -142,12 +112,8 @@ def build_platform(
     from annotation.services.ingest import images_ingest_batch
     from annotation.services.projects import project_create
     from engine.models import ModelVersion
-    from engine.sam.build import build_sam
-    from engine.sam.checkpoint import file_sha256, read_checkpoint, save_sam
-    from engine.sam.config import CONFIGS
-    from engine.sam.embedding import ImageEmbedding
-    from engine.sam.transforms import ResizeLongestSide
-    from engine.services.embeddings import embedding_compute, embedding_key, embedding_to_bytes
+    from engine.sam.checkpoint import file_sha256, read_checkpoint
+    from engine.services.embeddings import embedding_compute
     from engine.services.registry import checkpoint_key, model_version_deploy
     from storage.blobs import get_blob_store
 
@@ -162,12 +128,7 @@ def build_platform(
     store = get_blob_store()
     targets = []
     for name in models:
-        if name == "tiny":
-            path = GOLDEN
-        else:
-            torch.manual_seed(0)
-            path = root / "vit_b_random.pth"
-            save_sam(build_sam("vit_b"), path, arch="vit_b", config=CONFIGS["vit_b"])
+        path = bench_checkpoint(name, root)
         sha256 = file_sha256(path)
         with path.open("rb") as handle:
             store.put_file(checkpoint_key(sha256), handle)
@@ -184,20 +145,11 @@ def build_platform(
             model_version_deploy(project=project, version=version)
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
-            generator = torch.Generator().manual_seed(1)
-            values = torch.randn((1, 256, 64, 64), generator=generator) * 0.5
-            input_size = ResizeLongestSide.get_preprocess_shape(height, width, 1024)
-            stored = ImageEmbedding(values, (height, width), input_size)
-            key = embedding_key(model_version_id=version.pk, image_sha256=image.sha256)
-            store.put_bytes(key, embedding_to_bytes(stored))
+            store_random_embedding(
+                version_id=version.pk, image_sha256=image.sha256, width=width, height=height
+            )
         targets.append(Target(name, version.pk, image.pk))
     return token, targets
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(

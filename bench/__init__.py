@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; each module is a script (see its docstring)."""
