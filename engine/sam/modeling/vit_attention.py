@@ -7,9 +7,10 @@ relative-position term of `relative_position.py`:
   query i and key j is bias_h[i, row(j)] + bias_w[i, col(j)], a dot product of
   [bias_h[i], bias_w[i]] with a one-hot of (row(j), col(j)); appended to q and k, it lets
   `scaled_dot_product_attention` run with no mask (flash kernels, no N x N logits stored).
-  vit_b on 2 CPU cores: 1.9 s (bf16) and 5.2 s (fp32) per image against 3.4 s and 6.1 s for
-  the explicit kernel; on an H100 under torch.compile 245 against 229 images/s for the masked
-  SDPA (bf16, batch 8), but slower in eager mode (74 against 85);
+  With it, `bench/sam_speed.py` measured vit_b on 2 CPU cores at 5.55 s (fp32) and 1.97 s
+  (bf16) per image against the official 7.66 s. On an H100 it made compiled bf16 encoding a
+  little faster than the masked kernel but eager encoding slower (one ad-hoc timing each), so
+  CUDA uses it only under `compile_image_encoder`;
 - masked SDPA (the CUDA eager default): SDPA with the bias materialised as `attn_mask`;
 - explicit (`use_sdpa=False`): one batched matmul for the logits of a group of heads, the two
   bias terms added in place by broadcasting, softmax, matmul.
