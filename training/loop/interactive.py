@@ -84,8 +84,11 @@ def _decode(
         boxes=group.boxes,
         masks=None if mask_input is None else mask_input[rows],
     )
+    # One image for every mask: pass it once and let the decoder broadcast it (without a mask
+    # prompt it then projects the image side once for all masks instead of once per mask).
+    image = embeddings if embeddings.shape[0] == 1 else embeddings[rows]
     low_res, iou = model.mask_decoder(
-        image_embeddings=embeddings[rows],
+        image_embeddings=image,
         image_pe=model.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense,
@@ -147,10 +150,8 @@ def interactive_step(
         raise ValueError("gt_masks must be B x H x W bool")
     batch = gt_masks.shape[0]
     index = _resolve_image_index(image_index, image_embeddings.shape[0], batch)
-    if index is not None:
-        embeddings = image_embeddings[index]
-    else:
-        embeddings = image_embeddings.expand(batch, -1, -1, -1)
+    # N x C x h x w, or 1 x C x h x w shared by every mask (not copied per mask).
+    embeddings = image_embeddings[index] if index is not None else image_embeddings
     img_size = model.img_size
     adds_point = point_schedule(generator, iterations)
     groups, first_is_box = _first_prompts(gt_masks, img_size, generator, box_probability)
