@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "storage",
     "engine",
     "annotation",
@@ -201,6 +202,22 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Schedules live in the database (django-celery-beat): per-project cron rounds are rows that
+# the round settings write; "every N newly accepted masks" is checked by one task each minute.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "training-rounds-due": {
+        "task": "training.schedule.rounds_due",
+        "schedule": 60.0,
+        "options": {"queue": "default"},
+    },
+    # Retire unused model versions and delete their embeddings (training/housekeeping.py).
+    "embeddings-gc": {
+        "task": "training.housekeeping.embeddings_gc",
+        "schedule": 24 * 3600.0,
+        "options": {"queue": "default"},
+    },
+}
 
 # --- API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -256,6 +273,9 @@ MASKLOOP_EMBEDDING_BATCH_SIZE = env_int("MASKLOOP_EMBEDDING_BATCH_SIZE", 4)
 MASKLOOP_EMBEDDING_CHUNK = env_int("MASKLOOP_EMBEDDING_CHUNK", 16)
 # Models kept loaded per worker process (LRU, keyed by ModelVersion id).
 MASKLOOP_MODEL_CACHE_SIZE = env_int("MASKLOOP_MODEL_CACHE_SIZE", 2)
+# Embedding GC: the newest N versions of a project stay ready (besides the deployed one and
+# its rollback target); older ones are retired and their embeddings deleted.
+MASKLOOP_KEEP_VERSIONS = env_int("MASKLOOP_KEEP_VERSIONS", 3)
 # Largest checkpoint file accepted by import (sam_vit_h is 2.56 GB).
 MASKLOOP_MAX_CHECKPOINT_BYTES = env_int("MASKLOOP_MAX_CHECKPOINT_BYTES", 4 * 1024**3)
 # --- end Inference -----------------------------------------------------------------------

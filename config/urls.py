@@ -11,4 +11,6 @@ urlpatterns = [
     path("api/", include("annotation.api.urls")),
     path("api/", include("engine.api")),
     path("", include("annotation.web.urls")),
+    path("", include("training.urls_promotion")),
+    path("", include("training.urls")),
 ]

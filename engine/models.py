@@ -115,3 +115,41 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class Deployment(models.Model):
+    """One change of a project's deployed model version: a promotion (by an admin or by the
+    auto-promotion policy) or a rollback. Append-only history: rollback reads what came before,
+    the dashboard shows it along the lineage."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote", "Promoted"
+        ROLLBACK = "rollback", "Rolled back"
+        AUTO = "auto", "Auto-promoted"
+
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="deployments"
+    )
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="deployments")
+    previous_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "-id"], name="deployment_project_id")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=["promote", "rollback", "auto"]),
+                name="deployment_action_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} of version {self.version_id} in project {self.project_id}"

@@ -8,7 +8,8 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 
 
-"$BIN/celery" -A config worker -Q default,gpu --concurrency 1 --loglevel INFO \
+# --beat: the scheduler (round schedules, housekeeping) runs inside this one worker.
+"$BIN/celery" -A config worker -Q default,gpu --concurrency 1 --loglevel INFO --beat \
   --hostname "maskloop-local@%h" &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM

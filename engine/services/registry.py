@@ -111,13 +111,22 @@ def model_version_import(
     name: str = "",
     deploy: bool = False,
     user: User | None = None,
+    parent: ModelVersion | None = None,
+    round_number: int | None = None,
+    extra_metrics: dict[str, object] | None = None,
 ) -> ModelVersion:
     """Validate, store and register a checkpoint (official ``sam_vit_*`` or ours).
 
     ``path_or_file`` is a local path or a binary file object read from its current position.
     Raises CheckpointRejected (nothing stored) for a file that is not a loadable SAM checkpoint
     or does not match ``arch``; the message is the checked loader's.
+
+    A retrain round registers its result the same way, naming the ``parent`` version it trained
+    from, its ``round_number`` and ``extra_metrics`` (validation, training) that are stored
+    beside the registry's own (``onnx_decoder``, ``file_bytes``).
     """
+    if parent is not None and parent.project_id != project.pk:
+        raise CheckpointRejected(f"parent version {parent.pk} is not in project {project.name!r}")
     if project.pk is None:
         raise CheckpointRejected("the project is not saved")
     if arch is not None and arch not in CONFIGS:
@@ -139,8 +148,14 @@ def model_version_import(
                 loaded=loaded,
                 name=name or display,
                 onnx_key=onnx_key,
-                metrics={"onnx_decoder": onnx_metrics, "file_bytes": path.stat().st_size},
+                metrics={
+                    **(extra_metrics or {}),
+                    "onnx_decoder": onnx_metrics,
+                    "file_bytes": path.stat().st_size,
+                },
                 deploy=deploy,
+                parent=parent,
+                round_number=round_number,
             )
         except BaseException:
             for key in created:
@@ -237,6 +252,8 @@ def _register(
     onnx_key: str,
     metrics: dict[str, object],
     deploy: bool,
+    parent: ModelVersion | None = None,
+    round_number: int | None = None,
 ) -> ModelVersion:
     try:
         with transaction.atomic():  # a savepoint: a lost race leaves the outer block usable
@@ -249,6 +266,8 @@ def _register(
                 sha256=sha256,
                 onnx_decoder_key=onnx_key,
                 metrics=metrics,
+                parent=parent,
+                round=round_number,
             )
     except IntegrityError:
         existing = model_version_by_sha(project=project, sha256=sha256)

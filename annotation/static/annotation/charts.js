@@ -37,6 +37,7 @@ export function formatNumber(value) {
 }
 
 function shortDate(iso) {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(iso)) return iso; // a category label (e.g. a round), as is
   const [, month, day] = iso.split("-");
   return `${Number(day)}.${Number(month)}.`;
 }
@@ -119,9 +120,12 @@ function readSource(id) {
 export function renderCharts(root = document) {
   root.querySelectorAll("figure[data-chart]").forEach((figure) => {
     const data = readSource(figure.dataset.source);
-    if (!data || !Array.isArray(data.per_day)) return;
+    // data-series / data-x name another list and its label key (default: per_day by date).
+    const series = data && data[figure.dataset.series || "per_day"];
+    if (!Array.isArray(series)) return;
     const field = figure.dataset.field;
-    const rows = data.per_day.map((day) => ({ date: day.date, value: day[field] ?? null }));
+    const x = figure.dataset.x || "date";
+    const rows = series.map((day) => ({ date: String(day[x]), value: day[field] ?? null }));
     figure.querySelector("svg.chart")?.remove();
     const chart = drawChart(rows, { kind: figure.dataset.kind || "line", label: figure.dataset.label || field });
     const caption = figure.querySelector("figcaption");

@@ -14,6 +14,7 @@ import { ActiveTimer, Viewport } from "./viewport.js";
 
 const EMBEDDING_POLL_MS = 1000;
 const DOUBLE_PRESS_MS = 4000;
+const DEPLOY_POLL_MS = 15_000; // how often the tool asks which model version is live
 
 export function newWork(idleCap) {
   return {
@@ -47,6 +48,10 @@ export class ToolBase {
     this.imageElement = null;
     this.lease = null;
     this.version = null; // {id, name, arch, onnx_url}
+    this.pendingVersionId = null; // a newly promoted version, used from the next image
+    this.announcedVersionId = null;
+    const pollMs = Number(new URLSearchParams(window.location.search).get("deploy_poll_ms"));
+    this.deployPollMs = pollMs >= 500 ? pollMs : DEPLOY_POLL_MS;
     this.embedding = null;
     this.decoder = null;
     this.decoderNote = "";
@@ -117,6 +122,8 @@ export class ToolBase {
   async start() {
     bindInput(this);
     this.timers.push(setInterval(() => this.heartbeat(), 30_000));
+    this.timers.push(setInterval(() => this.checkDeployed(), this.deployPollMs));
+    this.$("#model-live-dismiss").addEventListener("click", () => (this.$("#model-live-banner").hidden = true));
     window.addEventListener("pagehide", () => {
       if (this.image && this.lease) session.releaseLease(this.image.id);
     });
@@ -197,7 +204,9 @@ export class ToolBase {
     this.accepted = masks.map((mask) => this.acceptedItem(mask));
     this.fit();
     this.say(lease ? `Leased for ${Math.round(lease.seconds / 60)} min.` : this.$("#status-message").textContent);
-    await this.prepareModel(this.version ? this.version.id : null, token);
+    const versionId = this.pendingVersionId ?? (this.version ? this.version.id : null);
+    this.pendingVersionId = null;
+    await this.prepareModel(versionId, token);
   }
 
   acceptedItem(mask) {
@@ -272,6 +281,41 @@ export class ToolBase {
     this.version = null;
     this.decoder = null;
     return deployed.id;
+  }
+
+  /** Poll the live version: a newly promoted one is announced, and used at once when no mask
+   *  is being made, else from the next image. */
+  async checkDeployed() {
+    let deployed;
+    try {
+      deployed = (await session.deployedVersion(this.projectId)).deployed_version;
+    } catch {
+      return; // a network hiccup: the next poll asks again
+    }
+    let announced = false;
+    if (deployed && this.version && deployed.id === this.version.id) {
+      this.pendingVersionId = null;
+    } else if (deployed && deployed.id !== this.announcedVersionId) {
+      announced = true;
+      this.announcedVersionId = deployed.id;
+      this.pendingVersionId = deployed.id;
+      this.$("#model-live-text").textContent = `Model v${deployed.id}${deployed.name ? ` (${deployed.name})` : ""} is live — masks now come from it.`;
+      this.$("#model-live-banner").hidden = false;
+    }
+    if (this.pendingVersionId === null) return;
+    const idle = this.work.prompts.length === 0 && this.work.strokes.length === 0;
+    const settled = ["ready", "no-model", "waiting-embedding"].includes(this.root.dataset.state);
+    if (this.image && idle && settled) {
+      const versionId = this.pendingVersionId;
+      this.pendingVersionId = null;
+      const token = ++this.loadToken; // a running embedding wait for the old version stops
+      this.version = null;
+      this.decoder = null;
+      this.embedding = null;
+      await this.prepareModel(versionId, token);
+    } else if (announced) {
+      this.say("A new model is live: finish this mask, the next image uses it.", "info");
+    }
   }
 
   async setupDecoder(token) {

@@ -45,6 +45,12 @@ export async function embeddingState(imageId, versionId) {
   return data;
 }
 
+/** The project's live model version: {deployed_version: {id, name, arch, onnx_url} | null}. */
+export async function deployedVersion(projectId) {
+  const { data } = await api("GET", `/api/projects/${projectId}/deployed-version/`);
+  return data;
+}
+
 /** Every accepted mask of an image (following the pagination). */
 export async function acceptedMasks(imageId) {
   const masks = [];
