@@ -1,170 +1,168 @@
-"""``manage.py seed_demo``: an admin account and a demo project with masks, once.
+"""``manage.py seed_demo``: an admin account, a demo project and its seed model, once.
 
 Idempotent: the admin's generated password is kept in ``VAR_DIR/demo-admin.txt`` so every run
-prints the same credentials; the images are generated from fixed seeds, so a rerun produces the
-same bytes (ingestion reports them as duplicates), and each mask carries an idempotency key.
-Nothing is downloaded: the images are textured backgrounds with overlapping ellipses,
-rectangles and polygons drawn with Pillow, and every shape's visible region is stored as an
-accepted "manual" mask, so exporting the demo project gives a meaningful dataset.
+prints the same credentials; the images are synthetic scenes (``training.loop.scenes``) from
+fixed seeds, so a rerun produces the same bytes (ingestion reports them as duplicates), and each
+mask carries an idempotency key. Nothing is downloaded.
+
+Most images are domain "A" scenes (what the seed model was trained on), a few are domain "B"
+(shapes the seed has never seen: the data a retrain round adapts to). Half of the images come
+with their exact ground-truth masks, stored as accepted "manual" masks and marked done, so the
+export and a first retrain round have data; the other half stay ``todo`` for annotators.
+
+The seed checkpoint (``--checkpoint``, default :data:`SEED_CHECKPOINT`) is imported into the
+project when the file exists and deployed unless the project already serves a model of its own
+(an imported official checkpoint or a promoted round): a rerun never rolls back a promotion.
+Then the embeddings of the deployed version are queued for the worker unless they are stored
+or already queued. Without the file the demo goes on with no model and says how to import one.
 """
 
+import hashlib
 import io
-import math
 import os
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from PIL import Image as PilImage
-from PIL import ImageDraw
 
-from annotation.models import Mask, Membership, Project
-from annotation.services.ingest import images_ingest_batch
+from annotation.errors import DomainError
+from annotation.models import Image, Mask, Membership, Project
+from annotation.services.ingest import image_ingest
+from annotation.services.leases import image_mark_done
 from annotation.services.masks import mask_create
 from annotation.services.projects import membership_set, project_create
+from engine.models import Job, ModelVersion
+from engine.selectors import model_version_by_sha
+from engine.services.embeddings import embedding_key, embeddings_precompute_start
+from engine.services.registry import model_version_import
+from storage.blobs import get_blob_store
+from training.loop.scenes import generate_scene
 
 DEMO_PROJECT = "demo"
 DEMO_ADMIN = "admin"
 DEMO_IMAGES = 24
 CREDENTIALS_FILE = "demo-admin.txt"
-_SEED = 7_100_2023
-_SIZES = [(640, 480), (800, 600), (512, 512), (720, 480), (480, 640)]
-_MIN_MASK_AREA = 150  # pixels: slivers left after occlusion are not worth a mask
+SEED_CHECKPOINT = Path("training/seed/seed_vit_tiny_domain_a.pth")  # relative to BASE_DIR
+SEED_NAME = "seed (synthetic domain A)"
+# Far from the seeds the seed model trains on (0 upwards), so the demo shows unseen scenes.
+_FIRST_SEED = 910_000
+_SIZES = [(384, 512), (512, 384), (480, 640)]  # (height, width)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DemoImage:
     file_name: str
     data: bytes
-    masks: list[np.ndarray]  # H x W bool, the visible region of each shape, back to front
+    domain: str
+    labelled: bool  # ground truth stored as accepted manual masks, image marked done
+    masks: list[np.ndarray]  # H x W bool, the visible region of each object, back to front
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A two-colour gradient with stripes and grain: H x W x 3 float in [0, 255]."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle = rng.uniform(0, math.pi)
-    ramp = xs * math.cos(angle) + ys * math.sin(angle)
-    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
-    first, second = rng.uniform(40, 215, size=(2, 3)).astype(np.float32)
-    pixels = first * (1 - ramp[..., None]) + second * ramp[..., None]
-    period = rng.uniform(9, 30)
-    stripes = np.sin((xs * math.sin(angle) - ys * math.cos(angle)) / period * 2 * math.pi)
-    pixels += (stripes * rng.uniform(4, 12))[..., None]
-    pixels += rng.normal(0, 9, size=pixels.shape).astype(np.float32)
-    return pixels
+def demo_domain(index: int) -> str:
+    """Every fifth image (3, 8, 13, ...) is domain "B", the rest domain "A"."""
+    return "B" if index % 5 == 3 else "A"
 
 
-def _polygon_points(rng: np.random.Generator, width: int, height: int) -> list[tuple[float, float]]:
-    """A star-shaped simple polygon (vertices sorted by angle around a centre)."""
-    cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
-    radius = rng.uniform(0.08, 0.22) * min(width, height)
-    count = int(rng.integers(5, 10))
-    angles = np.sort(rng.uniform(0, 2 * math.pi, size=count))
-    radii = radius * rng.uniform(0.55, 1.0, size=count)
-    return [
-        (float(cx + r * math.cos(a)), float(cy + r * math.sin(a)))
-        for a, r in zip(angles, radii, strict=True)
-    ]
+def demo_labelled(index: int) -> bool:
+    """Even-indexed images carry their ground truth: half of the demo, both domains."""
+    return index % 2 == 0
 
 
-def _rotated_ellipse(
-    rng: np.random.Generator, width: int, height: int
-) -> list[tuple[float, float]]:
-    cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
-    rx = rng.uniform(0.06, 0.2) * width
-    ry = rng.uniform(0.06, 0.2) * height
-    tilt = rng.uniform(0, math.pi)
-    points = []
-    for step in range(72):
-        t = 2 * math.pi * step / 72
-        x, y = rx * math.cos(t), ry * math.sin(t)
-        points.append(
-            (
-                float(cx + x * math.cos(tilt) - y * math.sin(tilt)),
-                float(cy + x * math.sin(tilt) + y * math.cos(tilt)),
-            )
-        )
-    return points
+def demo_scene_args(index: int) -> tuple[int, str, tuple[int, int]]:
+    """``(seed, domain, (height, width))`` of the ``index``-th image for ``generate_scene``."""
+    if index < 0:
+        raise ValueError(f"demo image index must be non-negative, got {index}")
+    return _FIRST_SEED + index, demo_domain(index), _SIZES[index % len(_SIZES)]
 
 
-def _rectangle(rng: np.random.Generator, width: int, height: int) -> list[tuple[float, float]]:
-    cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
-    half_w = rng.uniform(0.05, 0.18) * width
-    half_h = rng.uniform(0.05, 0.18) * height
-    tilt = rng.uniform(-0.6, 0.6) if rng.random() < 0.6 else 0.0
-    corners = [(-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h)]
-    return [
-        (
-            float(cx + x * math.cos(tilt) - y * math.sin(tilt)),
-            float(cy + x * math.sin(tilt) + y * math.cos(tilt)),
-        )
-        for x, y in corners
-    ]
+def demo_file_name(index: int) -> str:
+    """``demo-NN-D.jpg`` (every fourth one ``.png``), D the scene's domain."""
+    extension = "png" if index % 4 == 3 else "jpg"
+    return f"demo-{index + 1:02d}-{demo_domain(index)}.{extension}"
 
 
-_SHAPES = [_rotated_ellipse, _rectangle, _polygon_points]
-
-
-def _shape_mask(points: list[tuple[float, float]], width: int, height: int) -> np.ndarray:
-    canvas = PilImage.new("L", (width, height), 0)
-    ImageDraw.Draw(canvas).polygon(points, fill=255)
-    return np.asarray(canvas) > 0
-
-
+@lru_cache(maxsize=8)  # a scene takes ~0.5 s to generate; reruns in one process reuse it
 def demo_image(index: int) -> DemoImage:
-    """The ``index``-th demo image (same bytes every time) with one mask per visible shape."""
-    rng = np.random.default_rng(_SEED + index)
-    width, height = _SIZES[int(rng.integers(len(_SIZES)))]
-    pixels = _background(rng, width, height)
-    owner = np.full((height, width), -1, dtype=np.int16)
-    shape_count = int(rng.integers(4, 8))
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    for shape in range(shape_count):
-        points = _SHAPES[int(rng.integers(len(_SHAPES)))](rng, width, height)
-        region = _shape_mask(points, width, height)
-        colour = rng.uniform(20, 235, size=3).astype(np.float32)
-        light = 0.8 + 0.35 * (xs / width + ys / height) / 2
-        pixels[region] = colour * light[region][:, None]
-        owner[region] = shape
-    pixels += rng.normal(0, 3, size=pixels.shape).astype(np.float32)
-    picture = PilImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    """The ``index``-th demo image (same bytes every time) with its exact instance masks."""
+    scene = generate_scene(*demo_scene_args(index))
+    file_name = demo_file_name(index)
     out = io.BytesIO()
-    if index % 4 == 3:
+    picture = PilImage.fromarray(scene.image, "RGB")
+    if file_name.endswith(".png"):
         picture.save(out, "PNG", optimize=True)
-        file_name = f"demo-{index + 1:02d}.png"
     else:
         picture.save(out, "JPEG", quality=90)
-        file_name = f"demo-{index + 1:02d}.jpg"
-    masks = [owner == shape for shape in range(shape_count)]
-    masks = [mask for mask in masks if int(mask.sum()) >= _MIN_MASK_AREA]
-    return DemoImage(file_name=file_name, data=out.getvalue(), masks=masks)
+    return DemoImage(
+        file_name=file_name,
+        data=out.getvalue(),
+        domain=scene.domain,
+        labelled=demo_labelled(index),
+        masks=list(scene.masks),
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Command(BaseCommand):
-    help = "Create (once) an admin account and a demo project with generated images and masks."
+    help = (
+        "Create (once) an admin account and a demo project of synthetic scenes, half of them "
+        "labelled, and import and deploy the seed model when its checkpoint is present."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
             "--images", type=int, default=DEMO_IMAGES, help="number of demo images (default 24)"
         )
+        parser.add_argument(
+            "--checkpoint",
+            default=str(SEED_CHECKPOINT),
+            help=f"the seed checkpoint to import and deploy (default: {SEED_CHECKPOINT})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        count = options["images"]
+        if count < 0:
+            raise CommandError(f"--images must be non-negative, got {count}")
         admin, password = self._admin()
         project = self._project(admin)
+        self._images(project, admin, count)
+        version = self._seed_model(project, self._checkpoint_path(options["checkpoint"]))
+        if version is not None:
+            self._embeddings(project, admin)
+        host = os.environ.get("HOST", "127.0.0.1")
+        port = os.environ.get("PORT", "8000")
+        shown = password if password is not None else "(password unknown: see below)"
+        self.stdout.write(f"Log in at http://{host}:{port}/ as {admin.username} / {shown}")
+        if password is None:
+            self.stdout.write(
+                f"The user {admin.username!r} was not created by this command or its password "
+                f"changed since; set one with: manage.py changepassword {admin.username}"
+            )
+
+    # --- images and masks ----------------------------------------------------------------------
+
+    def _images(self, project: Project, admin: User, count: int) -> None:
         images_before = project.images.count()
         masks_before = Mask.objects.filter(project=project).count()
-        generated = [demo_image(index) for index in range(options["images"])]
-        outcomes = images_ingest_batch(
-            project=project, files=[(item.file_name, item.data) for item in generated]
-        )
-        for item, outcome in zip(generated, outcomes, strict=True):
-            image = outcome.image
-            if image is None:
+        for index in range(count):  # one at a time: a scene's masks are megabytes
+            if self._seeded(project, index):
+                continue
+            item = demo_image(index)
+            image = image_ingest(project=project, data=item.data, file_name=item.file_name).image
+            if image is None or not item.labelled:
                 continue
             for number, mask in enumerate(item.masks):
                 mask_create(
@@ -175,21 +173,107 @@ class Command(BaseCommand):
                     annotator=admin,
                     idempotency_key=f"seed-demo:{image.sha256}:{number}",
                 )
+            if image.status != Image.Status.DONE:
+                image_mark_done(image=image, user=admin)
         images = project.images.count()
+        todo = project.images.filter(status=Image.Status.TODO).count()
         masks = Mask.objects.filter(project=project).count()
         self.stdout.write(
-            f"Demo project {project.name!r}: {images} images ({images - images_before} new), "
-            f"{masks} accepted masks ({masks - masks_before} new)."
+            f"Demo project {project.name!r}: {images} images ({images - images_before} new, "
+            f"{todo} to do), {masks} accepted masks ({masks - masks_before} new)."
         )
-        host = os.environ.get("HOST", "127.0.0.1")
-        port = os.environ.get("PORT", "8000")
-        shown = password if password is not None else "(password unknown: see below)"
-        self.stdout.write(f"Log in at http://{host}:{port}/ as {admin.username} / {shown}")
-        if password is None:
+
+    def _seeded(self, project: Project, index: int) -> bool:
+        """Whether an earlier run finished this image: it is there and, when labelled, done
+        (marked after its last mask), so a rerun need not generate the scene again."""
+        statuses = set(
+            project.images.filter(file_name=demo_file_name(index)).values_list("status", flat=True)
+        )
+        return Image.Status.DONE in statuses or (bool(statuses) and not demo_labelled(index))
+
+    # --- the seed model ------------------------------------------------------------------------
+
+    def _checkpoint_path(self, given: str) -> Path:
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+    def _seed_model(self, project: Project, path: Path) -> ModelVersion | None:
+        """Import (once) and deploy the seed; the project's deployed version, or None."""
+        if not path.is_file():
+            if project.deployed_version_id is not None:
+                self.stdout.write(
+                    f"No seed checkpoint at {path}; the project serves model version "
+                    f"{project.deployed_version_id}."
+                )
+                return project.deployed_version
             self.stdout.write(
-                f"The user {admin.username!r} was not created by this command or its password "
-                f"changed since; set one with: manage.py changepassword {admin.username}"
+                f"No seed model: {path} does not exist, so the demo has no model and the "
+                f"annotation tool gives no masks. Import one (e.g. an official SAM checkpoint) "
+                f"with: python manage.py import_checkpoint {project.name} "
+                f"path/to/sam_vit_b_01ec64.pth --arch vit_b --deploy"
             )
+            return None
+        existing = model_version_by_sha(project=project, sha256=_sha256(path))
+        if existing is not None:
+            self.stdout.write(
+                f"Seed model: {path.name} is model version {existing.pk} already"
+                f"{self._deployed_note(project, existing)}."
+            )
+            return project.deployed_version
+        current = project.deployed_version
+        # Replace only nothing or an earlier seed: never an imported model or a promoted round.
+        deploy = current is None or (current.name == SEED_NAME and current.round is None)
+        try:
+            version = model_version_import(
+                project=project, path_or_file=path, name=SEED_NAME, deploy=deploy
+            )
+        except DomainError as exc:
+            self.stderr.write(f"The seed model {path} was not imported: {exc.message}")
+            return project.deployed_version
+        project.refresh_from_db(fields=["deployed_version"])
+        self.stdout.write(
+            f"Seed model: imported {path.name} as model version {version.pk} ({version.arch})"
+            f"{self._deployed_note(project, version)}."
+        )
+        return project.deployed_version
+
+    def _deployed_note(self, project: Project, version: ModelVersion) -> str:
+        if project.deployed_version_id == version.pk:
+            return ", deployed: clicks in the annotation tool give masks"
+        return f", not deployed (the project serves version {project.deployed_version_id})"
+
+    def _embeddings(self, project: Project, admin: User) -> None:
+        """Queue the deployed version's embeddings unless they are stored or already queued."""
+        version = project.deployed_version
+        if version is None:
+            return
+        store = get_blob_store()
+        missing = sum(
+            not store.exists(embedding_key(model_version_id=version.pk, image_sha256=sha256))
+            for sha256 in project.images.values_list("sha256", flat=True)
+        )
+        pending = (
+            Job.objects.filter(
+                project=project, kind=Job.Kind.EMBED, params__model_version_id=version.pk
+            )
+            .exclude(status__in=Job.FINISHED)
+            .first()
+        )
+        if missing == 0:
+            self.stdout.write(f"Embeddings of model version {version.pk}: all stored.")
+        elif pending is not None:
+            self.stdout.write(
+                f"Embeddings of model version {version.pk}: {missing} missing, job {pending.pk} "
+                f"is {pending.status}."
+            )
+        else:
+            job = embeddings_precompute_start(project=project, model_version=version, user=admin)
+            self.stdout.write(
+                f"Embeddings of model version {version.pk}: {missing} missing, queued as job "
+                f"{job.pk} for the worker."
+            )
+
+    # --- account and project -------------------------------------------------------------------
 
     def _credentials_path(self) -> Path:
         return Path(settings.VAR_DIR) / CREDENTIALS_FILE
@@ -221,7 +305,11 @@ class Command(BaseCommand):
         if project is None:
             project = project_create(
                 name=DEMO_PROJECT,
-                description="Generated shapes on textured backgrounds, one mask per shape.",
+                description=(
+                    "Synthetic scenes with exact masks: mostly domain A (warm ellipses, rings, "
+                    "blobs, arcs: what the seed model knows), a few domain B (cool polygons, "
+                    "crosses, frames, L-shapes). Half are labelled, half left to annotate."
+                ),
                 creator=admin,
             )
             self.stdout.write(f"Created project {DEMO_PROJECT!r}.")
