@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotation.errors import DomainError
-from engine.models import Job, ModelVersion
+from engine.models import Deployment, Job, ModelVersion
 from engine.services.embeddings import embeddings_precompute_start
 from engine.services.registry import model_version_deploy
 
@@ -83,3 +83,13 @@ class JobAdmin(admin.ModelAdmin):
     def progress_display(self, job: Job) -> str:
         fraction = job.progress
         return "—" if fraction is None else f"{fraction:.0%}"
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    """The promotion / rollback history (written by training.services.promotion only)."""
+
+    list_display = ["id", "project", "version", "previous_version", "action", "user", "created_at"]
+    list_filter = ["action", "project"]
+    list_select_related = ["project", "version", "previous_version", "user"]
+    readonly_fields = [field.name for field in Deployment._meta.fields]

@@ -45,10 +45,10 @@ class DeployedVersionOutput(serializers.Serializer[Any]):
 _REFUSALS = {
     403: OpenApiResponse(ErrorOutput, description="not an admin of the project"),
     404: OpenApiResponse(ErrorOutput, description="no such project or version of yours"),
+    400: OpenApiResponse(ErrorOutput, description="`deploy_refused` (the version is retired)"),
     409: OpenApiResponse(
         ErrorOutput,
-        description="`promotion_refused` (deployed already, nothing to roll back to) or "
-        "`deploy_refused` (the version is retired)",
+        description="`promotion_refused` (deployed already, nothing to roll back to)",
     ),
 }
 

@@ -58,7 +58,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--decay-steps", type=int, nargs="*", default=[])
     parser.add_argument("--checkpoint-every", type=int, default=50)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args(argv)
     if args.image_size is not None and (
@@ -70,12 +72,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _init_distributed() -> tuple[int, int, int]:
-    """(rank, world, local rank); joins the process group torchrun describes in the env."""
+def _init_distributed(device: str) -> tuple[int, int, int]:
+    """(rank, world, local rank); joins the process group torchrun describes in the env, with
+    nccl when training on CUDA and gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, 0
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if on_cuda else "gloo"
     dist.init_process_group(backend=backend)
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -106,7 +110,7 @@ def _model(args: argparse.Namespace) -> tuple[Sam, SamConfig]:
 
 
 def run(args: argparse.Namespace) -> TrainResult:
-    rank, world, local_rank = _init_distributed()
+    rank, world, local_rank = _init_distributed(args.device)
     try:
         device = _device(args.device, local_rank)
         model, sam_config = _model(args)

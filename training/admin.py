@@ -1,0 +1,29 @@
+"""Django admin for retrain rounds, their settings and validation splits (read mostly: rounds
+are launched, cancelled and promoted through the rounds page, the dashboard, the API or the
+management commands, which check roles and locks)."""
+
+from django.contrib import admin
+
+from training.models import RoundSettings, TrainingRound, ValidationSplit
+
+
+@admin.register(TrainingRound)
+class TrainingRoundAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "number", "job", "parent_version", "produced_version"]
+    list_filter = ["project"]
+    list_select_related = ["project", "job", "parent_version", "produced_version"]
+    raw_id_fields = ["project", "job", "parent_version", "produced_version", "created_by"]
+    readonly_fields = [field.name for field in TrainingRound._meta.fields]
+
+
+@admin.register(RoundSettings)
+class RoundSettingsAdmin(admin.ModelAdmin):
+    list_display = ["project", "steps", "scope", "lr", "auto_promote", "every_n_masks"]
+    raw_id_fields = ["project"]
+
+
+@admin.register(ValidationSplit)
+class ValidationSplitAdmin(admin.ModelAdmin):
+    list_display = ["project", "fraction", "seed", "created_at"]
+    raw_id_fields = ["project"]
+    readonly_fields = [field.name for field in ValidationSplit._meta.fields]
