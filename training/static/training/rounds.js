@@ -10,6 +10,8 @@ const HEIGHT = 220;
 const PAD = { top: 14, right: 14, bottom: 30, left: 52 };
 const POLL_MS = 2000;
 const ACTIVE = new Set(["queued", "running"]);
+// The server's labels of Job.Status (the template renders them; the API gives the values).
+const STATUS_LABEL = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled" };
 
 const table = document.getElementById("rounds-table");
 const figure = document.getElementById("loss-curve");
@@ -56,8 +58,8 @@ function updateRow(round) {
   if (!row) return false;
   row.dataset.status = round.status;
   const badge = row.querySelector('[data-cell="status"] .badge');
-  badge.className = `badge status-${round.status}`;
-  badge.textContent = round.status;
+  badge.className = `badge badge-${round.status}`;
+  badge.textContent = STATUS_LABEL[round.status] || round.status;
   const bar = row.querySelector("progress");
   bar.max = round.total_steps || 1;
   bar.value = round.step;
@@ -75,9 +77,17 @@ async function showCurve(number) {
   const response = await fetch(`${figure.dataset.apiBase}${number}/`, { headers: { Accept: "application/json" } });
   if (!response.ok) return;
   const round = await response.json();
+  if (number !== selected) return; // another round was picked while this one loaded
   figure.querySelector("svg.chart")?.remove();
   figure.prepend(drawCurve(round.loss_curve));
   title.textContent = `round ${round.number} · ${round.status}`;
+}
+
+// The last round finished while the page was open: the launch form (rendered disabled) opens.
+function reopenLaunch() {
+  document.getElementById("active-round")?.remove();
+  const launch = document.querySelector("#launch-form button[type=submit]");
+  if (launch) launch.disabled = false;
 }
 
 async function poll() {
@@ -98,6 +108,7 @@ async function poll() {
   const running = rounds.some((round) => ACTIVE.has(round.status));
   live.textContent = running ? "updating live" : "";
   if (running) setTimeout(poll, POLL_MS);
+  else reopenLaunch();
 }
 
 table.addEventListener("click", (event) => {
