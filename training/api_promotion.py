@@ -37,7 +37,7 @@ class DeploymentOutput(serializers.ModelSerializer[Deployment]):
         read_only_fields = fields
 
 
-class DeployedVersionOutput(serializers.Serializer[Any]):
+class LiveVersionOutput(serializers.Serializer[Any]):
     deployed_version = ModelVersionSummary(allow_null=True)
     round = serializers.IntegerField(allow_null=True, help_text="the round that made it, if any")
 
@@ -102,7 +102,7 @@ class VersionRollbackApi(APIView):
 
 
 class DeployedVersionApi(APIView):
-    @extend_schema(operation_id="projects_deployed_version", responses={200: DeployedVersionOutput})
+    @extend_schema(operation_id="projects_deployed_version", responses={200: LiveVersionOutput})
     def get(self, request: Request, project_id: int) -> Response:
         """The version the project serves now (one query; the tool polls it)."""
         project = project_get_for_user(user=acting_user(request.user), project_id=project_id)

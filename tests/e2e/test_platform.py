@@ -27,6 +27,7 @@ import pytest
 from PIL import Image as PilImage
 from pycocotools.coco import COCO
 
+from annotation.management.commands.seed_demo import demo_labelled
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -249,7 +250,8 @@ def test_log_in_browse_upload_and_export_coco(platform: Platform, tmp_path: Path
 
     assert saved.name == "demo-coco.json"
     coco = json.loads(saved.read_text())
-    assert len(coco["images"]) == 24  # the uploaded image has no masks, so it is not exported
+    # Only images with masks are exported: the labelled half of the demo, not the upload.
+    assert len(coco["images"]) == sum(demo_labelled(index) for index in range(24))
     assert len(coco["annotations"]) == platform.demo_masks
     assert {a["iscrowd"] for a in coco["annotations"]} == {0}
     loaded = COCO(str(saved))

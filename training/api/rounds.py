@@ -23,7 +23,7 @@ from training.loop.optim import SCOPES
 from training.models import RoundSettings, TrainingRound
 from training.selectors import round_get, round_settings_get, rounds_for_project
 from training.services.rounds import RoundRefused, round_cancel, round_launch
-from training.services.schedule import round_settings_update
+from training.services.schedule import EDITABLE, round_settings_update
 
 
 def _admin_project(request: Request, project_id: int) -> Project:
@@ -108,17 +108,7 @@ class RoundLaunchInput(serializers.Serializer[Any]):
 class RoundSettingsIO(serializers.ModelSerializer[RoundSettings]):
     class Meta:
         model = RoundSettings
-        fields = [
-            "min_masks",
-            "steps",
-            "scope",
-            "lr",
-            "masks_per_image",
-            "auto_promote",
-            "promote_margin",
-            "schedule_cron",
-            "every_n_masks",
-        ]
+        fields = list(EDITABLE)
 
 
 class ProjectRoundListApi(APIView):

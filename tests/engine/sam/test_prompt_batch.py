@@ -60,7 +60,8 @@ def test_masks_for_chosen_rows_and_tokens_are_those_rows_and_tokens(golden_sam: 
     every = decoder.masks(decoded, torch.arange(9), slice(0, None))
     rows = torch.tensor([7, 2, 4])
     chosen = decoder.masks(decoded, rows, slice(1, None))
-    assert torch.equal(chosen, every[rows][:, 1:])
+    # Equal up to rounding: a GEMM over 3 rows may block its sums differently from one over 9.
+    torch.testing.assert_close(chosen, every[rows][:, 1:], atol=1e-5, rtol=0)
     empty = decoder.masks(decoded, torch.zeros(0, dtype=torch.long), slice(1, None))
     assert empty.shape == (0, 3, *every.shape[-2:])
 
