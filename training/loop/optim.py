@@ -227,9 +227,11 @@ def save_training_state(
     scheduler: LambdaLR,
     step: int,
     rng_state: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write everything a run needs to continue bit-for-bit; written to a temporary file and
-    renamed so a crash mid-write never leaves a truncated checkpoint at ``path``."""
+    renamed so a crash mid-write never leaves a truncated checkpoint at ``path``. ``extra``:
+    more top-level entries (plain values and tensors) the caller wants back."""
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     payload = {
@@ -238,6 +240,7 @@ def save_training_state(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": rng_state,
+        **(extra or {}),
     }
     torch.save(payload, tmp)
     tmp.replace(target)
@@ -253,7 +256,25 @@ def load_training_state(
 ) -> tuple[int, dict[str, Any]]:
     """Load a ``save_training_state`` file into freshly built objects (same scope and schedule)
     -> (step, rng_state); pass rng_state to ``restore_rng_state``."""
-    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    payload = read_training_state(path, map_location=map_location)
+    return apply_training_state(payload, model, optimizer, scheduler)
+
+
+def read_training_state(
+    path: str | Path, *, map_location: str | torch.device | None = None
+) -> dict[str, Any]:
+    """The payload of a ``save_training_state`` file (safe loading: tensors and plain values)."""
+    payload: dict[str, Any] = torch.load(Path(path), map_location=map_location, weights_only=True)
+    return payload
+
+
+def apply_training_state(
+    payload: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+) -> tuple[int, dict[str, Any]]:
+    """Load a read payload into the objects -> (step, rng_state), as ``load_training_state``."""
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

@@ -15,12 +15,11 @@ step, curve) is written every ``checkpoint_every`` steps, on stop and at the end
 on a work_dir holding one continues exactly where it stopped.
 """
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,14 +44,19 @@ from training.loop.data import (
 )
 from training.loop.interactive import interactive_step
 from training.loop.optim import (
-    SCOPES,
     Scope,
     accumulate,
+    apply_training_state,
     build_optimizer,
     build_scheduler,
     capture_rng_state,
+    read_training_state,
     restore_rng_state,
+    save_training_state,
 )
+from training.loop.run_types import TrainConfig, TrainProgress, TrainResult
+
+__all__ = ["STATE_FILE", "TrainConfig", "TrainProgress", "TrainResult", "train"]
 
 STATE_FILE = "state.pt"
 # Settings that decide what a step computes: a state written under other values cannot resume.
@@ -65,70 +69,6 @@ _RESUME_FIELDS = (
     "iterations",
     "max_mask_fraction",
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train and how; schedule numbers are in optimizer steps (see ``optim``)."""
-
-    steps: int = 200
-    scope: str = "decoder"  # "decoder" | "decoder+prompt" | "full"
-    lr: float = 1e-4
-    weight_decay: float = 0.1
-    layer_decay: float = 0.8
-    warmup_steps: int = 0
-    decay_steps: tuple[int, ...] = ()
-    decay_factor: float = 0.1
-    images_per_step: int = 1
-    masks_per_image: int = 16
-    accumulate: int = 1
-    iterations: int = 11
-    max_mask_fraction: float = 0.9  # GT masks covering more of the image are dropped
-    # bf16 autocast: on CUDA, and on CPUs with native bf16 matmuls (AMX / AVX512-BF16), where
-    # it roughly halves the step time; elsewhere on CPU it is emulated and slower.
-    bf16: bool = False
-    seed: int = 0
-    checkpoint_every: int = 50  # steps between resumable state saves
-
-    def __post_init__(self) -> None:
-        if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r}; expected one of {SCOPES}")
-        positive = ("steps", "images_per_step", "masks_per_image", "accumulate", "iterations")
-        for name in (*positive, "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 < self.max_mask_fraction <= 1.0:
-            raise ValueError(f"max_mask_fraction must be in (0, 1], got {self.max_mask_fraction}")
-        if not self.lr > 0.0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    """After an optimizer step: loss and ``iou`` (mean actual IoU of the last iteration) of that
-    step over all processes; masks_seen and seconds since the run began (resumes included)."""
-
-    step: int
-    total_steps: int
-    loss: float
-    iou: float
-    masks_seen: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """steps_done counts resumed steps too; stopped: should_stop() returned True."""
-
-    steps_done: int
-    stopped: bool
-    loss_curve: list[tuple[int, float]]
-    masks_seen: int
-    seconds: float
-    masks_per_second: float
 
 
 @dataclass
@@ -340,25 +280,24 @@ class _Trainer:
     # -- state -------------------------------------------------------------------------------
 
     def save(self, on_checkpoint: Callable[[Path], None] | None) -> None:
-        """Rank 0 writes the state atomically (temporary file, then os.replace)."""
+        """Rank 0 writes the state atomically (``optim.save_training_state``)."""
         if self.rank != 0:
             return
-        payload = {
-            "step": self.run.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": capture_rng_state(),
-            "run": {
-                "masks_seen": self.run.masks_seen,
-                "seconds": self.run.seconds,
-                "loss_curve": [[step, loss] for step, loss in self.run.loss_curve],
-            },
-            "config": {name: getattr(self.config, name) for name in _RESUME_FIELDS},
+        run = {
+            "masks_seen": self.run.masks_seen,
+            "seconds": self.run.seconds,
+            "loss_curve": [[step, loss] for step, loss in self.run.loss_curve],
         }
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.state_path)
+        config = {name: getattr(self.config, name) for name in _RESUME_FIELDS}
+        save_training_state(
+            self.state_path,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.run.step,
+            capture_rng_state(),
+            extra={"run": run, "config": config},
+        )
         if on_checkpoint is not None:
             on_checkpoint(self.state_path)
 
@@ -366,7 +305,7 @@ class _Trainer:
         """Load ``state.pt`` if present: weights, optimizer, scheduler, RNG and progress."""
         if not self.state_path.exists():
             return
-        payload = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        payload = read_training_state(self.state_path, map_location=self.device)
         saved = payload.get("config", {})
         different = {
             name: (saved.get(name), getattr(self.config, name))
@@ -378,13 +317,11 @@ class _Trainer:
                 f"{self.state_path} was written by a run with other settings "
                 f"(saved, now): {different}; use another work_dir or the same settings"
             )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        restore_rng_state(payload["rng"])
+        step, rng = apply_training_state(payload, self.model, self.optimizer, self.scheduler)
+        restore_rng_state(rng)
         run = payload["run"]
         self.run = _Run(
-            step=int(payload["step"]),
+            step=step,
             masks_seen=int(run["masks_seen"]),
             seconds=float(run["seconds"]),
             loss_curve=[(int(step), float(loss)) for step, loss in run["loss_curve"]],
@@ -474,10 +411,3 @@ def _loop(
         seconds=run.seconds,
         masks_per_second=run.masks_seen / run.seconds if run.seconds > 0 else 0.0,
     )
-
-
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    """The config as JSON-ready values (for ModelVersion.metrics or logs)."""
-    data = asdict(config)
-    data["decay_steps"] = list(config.decay_steps)
-    return data
