@@ -15,7 +15,7 @@ from engine.sam.transforms import ResizeLongestSide
 from engine.services.embeddings import embedding_compute, embedding_key, embedding_load
 from engine.services.registry import model_version_deploy
 from storage.blobs import get_blob_store
-from tests.engine.test_decode_service import (  # fixtures shared with the service tests
+from tests.engine.decode_fixtures import (  # fixtures shared with the service tests
     add_image,
     carol,
     cats,

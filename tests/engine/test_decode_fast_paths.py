@@ -22,8 +22,7 @@ from engine.sam.predictor import SamPredictor, upscale_masks
 from engine.sam.transforms import ResizeLongestSide
 from engine.services.serving import on_decoder_thread
 from tests.engine.conftest import GOLDEN_CHECKPOINT
-from tests.engine.test_decode_api import post_decode
-from tests.engine.test_decode_service import (  # fixtures shared with the service tests
+from tests.engine.decode_fixtures import (  # fixtures shared with the service tests
     carol,
     cats,
     fresh_caches,
@@ -34,6 +33,7 @@ from tests.engine.test_decode_service import (  # fixtures shared with the servi
     store_embedding,
     version,
 )
+from tests.engine.test_decode_api import post_decode
 from tests.factories import client_for
 
 __all__ = ["carol", "cats", "fresh_caches", "golden_onnx", "image", "second_checkpoint", "version"]

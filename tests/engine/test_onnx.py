@@ -26,7 +26,7 @@ from engine.sam.predictor import SamPredictor
 from engine.services.registry import model_version_import, onnx_variant_key
 from storage.blobs import get_blob_store
 from tests.engine.conftest import GOLDEN_CHECKPOINT
-from tests.engine.test_decode_service import (  # fixtures shared with the decode tests
+from tests.engine.decode_fixtures import (  # fixtures shared with the decode tests
     carol,
     cats,
     golden_onnx,
