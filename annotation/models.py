@@ -27,6 +27,11 @@ class Project(models.Model):
         on_delete=models.SET_NULL,
         related_name="deployed_in",
     )
+    # Per-project overrides of the automatic generator's settings, validated by the services
+    # that write them (engine.services.automatic for runs, the semi-automatic services for
+    # prefill); empty means the defaults.
+    automatic_settings = models.JSONField(default=dict, blank=True)
+    prefill_settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -181,6 +186,18 @@ class Mask(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     rejection_reason = models.CharField(max_length=500, blank=True)
+    # The automatic or prefill run that made the mask (null for annotators' masks): rerunning
+    # an image replaces exactly that run's masks of it.
+    # No single-column index: mask_job_image (job, image) serves lookups by job as well, and
+    # on this table every index costs a write per mask.
+    job = models.ForeignKey(
+        "engine.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -206,6 +223,8 @@ class Mask(models.Model):
                 condition=Q(status="accepted", reviewed_at__isnull=True),
                 name="mask_review_pending",
             ),
+            # Automatic runs: replace one run's masks of one image, count a run's masks.
+            models.Index(fields=["job", "image"], name="mask_job_image"),
         ]
         constraints = [
             models.UniqueConstraint(

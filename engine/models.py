@@ -56,6 +56,7 @@ class Job(models.Model):
         EMBED = "embed", "Embedding"
         TRAIN = "train", "Retrain round"
         AUTOMATIC = "automatic", "Automatic stage"
+        PREFILL = "prefill", "Semi-automatic prefill"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -96,7 +97,9 @@ class Job(models.Model):
                 name="job_status_valid",
             ),
             models.CheckConstraint(
-                condition=Q(kind__in=["ingest", "export", "embed", "train", "automatic"]),
+                condition=Q(
+                    kind__in=["ingest", "export", "embed", "train", "automatic", "prefill"]
+                ),
                 name="job_kind_valid",
             ),
             models.CheckConstraint(condition=Q(progress_done__gte=0), name="job_progress_nonneg"),
@@ -153,3 +156,48 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} of version {self.version_id} in project {self.project_id}"
+
+
+class AutomaticImage(models.Model):
+    """One image of an automatic or prefill run: its state, the masks it got and its timings.
+
+    The run's Job says what to do (settings, pinned model version); these rows say how far it
+    got, so a cancelled or interrupted run resumes with exactly the images still pending, and a
+    redelivered chunk skips the images already done.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="automatic_images")
+    image = models.ForeignKey("annotation.Image", on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    masks = models.PositiveIntegerField(default=0, help_text="masks written for this image")
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    timings = models.JSONField(
+        default=dict, blank=True, help_text='seconds: {"encoder", "decoder", "postprocess", "db"}'
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Chunks and progress: the pending (or done, failed) images of one run in id order.
+            models.Index(fields=["job", "status", "image"], name="autoimage_job_status_image"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "image"], name="autoimage_unique_job_image"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "done", "failed"]),
+                name="autoimage_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} of run {self.job_id} ({self.status})"
