@@ -5,13 +5,14 @@ and ONNX-exported on the way in); here admins deploy a version and start its emb
 """
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotation.errors import DomainError
 from engine.models import Deployment, Job, ModelVersion
+from engine.services.deployments import deployment_switch
 from engine.services.embeddings import embeddings_precompute_start
-from engine.services.registry import model_version_deploy
 
 
 @admin.register(ModelVersion)
@@ -35,7 +36,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         version = queryset.select_related("project").get()
         try:
-            model_version_deploy(project=version.project, version=version)
+            deployment_switch(
+                version=version,
+                user=request.user if isinstance(request.user, User) else None,
+                reason="deployed from the Django admin",
+                refuse_same=False,
+            )
         except DomainError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return

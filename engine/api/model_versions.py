@@ -27,9 +27,9 @@ from annotation.selectors.projects import (
 from engine.api.common import ErrorOutput, ToolApiView, etag_matches
 from engine.models import ModelVersion
 from engine.sam.config import CONFIGS
+from engine.services.deployments import deployment_switch
 from engine.services.registry import (
     ONNX_VARIANTS,
-    model_version_deploy,
     model_version_import,
     onnx_variant_key,
     onnx_variant_key_ensure,
@@ -131,7 +131,9 @@ class ModelVersionDeployApi(APIView):
         user = acting_user(request.user)
         version = model_version_get_for_user(user=user, version_id=version_id)
         require_admin(user=user, project=version.project)
-        model_version_deploy(project=version.project, version=version)
+        deployment_switch(
+            version=version, user=user, reason="deployed through the API", refuse_same=False
+        )
         return Response(ModelVersionOutput(version).data)
 
 

@@ -45,6 +45,9 @@ from engine.sam.onnx_export import (
     low_res_decoder_onnx,
 )
 from engine.selectors import model_version_by_sha
+from engine.services.deployments import DeployRefused as DeployRefused
+from engine.services.deployments import deployment_switch
+from engine.services.deployments import model_version_deploy as model_version_deploy
 from storage.blobs import BlobStore, get_blob_store
 
 logger = logging.getLogger(__name__)
@@ -56,12 +59,6 @@ class CheckpointRejected(DomainError):
     """The file is not a usable SAM checkpoint (the message says why); nothing was stored."""
 
     code = "checkpoint_rejected"
-
-
-class DeployRefused(DomainError):
-    """The version cannot be deployed in this project."""
-
-    code = "deploy_refused"
 
 
 def checkpoint_key(sha256: str) -> str:
@@ -136,7 +133,7 @@ def model_version_import(
         existing = model_version_by_sha(project=project, sha256=sha256)
         if existing is not None:
             logger.info("checkpoint %s is already version %s of %s", sha256, existing.pk, project)
-            return model_version_deploy(project=project, version=existing) if deploy else existing
+            return _deploy_imported(existing, user=user) if deploy else existing
         loaded = _read(path, arch=arch, display=display)
         store = get_blob_store()
         created: list[str] = []
@@ -153,7 +150,6 @@ def model_version_import(
                     "onnx_decoder": onnx_metrics,
                     "file_bytes": path.stat().st_size,
                 },
-                deploy=deploy,
                 parent=parent,
                 round_number=round_number,
             )
@@ -162,7 +158,7 @@ def model_version_import(
                 store.delete(key)
             raise
     logger.info("imported %s as model version %s of %s (by %s)", display, version.pk, project, user)
-    return version
+    return _deploy_imported(version, user=user) if deploy else version
 
 
 def _display_name(path_or_file: str | Path | BinaryIO) -> str:
@@ -251,7 +247,6 @@ def _register(
     name: str,
     onnx_key: str,
     metrics: dict[str, object],
-    deploy: bool,
     parent: ModelVersion | None = None,
     round_number: int | None = None,
 ) -> ModelVersion:
@@ -274,22 +269,12 @@ def _register(
         if existing is None:
             raise
         version = existing
-    if deploy:
-        model_version_deploy(project=project, version=version)
     return version
 
 
-@transaction.atomic
-def model_version_deploy(*, project: Project, version: ModelVersion) -> ModelVersion:
-    """Make ``version`` the one the project's tool and workers use (atomically)."""
-    locked = Project.objects.select_for_update().get(pk=project.pk)
-    if version.project_id != locked.pk:
-        raise DeployRefused(
-            f"model version {version.pk} does not belong to project {locked.name!r}"
-        )
-    if version.status != ModelVersion.Status.READY:
-        raise DeployRefused(f"model version {version.pk} is {version.status}, not ready")
-    locked.deployed_version = version
-    locked.save(update_fields=["deployed_version"])
-    project.deployed_version = version
-    return version
+def _deploy_imported(version: ModelVersion, *, user: User | None) -> ModelVersion:
+    """``deploy=True``: a real deployment (history row, embeddings queued); importing the
+    deployed file again changes nothing."""
+    return deployment_switch(
+        version=version, user=user, reason="deployed at import", refuse_same=False
+    )

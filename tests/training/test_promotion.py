@@ -236,7 +236,7 @@ def test_a_promotion_queues_images_in_progress_first_then_a_bulk_job(
 
 
 def test_images_in_progress_lists_leased_before_partly_annotated(project, seed, annotator_user):
-    from training.services.redeploy import images_in_progress
+    from engine.services.redeploy import images_in_progress
 
     partial, leased = make_images(project, 2)
     make_mask(partial, version=seed, annotator=annotator_user)

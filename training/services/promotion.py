@@ -1,17 +1,11 @@
-"""Promotion and rollback: which model version a project serves, and the history of changes.
+"""Promotion and rollback: which version a project serves, by an admin or by the policy.
 
-Every change goes through :func:`_deploy`, in one transaction that first locks the project row
-(``SELECT ... FOR UPDATE``): two admins promoting at once, or a promotion racing the auto-policy
-or the embedding GC, are serialised, and each records the version it really replaced. The
-switch itself is ``engine.services.registry.model_version_deploy`` (it checks that the version
-belongs to the project and is ready); next to it a ``Deployment`` row records action, user,
-reason and the version that was live before, which is what a rollback goes back to.
-
-Nothing else has to happen for the switch to reach every process: the decode and embedding
-endpoints read the project row (with its deployed version) on every request, and the per-process
-model and embedding caches are keyed by version id, so the next request of any web process or
-worker serves the new version. Once the transaction has committed, the new version's embeddings
-are queued (``training.services.redeploy``): images annotators are working on first.
+The switch, its ``Deployment`` history row and the queueing of the new version's embeddings
+are ``engine.services.deployments.deployment_switch`` (the registry's deploy paths use it too):
+one transaction that locks the project row, so two admins promoting at once, or a promotion
+racing the auto-policy or the embedding GC, are serialised and each records the version it
+really replaced. This module decides *what* to deploy: a named version, the rollback target
+(the version the live one replaced) or a round's child that beat its parent.
 """
 
 import logging
@@ -20,22 +14,15 @@ import math
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from annotation.errors import DomainError
 from annotation.models import Project
 from engine.models import Deployment, ModelVersion
-from engine.services.registry import model_version_deploy
+from engine.services.deployments import PromotionRefused as PromotionRefused
+from engine.services.deployments import deployment_switch
 
 logger = logging.getLogger(__name__)
 
 # Metrics where a smaller value is better (mean clicks to reach the target IoU).
 _LOWER_IS_BETTER_PREFIX = "clicks_to_"
-
-
-class PromotionRefused(DomainError):
-    """The version cannot be promoted, or there is nothing to roll back to (nothing changed)."""
-
-    status_code = 409
-    code = "promotion_refused"
 
 
 def rollback_target(*, project: Project) -> ModelVersion | None:
@@ -135,37 +122,5 @@ def version_auto_promote(*, version: ModelVersion, margin: float, metric: str = 
     return True
 
 
-@transaction.atomic
 def _deploy(*, version: ModelVersion, user: User | None, reason: str, action: str) -> ModelVersion:
-    """Lock the project, deploy ``version``, record the Deployment; queue embeddings on commit."""
-    locked = Project.objects.select_for_update().get(pk=version.project_id)
-    if locked.deployed_version_id == version.pk:
-        raise PromotionRefused(
-            f"model version {version.pk} is deployed in project {locked.name!r} already"
-        )
-    previous_id = locked.deployed_version_id
-    model_version_deploy(project=locked, version=version)  # DeployRefused if not ready
-    if ModelVersion.project.is_cached(version):  # the caller's copy says what is live, too
-        version.project.deployed_version = version
-    Deployment.objects.create(
-        project=locked,
-        version=version,
-        previous_version_id=previous_id,
-        action=action,
-        user=user if user is not None and user.pk else None,
-        reason=reason[:500],
-    )
-    logger.info(
-        "project %s: version %s %s (was %s) by %s", locked.pk, version.pk, action, previous_id, user
-    )
-    version_id = version.pk
-    user_id = user.pk if user is not None and user.pk else None
-
-    def start_embeddings() -> None:
-        from training.services.redeploy import redeploy_embeddings_start
-
-        redeploy_embeddings_start(version_id=version_id, user_id=user_id)
-
-    # robust: the promotion stands even when the broker is down; the GC / an admin can rerun it.
-    transaction.on_commit(start_embeddings, robust=True)
-    return version
+    return deployment_switch(version=version, user=user, reason=reason, action=action)
