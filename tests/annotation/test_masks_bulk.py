@@ -181,3 +181,75 @@ def test_model_version_is_recorded_and_must_be_the_projects(project, job, image)
     with pytest.raises(InvalidMask, match="another project"):
         _write(job, image, [_record(5, 5)], model_version=foreign)
     assert Mask.objects.get().model_version_id == version.pk
+
+
+def test_binary_and_uncompressed_segmentations_are_stored_as_compressed_rle(job, image):
+    pixels = np.zeros((H, W), dtype=bool)
+    pixels[4:9, 7:13] = True
+    # Column-major runs: background down to (4, 7), then 5 foreground pixels in each of 6 columns.
+    runs = [7 * H + 4, 5, *[H - 5, 5] * 5]
+    uncompressed = {"size": [H, W], "counts": [*runs, H * W - sum(runs)]}
+    records = [{**_record(0, 0), "segmentation": seg} for seg in (pixels, uncompressed)]
+    assert _write(job, image, records) == 2
+    expected = mask_utils.encode(np.asfortranarray(pixels, dtype=np.uint8))["counts"].decode()
+    assert [m.rle_counts for m in Mask.objects.order_by("id")] == [expected, expected]
+
+
+def test_non_canonical_runs_are_stored_canonical(job, image):
+    # [5, 0, 0, 3, rest] holds the same pixels as [5, 3, rest].
+    rle = {"size": [H, W], "counts": [5, 0, 0, 3, H * W - 8]}
+    _write(job, image, [{**_record(0, 0), "segmentation": rle}])
+    canonical = mask_utils.frPyObjects({"size": [H, W], "counts": [5, 3, H * W - 8]}, H, W)
+    mask = Mask.objects.get()
+    assert mask.rle_counts == canonical["counts"].decode()
+    assert mask.area == 3
+
+
+_COMPARED = [
+    f.attname
+    for f in Mask._meta.concrete_fields
+    if f.attname not in {"id", "created_at", "updated_at"}
+]
+
+
+def test_copy_rows_equal_orm_rows_field_by_field(project, job, image, monkeypatch):
+    """The COPY writer (PostgreSQL) and bulk_create store the same values in every column."""
+    from annotation.services import masks_bulk
+
+    records = [_record(2, 3), {**_record(10, 20), "point_coords": None, "crop_box": None}]
+    other = _image(project, 2)
+    _write(job, image, records)
+    monkeypatch.setattr(masks_bulk, "_use_copy", lambda: False)
+    _write(job, other, records)
+    copied = list(Mask.objects.filter(image=image).order_by("id").values(*_COMPARED))
+    orm = list(Mask.objects.filter(image=other).order_by("id").values(*_COMPARED))
+    for row in orm:
+        row["image_id"] = image.pk
+    assert copied == orm
+    stamps = Mask.objects.filter(image=image).values_list("created_at", "updated_at")
+    assert all(created is not None and created == updated for created, updated in stamps)
+
+
+def test_a_failing_insert_rolls_back_the_delete(job, image, monkeypatch):
+    from annotation.services import masks_bulk
+
+    _write(job, image, [_record(2, 3), _record(10, 20)])
+    before = sorted(Mask.objects.values_list("id", flat=True))
+
+    def broken(rows, *, common):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(masks_bulk, "_insert_copy", broken)
+    monkeypatch.setattr(masks_bulk, "_insert_orm", broken)
+    with pytest.raises(RuntimeError):
+        _write(job, image, [_record(5, 5)])
+    assert sorted(Mask.objects.values_list("id", flat=True)) == before
+
+
+def test_a_prefill_run_writes_proposed_masks(project, image):
+    prefill = Job.objects.create(project=project, kind=Job.Kind.PREFILL)
+    _write(
+        prefill, image, [_record(2, 3)], source="prefill", status="proposed", stage="semi_automatic"
+    )
+    mask = Mask.objects.get()
+    assert (mask.job_id, mask.source, mask.status) == (prefill.pk, "prefill", "proposed")
