@@ -1,4 +1,5 @@
-"""Projects: list (with counts), create (staff and superusers), retrieve, update (admins)."""
+"""Projects: list (with counts), create (staff and superusers), retrieve, update and move
+between the data engine's stages (admins)."""
 
 from typing import Any
 
@@ -16,7 +17,8 @@ from annotation.selectors.projects import (
     project_get_with_stats,
     projects_with_stats,
 )
-from annotation.services.projects import project_create, project_update
+from annotation.services.projects import project_create, project_stage_change, project_update
+from engine.api import JobOutput
 from engine.models import ModelVersion
 
 
@@ -118,3 +120,56 @@ class ProjectDetailApi(APIView):
         project_update(project=project, **data.validated_data)
         output = project_get_with_stats(user=request.user, project_id=project.pk)
         return Response(ProjectOutput(output).data)
+
+
+class ProjectStageInput(serializers.Serializer[Any]):
+    stage = serializers.ChoiceField(
+        choices=Stage.choices,
+        help_text="assisted_manual, semi_automatic (needs a deployed model version; prefills "
+        "the todo images) or fully_automatic",
+    )
+
+
+class ProjectStageOutput(serializers.Serializer[Any]):
+    project = ProjectOutput()
+    previous_stage = serializers.ChoiceField(choices=Stage.choices)
+    changed = serializers.BooleanField(help_text="false when the project was in that stage")
+    prefill_job = JobOutput(allow_null=True, help_text="the prefill run the change started")
+
+
+class ProjectStageApi(APIView):
+    """Move a project between assisted-manual, semi-automatic and fully-automatic (admins)."""
+
+    @extend_schema(
+        operation_id="projects_stage_set",
+        request=ProjectStageInput,
+        responses={200: ProjectStageOutput},
+        description="Project admins only (403 otherwise). 400 for an unknown stage; 409 "
+        "`no_deployed_version` for semi_automatic without a deployed model. Entering "
+        "semi_automatic starts a prefill run over the todo images not prefilled yet "
+        "(`prefill_job`). The change is recorded (who, when) in the project's history.",
+    )
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        require_admin(user=request.user, project=project)
+        data = ProjectStageInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        change = project_stage_change(
+            project=project, stage=data.validated_data["stage"], user=acting_user(request.user)
+        )
+        body = {
+            "project": project_get_with_stats(user=request.user, project_id=project.pk),
+            "previous_stage": change.previous,
+            "changed": change.previous != change.project.stage,
+            "prefill_job": change.prefill_job,
+        }
+        return Response(ProjectStageOutput(body).data)
+
+    @extend_schema(
+        operation_id="projects_stage_set_post",
+        request=ProjectStageInput,
+        responses={200: ProjectStageOutput},
+        description="The same as PATCH, for clients that only POST.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        return self.patch(request, project_id)

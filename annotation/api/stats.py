@@ -31,11 +31,16 @@ class TotalsOutput(RatesOutput):
     images_total = serializers.IntegerField()
     images_done = serializers.IntegerField()
     masks_per_image = serializers.FloatField(allow_null=True)
+    prefilled = serializers.IntegerField(help_text="masks made by prefill runs in the window")
+    prefill_kept = serializers.IntegerField(help_text="of those, accepted")
+    prefill_rejected = serializers.IntegerField(help_text="of those, rejected")
+    prefill_pending = serializers.IntegerField(help_text="of those, still proposed")
 
 
 class DayOutput(RatesOutput):
     date = serializers.DateField()
     masks_per_image = serializers.FloatField(allow_null=True)
+    prefilled = serializers.IntegerField(help_text="masks made by prefill runs that day")
 
 
 class AnnotatorRatesOutput(RatesOutput):

@@ -13,8 +13,14 @@ from annotation.api.images import (
 from annotation.api.leases import ImageDoneApi, ImageLeaseApi, NextImageApi
 from annotation.api.masks import ImageMaskListApi, MaskDetailApi, ProjectMaskListApi
 from annotation.api.members import MemberListSetApi, MemberRemoveApi
-from annotation.api.projects import ProjectDetailApi, ProjectListCreateApi
+from annotation.api.projects import ProjectDetailApi, ProjectListCreateApi, ProjectStageApi
 from annotation.api.review import MaskApproveApi, MaskFixApi, MaskRejectApi, ReviewQueueApi
+from annotation.api.semi_automatic import (
+    PrefillRejectApi,
+    PrefillRestoreApi,
+    PrefillSettingsApi,
+    PrefillStartApi,
+)
 from annotation.api.stats import AnnotatorStatsApi, ProjectStatsApi
 
 urlpatterns = [
@@ -64,5 +70,23 @@ urlpatterns = [
         "projects/<int:project_id>/annotators/<int:user_id>/stats/",
         AnnotatorStatsApi.as_view(),
         name="api-annotator-stats",
+    ),
+    # Stages and the semi-automatic stage (issue 6).
+    path("projects/<int:project_id>/stage/", ProjectStageApi.as_view(), name="api-project-stage"),
+    path("projects/<int:project_id>/prefill/", PrefillStartApi.as_view(), name="api-prefill"),
+    path(
+        "projects/<int:project_id>/prefill-settings/",
+        PrefillSettingsApi.as_view(),
+        name="api-prefill-settings",
+    ),
+    path(
+        "masks/<int:mask_id>/prefill-reject/",
+        PrefillRejectApi.as_view(),
+        name="api-prefill-reject",
+    ),
+    path(
+        "masks/<int:mask_id>/prefill-restore/",
+        PrefillRestoreApi.as_view(),
+        name="api-prefill-restore",
     ),
 ]

@@ -2,7 +2,11 @@
 
 Counted masks are those people made in the window: an annotator is set and the mask was
 accepted (reviewers rejecting it later does not take back the time spent). Averages ignore
-masks without the figure (e.g. imported masks without timing). Everything is aggregated by
+masks without the figure (e.g. imported masks without timing). Prefilled masks (semi-automatic
+stage) have no annotator, so s/mask and clicks/mask are the annotators' added masks only, as in
+the paper; they are counted on their own (``prefilled``: made by prefill runs in the window,
+``prefill_kept`` accepted, ``prefill_rejected`` rejected in the tool or in review,
+``prefill_pending`` still proposed), for the project as a whole. Everything is aggregated by
 the database (``COUNT``/``AVG`` grouped by day or annotator, served by the indexes
 ``mask_project_time`` and ``mask_annotator_time``); Python only fills in days without masks.
 Days are calendar days in ``TIME_ZONE``; the window is the last ``days`` days, today included.
@@ -30,11 +34,16 @@ class Totals(Rates):
     images_total: int
     images_done: int
     masks_per_image: float | None
+    prefilled: int
+    prefill_kept: int
+    prefill_rejected: int
+    prefill_pending: int
 
 
 class DayRates(Rates):
     date: dt.date
     masks_per_image: float | None
+    prefilled: int
 
 
 class AnnotatorRates(Rates):
@@ -76,6 +85,22 @@ def _masks(*, project: Project, since: dt.datetime, annotator_id: int | None) ->
     return masks.order_by()
 
 
+def _prefill(*, project: Project, since: dt.datetime) -> QuerySet[Mask]:
+    return Mask.objects.filter(
+        project=project, source=Mask.Source.PREFILL, created_at__gte=since
+    ).order_by()
+
+
+def _prefill_totals(prefill: QuerySet[Mask]) -> dict[str, int]:
+    row = prefill.aggregate(
+        prefilled=Count("id"),
+        prefill_kept=Count("id", filter=Q(status=Mask.Status.ACCEPTED)),
+        prefill_rejected=Count("id", filter=Q(status=Mask.Status.REJECTED)),
+        prefill_pending=Count("id", filter=Q(status=Mask.Status.PROPOSED)),
+    )
+    return {key: int(value) for key, value in row.items()}
+
+
 def _per_image(row: dict[str, Any]) -> float | None:
     return row["masks"] / row["images"] if row["images"] else None
 
@@ -90,20 +115,27 @@ def _rates(row: dict[str, Any]) -> Rates:
     }
 
 
-def _totals(*, project: Project, masks: QuerySet[Mask]) -> Totals:
+def _totals(*, project: Project, masks: QuerySet[Mask], since: dt.datetime) -> Totals:
     images = Image.objects.filter(project=project).aggregate(
         total=Count("id"), done=Count("id", filter=Q(status=Image.Status.DONE))
     )
     row = masks.aggregate(**_AGGREGATES)
+    prefill = _prefill_totals(_prefill(project=project, since=since))
     return {
         **_rates(row),
         "images_total": images["total"],
         "images_done": images["done"],
         "masks_per_image": _per_image(row),
+        "prefilled": prefill["prefilled"],
+        "prefill_kept": prefill["prefill_kept"],
+        "prefill_rejected": prefill["prefill_rejected"],
+        "prefill_pending": prefill["prefill_pending"],
     }
 
 
-def _per_day(*, masks: QuerySet[Mask], since: dt.datetime, days: int) -> list[DayRates]:
+def _per_day(
+    *, masks: QuerySet[Mask], prefill: QuerySet[Mask], since: dt.datetime, days: int
+) -> list[DayRates]:
     rows: dict[dt.date, dict[str, Any]] = {
         row["date"]: dict(row)
         for row in masks.annotate(date=TruncDate("created_at"))
@@ -117,12 +149,26 @@ def _per_day(*, masks: QuerySet[Mask], since: dt.datetime, days: int) -> list[Da
         "seconds_per_mask": None,
         "clicks_per_mask": None,
     }
+    prefilled: dict[dt.date, int] = {
+        row["date"]: int(row["n"])
+        for row in prefill.annotate(date=TruncDate("created_at"))
+        .values("date")
+        .annotate(n=Count("id"))
+        .order_by("date")
+    }
     first = timezone.localdate(since)
     series: list[DayRates] = []
     for offset in range(days):
         date = first + dt.timedelta(days=offset)
         row = rows.get(date, empty)
-        series.append({"date": date, **_rates(row), "masks_per_image": _per_image(row)})
+        series.append(
+            {
+                "date": date,
+                **_rates(row),
+                "masks_per_image": _per_image(row),
+                "prefilled": prefilled.get(date, 0),
+            }
+        )
     return series
 
 
@@ -146,9 +192,10 @@ def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None =
     """Totals, a per-day series (every day of the window) and per-annotator figures."""
     since = stats_window_start(days=days, now=now)
     masks = _masks(project=project, since=since, annotator_id=None)
+    prefill = _prefill(project=project, since=since)
     return {
-        "totals": _totals(project=project, masks=masks),
-        "per_day": _per_day(masks=masks, since=since, days=days),
+        "totals": _totals(project=project, masks=masks, since=since),
+        "per_day": _per_day(masks=masks, prefill=prefill, since=since, days=days),
         "per_annotator": _per_annotator(masks=masks),
     }
 
@@ -156,13 +203,14 @@ def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None =
 def annotator_stats(
     *, project: Project, user_id: int, days: int = 30, now: dt.datetime | None = None
 ) -> Stats:
-    """The figures of one annotator's masks; ``images_total``/``images_done`` stay the
-    project's (progress the annotator contributes to)."""
+    """The figures of one annotator's masks; ``images_total``/``images_done`` and the prefill
+    counts stay the project's (progress the annotator contributes to)."""
     since = stats_window_start(days=days, now=now)
     masks = _masks(project=project, since=since, annotator_id=user_id)
+    prefill = _prefill(project=project, since=since)
     return {
-        "totals": _totals(project=project, masks=masks),
-        "per_day": _per_day(masks=masks, since=since, days=days),
+        "totals": _totals(project=project, masks=masks, since=since),
+        "per_day": _per_day(masks=masks, prefill=prefill, since=since, days=days),
     }
 
 

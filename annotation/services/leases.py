@@ -137,9 +137,23 @@ def image_next_for_user(
         passed_over.add(candidate.pk)
 
 
+def lease_check_holder(*, image: Image, user: User, now: dt.datetime | None = None) -> None:
+    """LeaseTaken when a user other than ``user`` holds ``image`` now (nothing is written)."""
+    holder = _holder(image.pk, now or timezone.now())
+    if holder is not None and holder.user_id != user.pk:
+        raise _taken(image, holder)
+
+
 @transaction.atomic
 def image_mark_done(*, image: Image, user: User, now: dt.datetime | None = None) -> Image:
-    """Set the image's status to done and drop its leases; LeaseTaken if another user holds it."""
+    """Set the image's status to done and drop its leases; LeaseTaken if another user holds it.
+
+    Semi-automatic stage: the image's prefilled masks still ``proposed`` become ``accepted`` in
+    the same transaction (the annotator saw them in the tool and did not reject them).
+    """
+    # Imported here: the semi-automatic services use the lease check above.
+    from annotation.services.semi_automatic import prefill_accept_for_image
+
     now = now or timezone.now()
     locked = _lock_image(image.pk)
     holder = _holder(locked.pk, now)
@@ -148,6 +162,7 @@ def image_mark_done(*, image: Image, user: User, now: dt.datetime | None = None)
     if locked.status != Image.Status.DONE:
         locked.status = Image.Status.DONE
         locked.save(update_fields=["status"])
+    prefill_accept_for_image(image=locked)
     ImageLease.objects.filter(image=locked).delete()
     return locked
 

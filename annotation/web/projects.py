@@ -1,5 +1,6 @@
 """Project list and project page: progress, image grid with status, annotator stats, members,
-upload and export (project admins)."""
+upload and export, the data engine's stage with the figures behind the decision, and
+semi-automatic prefill (project admins)."""
 
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.errors import DomainError, ImageRejected
-from annotation.models import Project
+from annotation.models import Project, Stage
 from annotation.permissions import (
     ADMIN,
     REVIEWER,
@@ -38,10 +39,12 @@ from annotation.selectors.projects import (
     projects_with_stats,
 )
 from annotation.selectors.review import review_pending_masks
+from annotation.selectors.stages import project_stage_figures
 from annotation.selectors.stats import annotator_stats, project_stats
 from annotation.services.export import export_start
 from annotation.services.ingest import images_ingest_batch
-from annotation.services.projects import project_create
+from annotation.services.projects import project_create, project_stage_change
+from annotation.services.semi_automatic import prefill_settings_resolved, prefill_start
 from engine.models import Job
 
 IMAGES_PER_PAGE = 48
@@ -140,8 +143,13 @@ def _project_page(
         "export_formats": EXPORT_FORMATS,
         "upload_rejections": upload_rejections or [],
     }
+    if may_review:
+        context["stage_figures"] = project_stage_figures(project=project)
+        context["stages"] = Stage.choices
     if is_admin:
         context.update(jobs_table_context(project=project))
+        if project.stage == Stage.SEMI_AUTOMATIC:
+            context["prefill_settings"] = prefill_settings_resolved(project=project)
     return render(request, "annotation/project_detail.html", context, status=status)
 
 
@@ -204,3 +212,46 @@ def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
     else:
         messages.success(request, f"{EXPORT_FORMATS[fmt]} export started (job #{job.pk}).")
     return HttpResponseRedirect(reverse("project-detail", args=[project.pk]) + "#jobs")
+
+
+@require_POST
+@login_required
+def project_stage_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Move the project to the posted stage (admins); entering semi-automatic prefills."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    try:
+        change = project_stage_change(
+            project=project, stage=request.POST.get("stage", ""), user=acting_user(request.user)
+        )
+    except DomainError as exc:
+        messages.error(request, f"Stage not changed: {exc.message}")
+    else:
+        if change.previous == change.project.stage:
+            messages.info(request, f"The project is {change.project.get_stage_display()} already.")
+        else:
+            note = ""
+            if change.prefill_job is not None:
+                job = change.prefill_job
+                note = f" Prefill run #{job.pk} queued over {job.progress_total} todo image(s)."
+            messages.success(
+                request, f"Stage changed to {change.project.get_stage_display()}.{note}"
+            )
+    return HttpResponseRedirect(reverse("project-detail", args=[project.pk]) + "#stage")
+
+
+@require_POST
+@login_required
+def project_prefill_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Prefill the todo images that no prefill run has covered yet (e.g. new uploads)."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    try:
+        job = prefill_start(project=project, user=acting_user(request.user))
+    except DomainError as exc:
+        messages.error(request, f"Prefill not started: {exc.message}")
+    else:
+        messages.success(
+            request, f"Prefill run #{job.pk} queued over {job.progress_total} image(s)."
+        )
+    return HttpResponseRedirect(reverse("project-detail", args=[project.pk]) + "#stage")

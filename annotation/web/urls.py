@@ -28,4 +28,9 @@ urlpatterns = [
     ),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
+    # Stages and the semi-automatic stage (issue 6).
+    path("projects/<int:project_id>/stage/", projects.project_stage_view, name="project-stage"),
+    path(
+        "projects/<int:project_id>/prefill/", projects.project_prefill_view, name="project-prefill"
+    ),
 ]
