@@ -34,6 +34,11 @@ class ExportInput(serializers.Serializer[Any]):
         max_value=100_000,
         help_text=f"SA-1B: images per tar shard (default {settings.MASKLOOP_SA1B_SHARD_SIZE})",
     )
+    job = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="only the masks of this automatic or prefill run of the project (its id)",
+    )
     include_images = serializers.BooleanField(
         default=True, help_text="SA-1B: put the image files in the shards next to their JSON"
     )
@@ -57,6 +62,7 @@ class ExportCreateApi(APIView):
         job = export_start(
             project=project,
             fmt=options.pop("format"),
+            job_id=options.pop("job", None),
             user=acting_user(request.user),
             **options,
         )

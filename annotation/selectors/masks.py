@@ -30,9 +30,16 @@ EXPORT_IMAGE_FIELDS = ("id", "width", "height", "file_name", "sha256", "blob_key
 
 
 def _filtered_masks(
-    *, project: Project, status: str, stage: str | None, source: str | None
+    *,
+    project: Project,
+    status: str,
+    stage: str | None,
+    source: str | None,
+    job_id: int | None = None,
 ) -> QuerySet[Mask]:
     masks = Mask.objects.filter(project=project, status=status)
+    if job_id is not None:
+        masks = masks.filter(job_id=job_id)  # the masks one automatic or prefill run wrote
     if stage is not None:
         masks = masks.filter(stage=stage)
     if source is not None:
@@ -46,11 +53,12 @@ def masks_for_export(
     status: str = Mask.Status.ACCEPTED,
     stage: str | None = None,
     source: str | None = None,
+    job_id: int | None = None,
 ) -> QuerySet[Mask, dict[str, Any]]:
     """The selected masks as dict rows (``EXPORT_MASK_FIELDS`` plus the image's ``height`` and
     ``width``, which an RLE's size needs), in id order."""
     return (
-        _filtered_masks(project=project, status=status, stage=stage, source=source)
+        _filtered_masks(project=project, status=status, stage=stage, source=source, job_id=job_id)
         .order_by("id")
         .values(*EXPORT_MASK_FIELDS, height=F("image__height"), width=F("image__width"))
     )
@@ -62,10 +70,13 @@ def images_for_export(
     status: str = Mask.Status.ACCEPTED,
     stage: str | None = None,
     source: str | None = None,
+    job_id: int | None = None,
 ) -> QuerySet[Image, dict[str, Any]]:
     """Images holding at least one selected mask, as dict rows (``EXPORT_IMAGE_FIELDS``), in id
     order."""
-    selected = _filtered_masks(project=project, status=status, stage=stage, source=source)
+    selected = _filtered_masks(
+        project=project, status=status, stage=stage, source=source, job_id=job_id
+    )
     return (
         Image.objects.filter(project=project)
         .filter(Exists(selected.filter(image_id=OuterRef("pk"))))
@@ -80,6 +91,7 @@ def mask_groups_for_export(
     status: str = Mask.Status.ACCEPTED,
     stage: str | None = None,
     source: str | None = None,
+    job_id: int | None = None,
     chunk_size: int = 2000,
 ) -> Iterator[tuple[dict[str, Any], Iterator[dict[str, Any]]]]:
     """``(image row, its mask rows)`` per image holding selected masks, images in id order and
@@ -90,7 +102,7 @@ def mask_groups_for_export(
     """
     image_keys = ["image_id", *(f"image__{name}" for name in EXPORT_IMAGE_FIELDS[1:])]
     rows = (
-        _filtered_masks(project=project, status=status, stage=stage, source=source)
+        _filtered_masks(project=project, status=status, stage=stage, source=source, job_id=job_id)
         .order_by("image_id", "id")
         .values(*EXPORT_MASK_FIELDS, *image_keys[1:])
         .iterator(chunk_size=chunk_size)
@@ -117,10 +129,15 @@ def export_counts(
     status: str = Mask.Status.ACCEPTED,
     stage: str | None = None,
     source: str | None = None,
+    job_id: int | None = None,
 ) -> tuple[int, int]:
     """``(images, masks)`` that an export with these filters will hold."""
-    masks = _filtered_masks(project=project, status=status, stage=stage, source=source)
+    masks = _filtered_masks(
+        project=project, status=status, stage=stage, source=source, job_id=job_id
+    )
     return (
-        images_for_export(project=project, status=status, stage=stage, source=source).count(),
+        images_for_export(
+            project=project, status=status, stage=stage, source=source, job_id=job_id
+        ).count(),
         masks.count(),
     )

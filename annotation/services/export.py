@@ -68,14 +68,19 @@ def export_start(
     out: str | None = None,
     shard_size: int | None = None,
     include_images: bool = True,
+    job_id: int | None = None,
     enqueue: bool = True,
 ) -> Job:
     """Check the request, create the export Job and (unless ``enqueue=False``, for callers that
     run it in-process) queue it on the ``default`` queue once the transaction commits.
 
+    ``job_id`` selects the masks one automatic or prefill run of this project wrote (its
+    SA-1B export); the other filters still apply (a prefill run's masks are ``proposed``).
+
     Raises ExportRefused, creating nothing, for an unknown format/status/stage/source, a bad
-    shard size, or an ``out`` that is neither a writable local folder (or one whose parent
-    exists and is writable) nor a well-formed ``s3://bucket/prefix``.
+    shard size, a ``job_id`` that is not an automatic or prefill run of this project, or an
+    ``out`` that is neither a writable local folder (or one whose parent exists and is
+    writable) nor a well-formed ``s3://bucket/prefix``.
     """
     if project.pk is None:
         raise ExportRefused("the project is not saved")
@@ -89,6 +94,7 @@ def export_start(
         "out": _checked_out(out),
         "shard_size": _checked_shard_size(shard_size),
         "include_images": bool(include_images),
+        "job_id": _checked_run(job_id, project=project),
     }
     job = job_create(
         kind=Job.Kind.EXPORT,
@@ -108,6 +114,26 @@ def _choice(value: object, *, name: str, allowed: list[str] | tuple[str, ...]) -
     if not isinstance(value, str) or value not in allowed:
         raise ExportRefused(f"unknown {name} {value!r}; use one of: {', '.join(allowed)}")
     return value
+
+
+_RUN_KINDS = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
+
+
+def _checked_run(job_id: int | None, *, project: Project) -> int | None:
+    """The id of a run of ``project`` whose masks to export, or ExportRefused."""
+    if job_id is None:
+        return None
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise ExportRefused(f"job must be a job id, got {job_id!r}")
+    run = Job.objects.filter(pk=job_id, project=project).only("kind").first()
+    if run is None:
+        raise ExportRefused(f"job #{job_id} is not a job of project {project.name!r}")
+    if run.kind not in _RUN_KINDS:
+        raise ExportRefused(
+            f"job #{job_id} is a {run.kind} job; only the masks of an automatic or prefill run "
+            "can be exported by job"
+        )
+    return job_id
 
 
 def _checked_shard_size(shard_size: int | None) -> int:
@@ -195,6 +221,7 @@ class _ExportRun:
             "status": self.params["status"],
             "stage": self.params["stage"],
             "source": self.params["source"],
+            "job_id": self.params.get("job_id"),  # absent in jobs from before run exports
         }
         self.store = get_blob_store()
         out = self.params.get("out")
@@ -238,7 +265,7 @@ class _ExportRun:
             "date_created": timezone.now().isoformat(),
             "year": timezone.now().year,
             "version": "1.0",
-            "filters": {key: self.params[key] for key in ("status", "stage", "source")},
+            "filters": self._described_filters(),
         }
         # COCO wants every image before the first annotation, so images and masks are two
         # queries; a mask selected in between (e.g. just accepted) may sit on an image the first
@@ -265,6 +292,12 @@ class _ExportRun:
         self._publish(path, name, content_type="application/json")
         path.unlink()
         return counts
+
+    def _described_filters(self) -> dict[str, Any]:
+        described = {key: self.params[key] for key in ("status", "stage", "source")}
+        if self.filters["job_id"] is not None:
+            described["job_id"] = self.filters["job_id"]  # the export of one run
+        return described
 
     # -- SA-1B --------------------------------------------------------------------------------
 

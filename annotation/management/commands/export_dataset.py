@@ -1,4 +1,4 @@
-"""``manage.py export_dataset PROJECT --format coco|sa1b [filters] [--out PATH|s3://...]``.
+"""``manage.py export_dataset PROJECT --format coco|sa1b [filters] [--job ID] [--out PATH|s3://...]``.
 
 Creates the export Job and runs it in this process (not through the broker) with a progress
 bar on stderr, then prints where every file went. Bad arguments exit non-zero, creating nothing.
@@ -31,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--status", default=Mask.Status.ACCEPTED, choices=Mask.Status.values)
         parser.add_argument("--stage", choices=Stage.values, help="only masks of this stage")
         parser.add_argument("--source", choices=Mask.Source.values, help="only this source")
+        parser.add_argument(
+            "--job", type=int, metavar="ID", help="only the masks of this automatic/prefill run"
+        )
         parser.add_argument("--out", metavar="PATH_OR_S3_URL", help="also write here")
         parser.add_argument("--shard-size", type=int, help="SA-1B: images per tar shard")
         parser.add_argument(
@@ -53,6 +56,7 @@ class Command(BaseCommand):
                 out=options["out"],
                 shard_size=options["shard_size"],
                 include_images=not options["no_images"],
+                job_id=options["job"],
                 enqueue=False,
             )
         except DomainError as exc:
