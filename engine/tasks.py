@@ -1,7 +1,7 @@
 """Celery tasks of the engine: thin, ids in, one service call each.
 
 Every task here is named ``engine.tasks.gpu_*`` and so routed to the ``gpu`` queue (settings).
-Both are idempotent (a stored embedding is skipped, a finished job does nothing), so they are
+All are idempotent (a stored embedding is skipped, a finished job does nothing), so they are
 acknowledged late: a worker that dies mid-task gets the message redelivered. Only an
 unreachable blob store is retried, with backoff.
 """
@@ -11,6 +11,7 @@ from typing import Any
 from celery import shared_task
 
 from annotation.tasks import JobTask
+from engine.services.automatic import automatic_chunk_run
 from engine.services.embeddings import embedding_compute, embeddings_precompute_run
 from storage.blobs import BlobStoreUnavailable
 
@@ -34,3 +35,10 @@ def gpu_compute_embedding(image_id: int, model_version_id: int) -> None:
 def gpu_precompute_embeddings(self: JobTask, job_id: int) -> None:
     """One chunk of an ``embed`` job; the service queues the next chunk until all are done."""
     embeddings_precompute_run(job_id=job_id, task_id=self.request.id or "")
+
+
+@shared_task(bind=True, base=JobTask, name="engine.tasks.gpu_automatic_chunk", **_RETRY)
+def gpu_automatic_chunk(self: JobTask, job_id: int, image_ids: list[int]) -> None:
+    """A few images of an automatic or prefill run; the service queues the next chunk. Images
+    done already are skipped, so a redelivered chunk redoes only what was not committed."""
+    automatic_chunk_run(job_id=job_id, image_ids=list(image_ids), task_id=self.request.id or "")

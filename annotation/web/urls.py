@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotation.web import jobs, projects, review, stats, tool
+from annotation.web import automatic, jobs, projects, review, stats, tool
 
 urlpatterns = [
     path(
@@ -32,5 +32,25 @@ urlpatterns = [
     path("projects/<int:project_id>/stage/", projects.project_stage_view, name="project-stage"),
     path(
         "projects/<int:project_id>/prefill/", projects.project_prefill_view, name="project-prefill"
+    ),
+    path(
+        "projects/<int:project_id>/automatic/",
+        automatic.automatic_panel,
+        name="project-automatic",
+    ),
+    path(
+        "projects/<int:project_id>/automatic/start/",
+        automatic.automatic_start_view,
+        name="project-automatic-start",
+    ),
+    path(
+        "projects/<int:project_id>/automatic/<int:job_id>/cancel/",
+        automatic.automatic_cancel_view,
+        name="project-automatic-cancel",
+    ),
+    path(
+        "projects/<int:project_id>/automatic/<int:job_id>/resume/",
+        automatic.automatic_resume_view,
+        name="project-automatic-resume",
     ),
 ]

@@ -2,6 +2,12 @@
 
 from django.urls import path
 
+from engine.api.automatic import (
+    AutomaticRunCancelApi,
+    AutomaticRunDetailApi,
+    AutomaticRunResumeApi,
+    ProjectAutomaticRunsApi,
+)
 from engine.api.decode import ImageDecodeApi
 from engine.api.embeddings import (
     EmbeddingPrecomputeApi,
@@ -63,4 +69,24 @@ urlpatterns = [
         name="api-image-embedding-data",
     ),
     path("images/<int:image_id>/decode/", ImageDecodeApi.as_view(), name="api-image-decode"),
+    path(
+        "projects/<int:project_id>/automatic-runs/",
+        ProjectAutomaticRunsApi.as_view(),
+        name="api-automatic-runs",
+    ),
+    path(
+        "automatic-runs/<int:job_id>/",
+        AutomaticRunDetailApi.as_view(),
+        name="api-automatic-run-detail",
+    ),
+    path(
+        "automatic-runs/<int:job_id>/cancel/",
+        AutomaticRunCancelApi.as_view(),
+        name="api-automatic-run-cancel",
+    ),
+    path(
+        "automatic-runs/<int:job_id>/resume/",
+        AutomaticRunResumeApi.as_view(),
+        name="api-automatic-run-resume",
+    ),
 ]
