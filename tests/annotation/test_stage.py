@@ -107,7 +107,8 @@ def test_entering_semi_automatic_prefills_the_todo_images_only(project, admin_us
 
     for key, value in PREFILL_DEFAULTS.items():
         assert job.params["settings"][key] == value
-    assert job.params["status"] == "proposed" and job.params["source"] == "prefill"
+    assert job.params["status"] == "proposed"
+    assert job.params["source"] == "prefill"
 
 
 def test_entering_semi_automatic_with_every_image_done_starts_no_run(project, admin_user):
@@ -267,12 +268,15 @@ def web_client(user: User) -> Client:
 
 def test_web_admin_changes_the_stage_and_the_page_shows_it(project, admin_user):
     client = web_client(admin_user)
-    response = client.post(reverse("project-stage", args=[project.pk]), {"stage": "fully_automatic"})
+    response = client.post(
+        reverse("project-stage", args=[project.pk]), {"stage": "fully_automatic"}
+    )
     assert response.status_code == 302
     project.refresh_from_db()
     assert project.stage == "fully_automatic"
     page = client.get(reverse("project-detail", args=[project.pk])).content.decode()
-    assert 'id="stage-form"' in page and 'data-stage="fully_automatic"' in page
+    assert 'id="stage-form"' in page
+    assert 'data-stage="fully_automatic"' in page
     assert 'data-stage-change="fully_automatic"' in page  # the history
     assert "Stage changed to Fully automatic." in page
 
@@ -291,7 +295,9 @@ def test_web_refusal_is_shown_and_changes_nothing(project, admin_user):
 
 def test_web_annotator_cannot_change_the_stage_nor_sees_the_control(project, annotator_user):
     client = web_client(annotator_user)
-    response = client.post(reverse("project-stage", args=[project.pk]), {"stage": "fully_automatic"})
+    response = client.post(
+        reverse("project-stage", args=[project.pk]), {"stage": "fully_automatic"}
+    )
     assert response.status_code == 403
     page = client.get(reverse("project-detail", args=[project.pk])).content.decode()
     assert 'id="stage-form"' not in page

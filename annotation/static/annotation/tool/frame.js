@@ -5,7 +5,7 @@
 import { ApiError } from "./api.js";
 import { BrowserDecoder, ServerDecoder } from "./decoder.js";
 import { bindInput } from "./input.js";
-import { PALETTE, maskBitmap } from "./masks.js";
+import { PALETTE, PREFILL_STYLE, maskBitmap, paintUncovered } from "./masks.js";
 import { updatePanel } from "./panel.js";
 import { drawFrame } from "./render.js";
 import { decodeMask } from "./rle.js";
@@ -57,7 +57,10 @@ export class ToolBase {
     this.decoderNote = "";
     this.accepted = [];
     this.hoveredId = null;
-    this.overlays = { visible: true, opacity: 0.45 };
+    this.overlays = { visible: true, opacity: 0.45, uncovered: false };
+    this.coverageCanvas = document.createElement("canvas");
+    this.coverageDirty = true;
+    this.uncoveredPixels = null;
     this.mode = "prompt";
     this.brushSize = 8;
     this.gesture = null;
@@ -177,6 +180,8 @@ export class ToolBase {
     this.work = newWork(this.idleCap);
     this.history = [];
     this.accepted = [];
+    this.coverageDirty = true;
+    this.uncoveredPixels = null;
     this.hoveredId = null;
     this.decoder = null;
     this.embedding = null;
@@ -195,15 +200,23 @@ export class ToolBase {
     const element = new Image();
     element.crossOrigin = "anonymous";
     element.src = image.content_url;
-    const [, masks] = await Promise.all([element.decode(), session.acceptedMasks(image.id)]);
+    const [, masks, proposed] = await Promise.all([
+      element.decode(),
+      session.acceptedMasks(image.id),
+      session.proposedPrefill(image.id),
+    ]);
     if (token !== this.loadToken) return;
     this.imageElement = element;
     this.workCanvas.width = image.width;
     this.workCanvas.height = image.height;
     this.brushSize = Math.max(2, Math.round(Math.max(image.width, image.height) / 120));
-    this.accepted = masks.map((mask) => this.acceptedItem(mask));
+    // Prefilled masks first (drawn below the annotator's), in id order like the others.
+    this.accepted = [...proposed, ...masks].map((mask) => this.acceptedItem(mask));
+    this.coverageDirty = true;
     this.fit();
-    this.say(lease ? `Leased for ${Math.round(lease.seconds / 60)} min.` : this.$("#status-message").textContent);
+    const prefilled = proposed.length;
+    const leased = lease ? `Leased for ${Math.round(lease.seconds / 60)} min.` : this.$("#status-message").textContent;
+    this.say(prefilled ? `${leased} ${prefilled} prefilled mask${prefilled > 1 ? "s" : ""}: reject wrong ones (R), add what is missing, then Done (N).` : leased);
     const versionId = this.pendingVersionId ?? (this.version ? this.version.id : null);
     this.pendingVersionId = null;
     await this.prepareModel(versionId, token);
@@ -212,13 +225,17 @@ export class ToolBase {
   acceptedItem(mask) {
     const color = PALETTE[mask.id % PALETTE.length];
     const bits = decodeMask(mask.segmentation);
+    // A proposed prefilled mask: the model's, not vetted yet; drawn hatched with a white edge.
+    const prefill = mask.source === "prefill" && mask.status === "proposed";
     return {
       id: mask.id,
       source: mask.source,
+      status: mask.status,
+      prefill,
       annotator: mask.annotator,
       area: mask.area,
       color,
-      bitmap: maskBitmap(bits, this.image.width, this.image.height, color),
+      bitmap: maskBitmap(bits, this.image.width, this.image.height, color, prefill ? PREFILL_STYLE : null),
     };
   }
 
@@ -362,6 +379,14 @@ export class ToolBase {
         }
       }
     }
+  }
+
+  /** Recompute the uncovered-region overlay when the set of masks changed. */
+  refreshCoverage() {
+    if (!this.image || !this.coverageDirty) return;
+    const bitmaps = this.accepted.map((item) => item.bitmap);
+    this.uncoveredPixels = paintUncovered(this.coverageCanvas, bitmaps, this.image.width, this.image.height);
+    this.coverageDirty = false;
   }
 
   fit() {

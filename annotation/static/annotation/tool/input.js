@@ -168,6 +168,10 @@ export function bindInput(tool) {
       tool.overlays.visible = !tool.overlays.visible;
       tool.$("#overlay-toggle").checked = tool.overlays.visible;
       tool.requestFrame();
+    } else if (key === "u") {
+      setUncovered(tool, !tool.overlays.uncovered);
+    } else if (key === "r" && tool.hoveredId !== null) {
+      tool.rejectPrefill(tool.hoveredId);
     } else if ((key === "Delete" || key === "Backspace") && tool.hoveredId !== null) {
       event.preventDefault();
       tool.deleteAccepted(tool.hoveredId);
@@ -202,6 +206,7 @@ export function bindInput(tool) {
     tool.overlays.visible = event.target.checked;
     tool.requestFrame();
   });
+  tool.$("#uncovered-toggle").addEventListener("change", (event) => setUncovered(tool, event.target.checked));
   tool.$("#overlay-opacity").addEventListener("input", (event) => {
     tool.overlays.opacity = Number(event.target.value) / 100;
     tool.requestFrame();
@@ -214,6 +219,14 @@ export function bindInput(tool) {
 function setMode(tool, mode) {
   tool.mode = mode;
   tool.canvas.dataset.mode = mode;
+  tool.updatePanel();
+  tool.requestFrame();
+}
+
+/** Show or hide the pixels that no mask covers yet (U). */
+function setUncovered(tool, on) {
+  tool.overlays.uncovered = on;
+  tool.$("#uncovered-toggle").checked = on;
   tool.updatePanel();
   tool.requestFrame();
 }

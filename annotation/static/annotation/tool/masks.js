@@ -39,8 +39,14 @@ export function maskArea(mask) {
   return area;
 }
 
-/** Write a rectangle of the mask as coloured pixels into a canvas (dirty-rect updates). */
-export function paintRect(ctx, mask, width, rect, color, edgeColor = null) {
+// Prefilled (proposed) masks: a white edge and diagonal hatching, so that they read as the
+// model's suggestion, distinct from the masks people accepted.
+export const PREFILL_STYLE = { edge: [255, 255, 255], hatch: 6 };
+const UNCOVERED_RGBA = [255, 0, 200, 150];
+
+/** Write a rectangle of the mask as coloured pixels into a canvas (dirty-rect updates).
+ *  `hatch` (a period in pixels): every other diagonal band of the inside is left clear. */
+export function paintRect(ctx, mask, width, rect, color, edgeColor = null, hatch = 0) {
   const [x0, y0, x1, y1] = rect;
   const w = x1 - x0 + 1;
   const h = y1 - y0 + 1;
@@ -62,6 +68,7 @@ export function paintRect(ctx, mask, width, rect, color, edgeColor = null) {
           gx === 0 || gy === 0 || gx === width - 1 || gy === height - 1 ||
           !mask[index - 1] || !mask[index + 1] || !mask[index - width] || !mask[index + width];
         if (edge) rgb = edgeColor;
+        else if (hatch && Math.floor((gx + gy) / hatch) % 2 === 1) continue;
       }
       data[o] = rgb[0];
       data[o + 1] = rgb[1];
@@ -72,8 +79,9 @@ export function paintRect(ctx, mask, width, rect, color, edgeColor = null) {
   ctx.putImageData(image, x0, y0);
 }
 
-/** A mask as a coloured bitmap cropped to its box: {canvas, box, crop} or null when empty. */
-export function maskBitmap(mask, width, height, color) {
+/** A mask as a coloured bitmap cropped to its box: {canvas, box, crop} or null when empty.
+ *  `style` ({edge, hatch}, e.g. PREFILL_STYLE) replaces the default darker edge. */
+export function maskBitmap(mask, width, height, color, style = null) {
   const box = maskBox(mask, width, height);
   if (!box) return null;
   const [x0, y0, x1, y1] = box;
@@ -84,9 +92,38 @@ export function maskBitmap(mask, width, height, color) {
   const canvas = document.createElement("canvas");
   canvas.width = w;
   canvas.height = h;
-  const edge = color.map((c) => Math.min(255, Math.round(c * 0.55)));
-  paintRect(canvas.getContext("2d"), crop, w, [0, 0, w - 1, h - 1], color, edge);
+  const edge = style ? style.edge : color.map((c) => Math.min(255, Math.round(c * 0.55)));
+  paintRect(canvas.getContext("2d"), crop, w, [0, 0, w - 1, h - 1], color, edge, style ? style.hatch : 0);
   return { canvas, box, crop, cropWidth: w };
+}
+
+/**
+ * Paint the pixels no mask of `bitmaps` covers into `canvas` (width x height, magenta, the
+ * rest transparent); returns how many there are. "What is still to annotate" at a glance.
+ */
+export function paintUncovered(canvas, bitmaps, width, height) {
+  const covered = new Uint8Array(width * height);
+  for (const bitmap of bitmaps) {
+    if (!bitmap) continue;
+    const [x0, y0, x1, y1] = bitmap.box;
+    for (let y = y0; y <= y1; y++) {
+      const src = (y - y0) * bitmap.cropWidth;
+      const dst = y * width + x0;
+      for (let x = 0; x <= x1 - x0; x++) if (bitmap.crop[src + x]) covered[dst + x] = 1;
+    }
+  }
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(width, height);
+  let uncovered = 0;
+  for (let i = 0; i < covered.length; i++) {
+    if (covered[i]) continue;
+    uncovered += 1;
+    image.data.set(UNCOVERED_RGBA, i * 4);
+  }
+  ctx.putImageData(image, 0, 0);
+  return uncovered;
 }
 
 /** Does a cropped mask ({box, crop, cropWidth}) cover image pixel (x, y)? */

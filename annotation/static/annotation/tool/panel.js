@@ -7,6 +7,9 @@ export function updatePanel(tool) {
   root.dataset.decoder = tool.decoder ? tool.decoder.path : "";
   root.dataset.versionId = tool.version ? tool.version.id : "";
   root.dataset.accepted = String(tool.accepted.length);
+  root.dataset.prefilled = String(tool.accepted.filter((item) => item.prefill).length);
+  if (tool.overlays.uncovered) tool.refreshCoverage();
+  root.dataset.uncovered = tool.overlays.uncovered && tool.uncoveredPixels !== null ? String(tool.uncoveredPixels) : "";
   root.dataset.maskArea = String(tool.work.area);
   root.dataset.mode = tool.mode;
   const entry = tool.resultEntry();
@@ -62,21 +65,26 @@ function renderCandidates(tool, entry) {
 function renderAcceptedList(tool) {
   const list = tool.$("#accepted-list");
   list.replaceChildren();
-  tool.$("#accepted-count").textContent = String(tool.accepted.length);
+  const prefilled = tool.accepted.filter((item) => item.prefill).length;
+  tool.$("#accepted-count").textContent = prefilled
+    ? `${tool.accepted.length} (${prefilled} prefilled)`
+    : String(tool.accepted.length);
   for (const item of tool.accepted) {
     const row = document.createElement("li");
     row.dataset.maskId = String(item.id);
     row.classList.toggle("hovered", item.id === tool.hoveredId);
+    row.classList.toggle("prefill", item.prefill);
+    if (item.prefill) row.dataset.prefill = "proposed";
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = `rgb(${item.color.join(",")})`;
     const label = document.createElement("span");
-    label.textContent = `#${item.id} · ${item.source} · ${item.area} px`;
+    label.textContent = `#${item.id} · ${item.prefill ? "prefilled" : item.source} · ${item.area} px`;
     const remove = document.createElement("button");
     remove.type = "button";
-    remove.className = "button button-quiet small delete-mask";
-    remove.textContent = "Delete";
-    remove.title = "Delete this mask";
+    remove.className = `button button-quiet small ${item.prefill ? "reject-prefill" : "delete-mask"}`;
+    remove.textContent = item.prefill ? "Reject" : "Delete";
+    remove.title = item.prefill ? "Reject this prefilled mask (R)" : "Delete this mask";
     remove.addEventListener("click", () => tool.deleteAccepted(item.id));
     row.addEventListener("mouseenter", () => tool.hover(item.id));
     row.addEventListener("mouseleave", () => tool.hover(null));

@@ -17,6 +17,11 @@ export function drawFrame(tool) {
   ctx.imageSmoothingEnabled = view.scale < 2; // crisp pixels when zoomed in
   ctx.drawImage(tool.imageElement, 0, 0);
   ctx.imageSmoothingEnabled = false;
+  if (tool.overlays.uncovered) {
+    tool.refreshCoverage();
+    ctx.globalAlpha = 0.5;
+    ctx.drawImage(tool.coverageCanvas, 0, 0);
+  }
   if (tool.overlays.visible) {
     for (const item of tool.accepted) {
       if (!item.bitmap) continue;

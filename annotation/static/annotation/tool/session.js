@@ -53,8 +53,28 @@ export async function deployedVersion(projectId) {
 
 /** Every accepted mask of an image (following the pagination). */
 export async function acceptedMasks(imageId) {
+  return listMasks(`/api/images/${imageId}/masks/?limit=500`);
+}
+
+/** The image's prefilled masks still proposed (semi-automatic stage): shown as done. */
+export async function proposedPrefill(imageId) {
+  return listMasks(`/api/images/${imageId}/masks/?limit=500&status=proposed&source=prefill`);
+}
+
+/** Reject a wrong prefilled mask; restore undoes it. Both return the mask. */
+export async function rejectPrefill(maskId) {
+  const { data } = await api("POST", `/api/masks/${maskId}/prefill-reject/`);
+  return data;
+}
+
+export async function restorePrefill(maskId) {
+  const { data } = await api("POST", `/api/masks/${maskId}/prefill-restore/`);
+  return data;
+}
+
+async function listMasks(first) {
   const masks = [];
-  let url = `/api/images/${imageId}/masks/?limit=500`;
+  let url = first;
   while (url) {
     const { data } = await api("GET", url);
     const page = Array.isArray(data) ? data : data.results;

@@ -252,6 +252,7 @@ class Tool extends ToolBase {
     try {
       const mask = await session.storeMask(this.image.id, body);
       this.accepted.push(this.acceptedItem(mask));
+      this.coverageDirty = true;
       this.history.push({ type: "accept", maskId: mask.id, work, timer: work.timer.snapshot() });
       this.work = newWork(this.idleCap);
       this.workCanvas.getContext("2d").clearRect(0, 0, width, height);
@@ -309,16 +310,54 @@ class Tool extends ToolBase {
         }
       }
       this.accepted = this.accepted.filter((item) => item.id !== action.maskId);
+      this.coverageDirty = true;
       this.work = action.work;
       this.work.acceptKey = null;
       this.work.timer.restore(action.timer);
       this.work.events.push({ kind: "undo", undid: "accept", t: Math.round(this.work.timer.seconds() * 1000) });
       this.compose();
       this.say(`Mask #${action.maskId} removed; it is back in the editor.`);
+    } else if (action.type === "reject") {
+      try {
+        const mask = await session.restorePrefill(action.maskId);
+        this.accepted.splice(Math.min(action.index, this.accepted.length), 0, this.acceptedItem(mask));
+      } catch (error) {
+        this.history.push(action);
+        this.say(`Undo failed: ${error.message}`, "error");
+        return;
+      }
+      this.coverageDirty = true;
+      this.say(`Prefilled mask #${action.maskId} is back.`);
+      this.updatePanel();
+      this.requestFrame();
     }
   }
 
+  /** Reject a wrong prefilled mask (it stays on the server as rejected; Ctrl+Z restores). */
+  async rejectPrefill(maskId) {
+    const index = this.accepted.findIndex((item) => item.id === maskId);
+    if (index < 0 || !this.accepted[index].prefill) return;
+    try {
+      await session.rejectPrefill(maskId);
+    } catch (error) {
+      this.say(`Reject failed: ${error.message}`, "error");
+      return;
+    }
+    this.accepted.splice(index, 1);
+    this.history.push({ type: "reject", maskId, index });
+    this.coverageDirty = true;
+    if (this.hoveredId === maskId) this.hoveredId = null;
+    this.say(`Prefilled mask #${maskId} rejected (Ctrl+Z brings it back).`);
+    this.updatePanel();
+    this.requestFrame();
+  }
+
   async deleteAccepted(maskId) {
+    const item = this.accepted.find((entry) => entry.id === maskId);
+    if (item && item.prefill) {
+      await this.rejectPrefill(maskId);
+      return;
+    }
     try {
       await session.deleteMask(maskId);
     } catch (error) {
@@ -326,6 +365,7 @@ class Tool extends ToolBase {
       return;
     }
     this.accepted = this.accepted.filter((item) => item.id !== maskId);
+    this.coverageDirty = true;
     this.history = this.history.filter((action) => !(action.type === "accept" && action.maskId === maskId));
     if (this.hoveredId === maskId) this.hoveredId = null;
     this.say(`Mask #${maskId} deleted.`);
