@@ -158,8 +158,14 @@ class Mask(models.Model):
         ACCEPTED = "accepted", "Accepted"
         REJECTED = "rejected", "Rejected"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="masks")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="masks")
+    # project, image and annotator have no single-column index of their own: the composite
+    # indexes below start with them and serve every lookup by them (cascades included). A
+    # single-column one is redundant, costs a write per mask, and at scale the planner picked
+    # it over the composite ones and then sorted (tests/annotation/test_query_plans.py).
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="masks", db_index=False
+    )
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="masks", db_index=False)
     rle_counts = models.TextField()
     bbox = models.JSONField(help_text="[x, y, w, h] in pixels")
     area = models.BigIntegerField()
@@ -170,7 +176,12 @@ class Mask(models.Model):
         "engine.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     prompts = models.JSONField(default=list, blank=True)
     seconds_spent = models.FloatField(null=True, blank=True)
