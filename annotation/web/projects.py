@@ -45,6 +45,7 @@ from annotation.services.export import export_start
 from annotation.services.ingest import images_ingest_batch
 from annotation.services.projects import project_create, project_stage_change
 from annotation.services.semi_automatic import prefill_settings_resolved, prefill_start
+from annotation.web.automatic import automatic_panel_context
 from engine.models import Job
 
 IMAGES_PER_PAGE = 48
@@ -148,6 +149,9 @@ def _project_page(
         context["stages"] = Stage.choices
     if is_admin:
         context.update(jobs_table_context(project=project))
+        panel = automatic_panel_context(project=project)
+        panel.pop("project")  # keep the one annotated with the counts
+        context.update(panel)
         if project.stage == Stage.SEMI_AUTOMATIC:
             context["prefill_settings"] = prefill_settings_resolved(project=project)
     return render(request, "annotation/project_detail.html", context, status=status)
