@@ -1,6 +1,8 @@
 """Automatic runs in process: start, chunks, idempotency, failures, cancel/resume, pinning."""
 
+import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from annotation.models import Mask
 from engine.models import AutomaticImage, Job
@@ -15,6 +17,7 @@ from engine.services.automatic import (
     project_automatic_settings_set,
     runner,
 )
+from engine.services.automatic.generation import RunGenerator
 from engine.services.automatic.params import parse_assignments
 from engine.services.embeddings import embedding_key, embedding_load
 from engine.services.registry import model_version_deploy
@@ -318,3 +321,23 @@ def test_cli_assignments_are_read_as_json_values():
     }
     with pytest.raises(InvalidAutomaticSettings, match="key=value"):
         parse_assignments(["points_per_side"])
+
+
+def test_empty_candidates_are_dropped_not_failing_the_image(queue, admin_user, monkeypatch):
+    project, _, _ = deployed_project("empty candidates", 1)
+    real = RunGenerator.generate_image
+
+    def with_an_empty_one(self, pixels, *, stored):
+        records, times, computed = real(self, pixels, stored=stored)
+        height, width = pixels.shape[:2]
+        empty = np.asfortranarray(np.zeros((height, width), dtype=np.uint8))
+        blank = {**records[0], "segmentation": mask_utils.encode(empty), "area": 0}
+        return [*records, blank], times, computed
+
+    monkeypatch.setattr(RunGenerator, "generate_image", with_an_empty_one)
+    job = queue.call(automatic_start, project=project, user=admin_user, params=FAST)
+    queue.drain()
+    row = AutomaticImage.objects.get(job=job)
+    assert row.status == "done"
+    assert Mask.objects.filter(job=job).count() == row.masks > 0
+    assert not Mask.objects.filter(job=job, area=0).exists()

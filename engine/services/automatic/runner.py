@@ -148,6 +148,9 @@ def _image_run(*, job: Job, version: ModelVersion, generator: RunGenerator, imag
         _image_fail(job=job, row_id=row.pk, error=f"generation failed: {_reason(exc)}")
         return
     times.load = load_s
+    # With the score filters lowered a candidate can have no pixel above the threshold; the
+    # generator keeps it (as the official one does), the masks table has no use for it.
+    records = [record for record in records if int(record["area"]) > 0]
     if computed is not None:
         key = embedding_key(model_version_id=version.pk, image_sha256=image.sha256)
         get_blob_store().put_bytes(
