@@ -3,8 +3,9 @@
 A decode validates the prompts against the image (every problem is a 400 ``invalid_prompt``
 that names the value), resolves the previous mask from its ``mask_ref``, reads the embedding
 through the per-process LRU (``engine.services.serving``) and runs
-``SamPredictor.predict_transposed`` (the masks of ``predict``, laid out for COCO RLE without a
-copy) on the model of the version (loaded once per process by ``engine.inference``; the image
+``engine.sam.decode_masks.predict_masks`` (the masks of ``SamPredictor.predict``, upsampled
+only near their boundaries and run-length encoded from tiles when that is cheaper) on the model
+of the version (loaded once per process by ``engine.inference``; the image
 encoder is never run here), on the process's decoder thread. Each call stores the candidates'
 256 x 256 low-res logits (float16) in ``caches["default"]`` under one random token, bound to
 (user, image, model version), for ``MASKLOOP_MASK_REF_SECONDS``; candidate ``i`` is referred
@@ -33,7 +34,7 @@ from annotation.errors import DomainError
 from annotation.models import Image
 from engine.inference import model_for_version
 from engine.models import ModelVersion
-from engine.sam.amg.rle import mask_to_coco_rle
+from engine.sam.decode_masks import DecodedMasks, predict_masks
 from engine.sam.embedding import ImageEmbedding
 from engine.sam.modeling import Sam
 from engine.sam.predictor import SamPredictor
@@ -235,14 +236,11 @@ def masks_decode(
         )
     use_multimask = multimask_default(prompt) if multimask is None else bool(multimask)
     model = model_for_version(version, decoder_only=True)
-    transposed, scores, low_res = on_decoder_thread(
+    predicted = on_decoder_thread(
         lambda: _predict(model, embedding, prompt, mask_input, multimask=use_multimask)
     )
-    refs = mask_refs_store(user=user, image=image, model_version=version, low_res=low_res)
-    decoded = [
-        _encode(mask_t, score=float(score), ref=ref, output_format=output_format)
-        for mask_t, score, ref in zip(transposed, scores, refs, strict=True)
-    ]
+    refs = mask_refs_store(user=user, image=image, model_version=version, low_res=predicted.low_res)
+    decoded = _encode(predicted, refs=refs, output_format=output_format)
     return DecodeResult(
         model_version=version,
         multimask=use_multimask,
@@ -264,9 +262,8 @@ def _predict(
     mask_input: np.ndarray | None,
     *,
     multimask: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """On the decoder thread: masks C x W x H (transposed, see `predict_transposed`), scores
-    and low-res logits."""
+) -> DecodedMasks:
+    """On the decoder thread: the candidates' masks, scores and low-res logits."""
     global _current
     if _current is not None and _current[0] is model and _current[1] is embedding:
         predictor = _current[2]
@@ -274,7 +271,8 @@ def _predict(
         predictor = SamPredictor(model)
         predictor.set_embedding(embedding)
         _current = (model, embedding, predictor)
-    return predictor.predict_transposed(
+    return predict_masks(
+        predictor,
         point_coords=prompt.points,
         point_labels=prompt.labels,
         box=prompt.box,
@@ -283,13 +281,18 @@ def _predict(
     )
 
 
-def _encode(mask_t: np.ndarray, *, score: float, ref: str, output_format: str) -> DecodedMask:
-    """One candidate, given transposed (W x H bool, C order: the H x W mask in Fortran order)."""
-    score = score if math.isfinite(score) else 0.0
+def _encode(predicted: DecodedMasks, *, refs: list[str], output_format: str) -> list[DecodedMask]:
+    """The candidates as answered: RLE (from the tile plan when there is one) or 1-bit PNG."""
+    scores = [float(score) if math.isfinite(float(score)) else 0.0 for score in predicted.scores]
     if output_format == "png":
-        out = io.BytesIO()
-        pixels = np.ascontiguousarray(mask_t.T)
-        PilImage.fromarray(pixels).save(out, "PNG")  # bool: mode "1", 1 bit
-        return DecodedMask(score=score, mask_ref=ref, png=base64.b64encode(out.getvalue()).decode())
-    # A bool array viewed as uint8 is pycocotools' input as is: no conversion, no copy.
-    return DecodedMask(score=score, mask_ref=ref, rle=mask_to_coco_rle(mask_t.view(np.uint8).T))
+        answers = []
+        for mask, score, ref in zip(predicted.masks(), scores, refs, strict=True):
+            out = io.BytesIO()
+            PilImage.fromarray(np.ascontiguousarray(mask)).save(out, "PNG")  # bool: mode "1"
+            png = base64.b64encode(out.getvalue()).decode()
+            answers.append(DecodedMask(score=score, mask_ref=ref, png=png))
+        return answers
+    return [
+        DecodedMask(score=score, mask_ref=ref, rle=rle)
+        for rle, score, ref in zip(predicted.coco_rles(), scores, refs, strict=True)
+    ]
