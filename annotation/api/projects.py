@@ -132,7 +132,7 @@ class ProjectStageInput(serializers.Serializer[Any]):
 
 class ProjectStageOutput(serializers.Serializer[Any]):
     project = ProjectOutput()
-    previous_stage = serializers.ChoiceField(choices=Stage.choices)
+    previous_stage = serializers.CharField(help_text="the stage the project was in")
     changed = serializers.BooleanField(help_text="false when the project was in that stage")
     prefill_job = JobOutput(allow_null=True, help_text="the prefill run the change started")
 

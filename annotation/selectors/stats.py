@@ -85,20 +85,33 @@ def _masks(*, project: Project, since: dt.datetime, annotator_id: int | None) ->
     return masks.order_by()
 
 
-def _prefill(*, project: Project, since: dt.datetime) -> QuerySet[Mask]:
-    return Mask.objects.filter(
-        project=project, source=Mask.Source.PREFILL, created_at__gte=since
-    ).order_by()
+_PREFILL_KEYS = ("prefilled", "prefill_kept", "prefill_rejected", "prefill_pending")
 
 
-def _prefill_totals(prefill: QuerySet[Mask]) -> dict[str, int]:
-    row = prefill.aggregate(
-        prefilled=Count("id"),
-        prefill_kept=Count("id", filter=Q(status=Mask.Status.ACCEPTED)),
-        prefill_rejected=Count("id", filter=Q(status=Mask.Status.REJECTED)),
-        prefill_pending=Count("id", filter=Q(status=Mask.Status.PROPOSED)),
+def _prefill_days(*, project: Project, since: dt.datetime) -> dict[dt.date, dict[str, int]]:
+    """Per day: prefilled masks made, and how many of them are now accepted, rejected or
+    still proposed (one grouped query; totals are their sums)."""
+    rows = (
+        Mask.objects.filter(project=project, source=Mask.Source.PREFILL, created_at__gte=since)
+        .order_by()
+        .annotate(date=TruncDate("created_at"))
+        .values("date")
+        .annotate(
+            prefilled=Count("id"),
+            prefill_kept=Count("id", filter=Q(status=Mask.Status.ACCEPTED)),
+            prefill_rejected=Count("id", filter=Q(status=Mask.Status.REJECTED)),
+            prefill_pending=Count("id", filter=Q(status=Mask.Status.PROPOSED)),
+        )
     )
-    return {key: int(value) for key, value in row.items()}
+    days: dict[dt.date, dict[str, int]] = {}
+    for row in rows:
+        values: dict[str, Any] = dict(row)
+        days[values["date"]] = {key: int(values[key]) for key in _PREFILL_KEYS}
+    return days
+
+
+def _prefill_totals(days: dict[dt.date, dict[str, int]]) -> dict[str, int]:
+    return {key: sum(day[key] for day in days.values()) for key in _PREFILL_KEYS}
 
 
 def _per_image(row: dict[str, Any]) -> float | None:
@@ -115,26 +128,32 @@ def _rates(row: dict[str, Any]) -> Rates:
     }
 
 
-def _totals(*, project: Project, masks: QuerySet[Mask], since: dt.datetime) -> Totals:
+def _totals(
+    *, project: Project, masks: QuerySet[Mask], prefill: dict[dt.date, dict[str, int]]
+) -> Totals:
     images = Image.objects.filter(project=project).aggregate(
         total=Count("id"), done=Count("id", filter=Q(status=Image.Status.DONE))
     )
     row = masks.aggregate(**_AGGREGATES)
-    prefill = _prefill_totals(_prefill(project=project, since=since))
+    prefilled = _prefill_totals(prefill)
     return {
         **_rates(row),
         "images_total": images["total"],
         "images_done": images["done"],
         "masks_per_image": _per_image(row),
-        "prefilled": prefill["prefilled"],
-        "prefill_kept": prefill["prefill_kept"],
-        "prefill_rejected": prefill["prefill_rejected"],
-        "prefill_pending": prefill["prefill_pending"],
+        "prefilled": prefilled["prefilled"],
+        "prefill_kept": prefilled["prefill_kept"],
+        "prefill_rejected": prefilled["prefill_rejected"],
+        "prefill_pending": prefilled["prefill_pending"],
     }
 
 
 def _per_day(
-    *, masks: QuerySet[Mask], prefill: QuerySet[Mask], since: dt.datetime, days: int
+    *,
+    masks: QuerySet[Mask],
+    prefill: dict[dt.date, dict[str, int]],
+    since: dt.datetime,
+    days: int,
 ) -> list[DayRates]:
     rows: dict[dt.date, dict[str, Any]] = {
         row["date"]: dict(row)
@@ -149,13 +168,6 @@ def _per_day(
         "seconds_per_mask": None,
         "clicks_per_mask": None,
     }
-    prefilled: dict[dt.date, int] = {
-        row["date"]: int(row["n"])
-        for row in prefill.annotate(date=TruncDate("created_at"))
-        .values("date")
-        .annotate(n=Count("id"))
-        .order_by("date")
-    }
     first = timezone.localdate(since)
     series: list[DayRates] = []
     for offset in range(days):
@@ -166,7 +178,7 @@ def _per_day(
                 "date": date,
                 **_rates(row),
                 "masks_per_image": _per_image(row),
-                "prefilled": prefilled.get(date, 0),
+                "prefilled": prefill.get(date, {}).get("prefilled", 0),
             }
         )
     return series
@@ -192,9 +204,9 @@ def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None =
     """Totals, a per-day series (every day of the window) and per-annotator figures."""
     since = stats_window_start(days=days, now=now)
     masks = _masks(project=project, since=since, annotator_id=None)
-    prefill = _prefill(project=project, since=since)
+    prefill = _prefill_days(project=project, since=since)
     return {
-        "totals": _totals(project=project, masks=masks, since=since),
+        "totals": _totals(project=project, masks=masks, prefill=prefill),
         "per_day": _per_day(masks=masks, prefill=prefill, since=since, days=days),
         "per_annotator": _per_annotator(masks=masks),
     }
@@ -207,9 +219,9 @@ def annotator_stats(
     counts stay the project's (progress the annotator contributes to)."""
     since = stats_window_start(days=days, now=now)
     masks = _masks(project=project, since=since, annotator_id=user_id)
-    prefill = _prefill(project=project, since=since)
+    prefill = _prefill_days(project=project, since=since)
     return {
-        "totals": _totals(project=project, masks=masks, since=since),
+        "totals": _totals(project=project, masks=masks, prefill=prefill),
         "per_day": _per_day(masks=masks, prefill=prefill, since=since, days=days),
     }
 

@@ -1,6 +1,7 @@
 """The semi-automatic stage: prefill runs and settings, rejecting prefilled masks in the tool,
 done accepting the rest, stats counting prefill apart, and calibration on the validation split."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,21 @@ def test_rejected_prefill_masks_stay_out_of_the_training_selection(semi, annotat
     prefill_mask_reject(mask=wrong, user=annotator_user)
     image_mark_done(image=image, user=annotator_user)
     assert list(snapshot_masks(semi).values_list("id", flat=True)) == [kept.pk]
+
+
+def test_prefill_calibrate_command(semi, annotator_user, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    (image,) = Image.objects.filter(project=semi).order_by("id")[:1]
+    ValidationSplit.objects.create(project=semi, image_ids=[image.pk], seed=1)
+    mask_create(image=image, binary=square(5, 5), source="assisted", annotator=annotator_user)
+    call_command(
+        "prefill_calibrate", "cats", "--set", "points_per_side=2", "--set", "pred_iou_thresh=0"
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert (out["ground_truth"], out["settings"]["points_per_side"]) == (1, 2)
+    with pytest.raises(CommandError, match="unknown setting"):
+        call_command("prefill_calibrate", "cats", "--set", "colour=red")
+    with pytest.raises(CommandError, match="max_images must be at least 1"):
+        call_command("prefill_calibrate", "cats", "--max-images", "0")

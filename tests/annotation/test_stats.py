@@ -73,6 +73,10 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
         "images_total": 4,
         "images_done": 1,
         "masks_per_image": pytest.approx(5 / 3),
+        "prefilled": 0,
+        "prefill_kept": 0,
+        "prefill_rejected": 0,
+        "prefill_pending": 0,
     }
     assert stats["per_day"] == [
         {
@@ -81,6 +85,7 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "seconds_per_mask": pytest.approx(15),
             "clicks_per_mask": pytest.approx(3),
             "masks_per_image": pytest.approx(2),
+            "prefilled": 0,
         },
         {
             "date": dt.date(2026, 3, 9),
@@ -88,6 +93,7 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "seconds_per_mask": None,
             "clicks_per_mask": None,
             "masks_per_image": None,
+            "prefilled": 0,
         },
         {
             "date": dt.date(2026, 3, 10),
@@ -95,6 +101,7 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "seconds_per_mask": pytest.approx((30 + 60 + 40) / 3),
             "clicks_per_mask": pytest.approx((3 + 5) / 2),
             "masks_per_image": pytest.approx(3 / 2),
+            "prefilled": 0,
         },
     ]
     bob, carol = rows["bob"], rows["carol"]
@@ -141,7 +148,8 @@ def test_annotator_stats_cover_only_that_annotators_masks(project, rows):
 def test_stats_are_computed_in_a_fixed_number_of_queries(
     project, rows, django_assert_max_num_queries
 ):
-    with django_assert_max_num_queries(4):
+    # Images, masks, masks per day, per annotator, prefilled masks per day.
+    with django_assert_max_num_queries(5):
         project_stats(project=project, days=30, now=NOW)
 
 
