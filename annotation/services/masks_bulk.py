@@ -93,8 +93,6 @@ def _record_row(record: object, *, height: int, width: int) -> _Row:
     if record.get("segmentation") is None:
         raise InvalidMask("a record needs a segmentation (COCO RLE or binary mask)")
     crop_box = record.get("crop_box")
-    if crop_box is not None:
-        crop_box = check_number_list(crop_box, name="crop_box", length=4)
     return _Row(
         mask=_segmentation(record["segmentation"], height=height, width=width),
         predicted_iou=check_number(record.get("predicted_iou"), name="predicted_iou"),
