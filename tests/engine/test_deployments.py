@@ -42,7 +42,9 @@ def test_an_api_deploy_is_recorded_and_a_repeat_changes_nothing(project, admin_u
     assert again.status_code == 200
     assert again.data["is_deployed"] is True
     assert history(project) == [(first.pk, None, "promote"), (second.pk, first.pk, "promote")]
-    assert Deployment.objects.filter(project=project).last().user == admin_user
+    latest = Deployment.objects.filter(project=project).order_by("id").last()
+    assert latest is not None
+    assert latest.user == admin_user
 
 
 def test_rollback_after_api_deploys_goes_back_to_the_previous_version(project, admin_user):
