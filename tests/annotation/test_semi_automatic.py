@@ -335,3 +335,35 @@ def test_prefill_calibrate_command(semi, annotator_user, capsys):
         call_command("prefill_calibrate", "cats", "--set", "colour=red")
     with pytest.raises(CommandError, match="max_images must be at least 1"):
         call_command("prefill_calibrate", "cats", "--max-images", "0")
+
+
+def test_a_prefill_run_stores_proposed_prefill_masks_that_done_accepts(semi, admin_user):
+    """The whole path: a prefill run (its chunk run here, as a gpu worker would), the tool's
+    view of the image (proposed prefill masks), done."""
+    from engine.services.automatic import automatic_chunk_run
+
+    # Lenient settings, so that the tiny test model proposes something on 30 x 40 noise.
+    prefill_settings_set(
+        project=semi,
+        settings={
+            "points_per_side": 4,
+            "pred_iou_thresh": 0.0,
+            "stability_score_thresh": 0.0,
+            "min_mask_region_area": 0,
+            "max_mask_area_fraction": None,
+        },
+        user=admin_user,
+    )
+    image = first_image(semi)
+    job = prefill_start(project=semi, user=admin_user, image_ids=[image.pk])
+    automatic_chunk_run(job_id=job.pk, image_ids=[image.pk])
+    masks = list(Mask.objects.filter(image=image))
+    assert masks
+    assert {(m.source, m.status, m.stage, m.job_id) for m in masks} == {
+        ("prefill", "proposed", "semi_automatic", job.pk)
+    }
+    assert all(m.annotator_id is None and m.predicted_iou is not None for m in masks)
+    assert AutomaticImage.objects.get(job=job, image=image).status == "done"
+    assert image.pk not in prefill_todo_image_ids(project=semi)
+    image_mark_done(image=image, user=admin_user)
+    assert set(Mask.objects.filter(image=image).values_list("status", flat=True)) == {"accepted"}

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from annotation.models import Image, Mask, Project, Stage
+from annotation.models import Image, Mask, Membership, Project, Stage
 from annotation.services.masks import mask_create
+from engine.models import Job
 from tests.e2e.conftest import LiveWeb
 from tests.e2e.test_tool import (
     LIVE_TIMEOUT_MS,
@@ -123,3 +124,34 @@ def test_prefilled_masks_are_shown_rejected_completed_and_accepted_on_done(
     rows = dict(Mask.objects.filter(image=image).values_list("id", "status"))
     assert rows == {good.pk: "accepted", wrong.pk: "rejected", added.pk: "accepted"}
     assert tool_data(page, "prefilled") == "0"
+
+
+def test_an_admin_moves_the_project_to_semi_automatic_on_its_page(
+    live_web: LiveWeb, browser_context
+) -> None:
+    from playwright.sync_api import expect
+
+    setup = make_setup([(W, H), (W, H)], embed=False)
+    Membership.objects.filter(user=setup.user).update(role=Membership.Role.ADMIN)
+    page = browser_context.new_page()
+    log_in(page, live_web)
+    page.goto(f"{live_web.url}/projects/{setup.project.pk}/")
+    card = page.locator("#stage")
+    expect(card).to_have_attribute("data-stage", "assisted_manual")
+    expect(page.locator("[data-figure=accepted]")).to_have_text("0")
+    expect(page.locator("#stage-rounds tr[data-version]")).to_have_count(1)  # the tiny import
+    page.select_option("#stage-select", "semi_automatic")
+    page.click("#stage-submit")
+    expect(card).to_have_attribute("data-stage", "semi_automatic")
+    expect(page.locator("ul.messages")).to_contain_text("Stage changed to Semi-automatic.")
+    expect(page.locator("ul.messages")).to_contain_text("Prefill run #")
+    expect(page.locator("#prefill-runs li[data-job]")).to_have_count(1)
+    expect(page.locator("#stage-history li")).to_have_count(1)
+    setup.project.refresh_from_db()
+    assert setup.project.stage == Stage.SEMI_AUTOMATIC
+    job = Job.objects.get(kind=Job.Kind.PREFILL)
+    assert (job.project_id, job.progress_total, job.created_by_id) == (
+        setup.project.pk,
+        2,
+        setup.user.pk,
+    )
