@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotation.errors import DomainError
-from engine.models import Deployment, Job, ModelVersion
+from engine.models import AutomaticImage, Deployment, Job, ModelVersion
 from engine.services.deployments import deployment_switch
 from engine.services.embeddings import embeddings_precompute_start
 
@@ -99,3 +99,17 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_filter = ["action", "project"]
     list_select_related = ["project", "version", "previous_version", "user"]
     readonly_fields = [field.name for field in Deployment._meta.fields]
+
+
+@admin.register(AutomaticImage)
+class AutomaticImageAdmin(admin.ModelAdmin):
+    """The images of automatic and prefill runs (written by the runs only: read-only here)."""
+
+    list_display = ["id", "job", "image", "status", "masks", "attempts", "updated_at"]
+    list_filter = ["status", "job__kind"]
+    search_fields = ["=job__id", "=image__id", "error"]
+    list_select_related = ["job", "image"]
+    readonly_fields = [field.name for field in AutomaticImage._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

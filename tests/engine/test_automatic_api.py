@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
@@ -10,6 +11,7 @@ from django.test import Client
 from annotation.models import Project
 from annotation.services.projects import membership_set, project_create
 from engine.models import AutomaticImage, Job
+from engine.services.automatic import automatic_start
 from engine.services.registry import model_version_deploy
 from tests.engine.automatic_helpers import FAST, Queue, corrupt
 from tests.engine.conftest import add_images, register_golden
@@ -181,3 +183,14 @@ def test_the_web_panel_starts_and_shows_a_run(queue, team, admin_user, annotator
     bad = web.post(f"/projects/{team.pk}/automatic/start/", {"pred_iou_thresh": "high"})
     assert bad.status_code == 302
     assert Job.objects.filter(kind="automatic").count() == 1
+
+
+def test_the_admin_lists_a_runs_images_read_only(queue, team, admin_user):
+    queue.call(automatic_start, project=team, user=admin_user, params=FAST)
+    boss = User.objects.create_superuser("root", password="root-pass-123")
+    web = Client()
+    web.force_login(boss)
+    page = web.get("/admin/engine/automaticimage/")
+    assert page.status_code == 200
+    assert page.content.decode().count('class="field-status"') == 2
+    assert web.get("/admin/engine/automaticimage/add/").status_code == 403
