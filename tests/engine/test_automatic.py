@@ -79,6 +79,7 @@ def test_the_sa1b_settings_are_the_default_under_project_and_run_overrides(queue
         ({"points_per_side": 0}, "points_per_side must be an integer >= 1"),
         ({"max_mask_area_fraction": 0}, "max_mask_area_fraction"),
         ({"output_mode": "binary_mask"}, "unknown setting"),
+        ({"points_per_side": 100_000}, "points_per_side must be at most 256"),
     ],
 )
 def test_bad_settings_are_refused_and_nothing_is_written(queue, admin_user, params, message):

@@ -41,6 +41,9 @@ def generator_defaults() -> dict[str, Any]:
 
 
 SETTABLE = frozenset(generator_defaults())
+# Upper bounds the generator itself does not have: beyond them one image takes hours (the grid
+# and the crops multiply) or one decoder batch exhausts any GPU's memory.
+LIMITS = {"points_per_side": 256, "points_per_batch": 4096, "crop_n_layers": 4}
 
 
 def check_overrides(overrides: Mapping[str, Any], *, what: str) -> dict[str, Any]:
@@ -85,6 +88,11 @@ def resolve_settings(
         check_parameters({**resolved, "point_grids": None, "output_mode": "coco_rle"})
     except ValueError as exc:
         raise InvalidAutomaticSettings(str(exc)) from exc
+    for name, limit in LIMITS.items():
+        if resolved[name] is not None and resolved[name] > limit:
+            raise InvalidAutomaticSettings(
+                f"{name} must be at most {limit}, got {resolved[name]!r}"
+            )
     try:  # stored in JSON columns: refuse what would not round-trip
         return dict(json.loads(json.dumps(resolved, allow_nan=False)))
     except (TypeError, ValueError) as exc:
