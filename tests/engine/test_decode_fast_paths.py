@@ -5,6 +5,7 @@ the uncompressed file cache (same file format as Django's), one database query p
 and the decoder thread.
 """
 
+import os
 import threading
 from pathlib import Path
 
@@ -191,3 +192,34 @@ def test_decodes_run_on_one_thread_and_their_errors_reach_the_caller():
 
     with pytest.raises(ValueError, match="bad prompt"):
         on_decoder_thread(fails)
+
+
+def test_the_file_cache_culls_expired_then_oldest_entries_never_the_newest(tmp_path: Path):
+    cache = UncompressedFileBasedCache(str(tmp_path), {"OPTIONS": {"MAX_ENTRIES": 9}})
+    cache.set("expired", 1, timeout=-1)  # written expired: the first to go
+    for index in range(9):
+        cache._last_cull = float("-inf")  # check on every set here (normally once a second)
+        cache.set(f"ref{index}", index, timeout=60)
+        path = cache._key_to_file(f"ref{index}")  # type: ignore[attr-defined]
+        os.utime(path, (1000 + index, 1000 + index))
+    cache._last_cull = float("-inf")
+    cache.set("newest", "n", timeout=60)  # 10 files >= 9: cull a third (3) before writing
+    assert cache.get("expired") is None
+    assert [cache.get(f"ref{index}") for index in range(9)] == [None, None, *range(2, 9)]
+    assert cache.get("newest") == "n"
+
+
+def test_the_file_cache_lists_its_folder_at_most_once_a_second(tmp_path: Path, monkeypatch):
+    cache = UncompressedFileBasedCache(str(tmp_path), {})
+    listings: list[int] = []
+    original = cache._list_cache_files  # type: ignore[attr-defined]
+
+    def counting() -> list[str]:
+        listings.append(1)
+        return original()
+
+    monkeypatch.setattr(cache, "_list_cache_files", counting)
+    for index in range(5):
+        cache.set(f"key{index}", index, timeout=60)
+    assert len(listings) == 1
+    assert [cache.get(f"key{index}") for index in range(5)] == list(range(5))
