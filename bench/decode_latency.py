@@ -11,7 +11,13 @@ Django's) on loopback, on a temporary SQLite database and blob folder, serves
   for a synthetic image (what a worker stores);
 * ``vit_b``: a seeded random-weight vit_b checkpoint (the official decoder's size: 256
   channels, MLP 2048, 8 heads) with a seeded random 1 x 256 x 64 x 64 embedding stored as a
-  worker would (float16 blob). Decoder timing does not depend on the weights' values.
+  worker would (float16 blob). Decoder timing does not depend on the weights' values;
+* ``seed``: the trained seed model (training/seed, vit_tiny) on a synthetic scene of its
+  domain, embedded by its encoder. The only model here whose masks look like real ones:
+  the golden tiny and random vit_b weights give noise-like masks (hundreds of thousands of
+  runs), which the server must upsample and encode in full, while real masks are mostly
+  constant tiles that the server decides from the low-res logits (engine.sam.boundary_masks)
+  and the bare ``predict`` still upsamples pixel by pixel.
 
 The reference is the bare decoder call, ``SamPredictor.predict`` on the same embedding (set
 once) with the same prompts, in this process with the same torch thread count. Each simulated
@@ -82,6 +88,7 @@ from bench.platform_setup import (  # noqa: E402 - after the path insert
     bench_checkpoint,
     free_port,
     platform_env,
+    scene_png,
     store_random_embedding,
     synthetic_png,
 )
@@ -120,11 +127,15 @@ def build_platform(
     user = User.objects.create_user("bench", password=secrets.token_urlsafe(16))
     token = Token.objects.create(user=user).key
     project = project_create(name="bench", creator=user)
-    [outcome] = images_ingest_batch(
-        project=project, files=[("bench.png", synthetic_png(width, height, seed=7))]
+    ellipses, scene = images_ingest_batch(
+        project=project,
+        files=[
+            ("bench.png", synthetic_png(width, height, seed=7)),
+            ("scene.png", scene_png(width, height, seed=7)),
+        ],
     )
-    assert outcome.image is not None
-    image = outcome.image
+    assert ellipses.image is not None
+    assert scene.image is not None
     store = get_blob_store()
     targets = []
     for name in models:
@@ -141,8 +152,10 @@ def build_platform(
             checkpoint_key=checkpoint_key(sha256),
             sha256=sha256,
         )
+        image = scene.image if name == "seed" else ellipses.image
         if name == "tiny":
             model_version_deploy(project=project, version=version)
+        if name in ("tiny", "seed"):
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
             store_random_embedding(
@@ -207,6 +220,7 @@ class Annotator:
         self.points: list[list[float]] = []
         self.labels: list[int] = []
         self.mask_ref: str | None = None
+        self.answer_bytes: list[int] = []
 
     def click(self, x: float, y: float, label: int) -> float:
         if len(self.points) >= self.per_object:
@@ -226,8 +240,10 @@ class Annotator:
             "POST", f"/api/images/{self.target.image_id}/decode/", body, self.headers
         )
         response = self.connection.getresponse()
-        answer = json.loads(response.read())
+        raw = response.read()
+        answer = json.loads(raw)
         elapsed = time.perf_counter() - start
+        self.answer_bytes.append(len(raw))
         if response.status != 200:
             raise SystemExit(f"decode answered {response.status}: {answer}")
         best = max(answer["masks"], key=lambda mask: mask["score"])
@@ -351,6 +367,7 @@ def measure(
         "bare_concurrent": percentiles(bare_many),
         "http_concurrent": percentiles(http_many),
         "throughput": len(http_many) / wall,
+        "answer_kb": float(np.mean(alone.answer_bytes)) / 1024,
         "requests": (len(http_alone), len(http_many)),
     }
 
@@ -384,14 +401,16 @@ def report(
         alone, concurrent = row["requests"]
         print(
             f"{row['model']:<7} {'':<28} {alone} requests alone, {concurrent} concurrent at "
-            f"{row['throughput']:.1f} req/s"
+            f"{row['throughput']:.1f} req/s, answers {row['answer_kb']:.1f} KB on average"
         )
     print(json.dumps({"results": results}, indent=None))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="tiny,vit_b", help="comma-separated: tiny, vit_b")
+    parser.add_argument(
+        "--models", default="tiny,vit_b,seed", help="comma-separated: tiny, vit_b, seed"
+    )
     parser.add_argument("--size", default="1500x1000", help="image width x height")
     parser.add_argument("--requests", type=int, default=100, help="clicks per phase per model")
     parser.add_argument("--annotators", type=int, default=20)
@@ -416,7 +435,7 @@ def main() -> None:
         parser.error("--workers > 1 needs --cache-url: mask refs must be shared by the workers")
     width, height = (int(v) for v in args.size.lower().split("x"))
     models = [name.strip() for name in args.models.split(",") if name.strip()]
-    if set(models) - {"tiny", "vit_b"}:
+    if set(models) - {"tiny", "vit_b", "seed"}:
         parser.error(f"unknown models {models}")
     torch.set_grad_enabled(False)
     if args.torch_threads > 0:

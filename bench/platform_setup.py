@@ -16,6 +16,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "engine" / "sam" / "goldens" / "tiny_sam.pth"
+SEED = REPO / "training" / "seed" / "seed_vit_tiny_domain_a.pth"  # trained: real masks
 
 
 def platform_env(root: Path, cache_url: str = "") -> dict[str, str]:
@@ -54,10 +55,24 @@ def synthetic_png(width: int, height: int, seed: int) -> bytes:
     return out.getvalue()
 
 
+def scene_png(width: int, height: int, seed: int) -> bytes:
+    """A synthetic domain-A scene (the seed model's training domain), as PNG bytes."""
+    from PIL import Image as PilImage
+
+    from training.loop.scenes import generate_scene
+
+    out = io.BytesIO()
+    PilImage.fromarray(generate_scene(seed, "A", (height, width)).image).save(out, "PNG")
+    return out.getvalue()
+
+
 def bench_checkpoint(name: str, root: Path) -> Path:
-    """ "tiny": the golden checkpoint; anything else: seeded random vit_b weights under root."""
+    """ "tiny": the golden checkpoint; "seed": the trained seed model; anything else: seeded
+    random vit_b weights under root."""
     if name == "tiny":
         return GOLDEN
+    if name == "seed":
+        return SEED
     from engine.sam.build import build_sam
     from engine.sam.checkpoint import save_sam
     from engine.sam.config import CONFIGS

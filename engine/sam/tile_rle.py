@@ -63,4 +63,4 @@ def tile_run_counts(
     counts = np.diff(np.concatenate(([0], positions, [height * width])))
     if first[0, 0]:
         counts = np.concatenate(([0], counts))
-    return [int(count) for count in counts]
+    return [int(count) for count in counts.tolist()]  # plain ints for pycocotools
