@@ -193,7 +193,12 @@ class Mask(models.Model):
     crop_box = models.JSONField(null=True, blank=True, help_text="[x, y, w, h]")
     idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     reviewed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # the partial index mask_reviewed_by
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     rejection_reason = models.CharField(max_length=500, blank=True)
@@ -223,10 +228,26 @@ class Mask(models.Model):
             ),
             # The tool: masks of one image.
             models.Index(fields=["image", "status"], name="mask_image_status"),
-            # Per-annotator stats over time.
-            models.Index(fields=["annotator", "created_at"], name="mask_annotator_time"),
-            # Project stats over time (per day, last N days).
-            models.Index(fields=["project", "created_at"], name="mask_project_time"),
+            # Per-annotator stats over time. Partial, like the two below: automatic masks (the
+            # bulk of the table at scale) have no annotator or reviewer, so they neither pay
+            # these index writes nor fill the ranges the stats read.
+            models.Index(
+                fields=["annotator", "created_at"],
+                condition=Q(annotator__isnull=False),
+                name="mask_annotator_time",
+            ),
+            # Project stats over time (per day, last N days): people's and prefilled masks.
+            models.Index(
+                fields=["project", "created_at"],
+                condition=Q(annotator__isnull=False) | Q(source="prefill"),
+                name="mask_project_time",
+            ),
+            # A reviewer deleted (SET NULL) finds the masks they reviewed.
+            models.Index(
+                fields=["reviewed_by"],
+                condition=Q(reviewed_by__isnull=False),
+                name="mask_reviewed_by",
+            ),
             # The review queue: accepted masks nobody reviewed yet, per image. Partial, so it
             # shrinks as reviewers work instead of growing with the table.
             models.Index(

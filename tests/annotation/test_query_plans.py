@@ -267,9 +267,27 @@ def test_the_run_writer_deletes_one_images_masks_of_a_run_by_index(scale):
 def test_the_stats_pages_read_by_index(scale):
     project = Project.objects.get(pk=scale.projects[4])
     now = timezone.now() + dt.timedelta(minutes=1)
-    assert_indexed(lambda: project_stats(project=project, days=30, now=now))
+    used = assert_indexed(lambda: project_stats(project=project, days=30, now=now))
+    assert used & {"mask_project_time", "mask_annotator_time"}, used
     user_id = scale.annotators[2]
-    assert_indexed(lambda: annotator_stats(project=project, user_id=user_id, days=30, now=now))
+    used = assert_indexed(
+        lambda: annotator_stats(project=project, user_id=user_id, days=30, now=now)
+    )
+    assert "mask_annotator_time" in used, used
+
+
+def _index_bytes(name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [name])
+        return int(cursor.fetchone()[0])
+
+
+def test_automatic_masks_stay_out_of_the_people_indexes(scale):
+    """Nine masks in ten are automatic (no annotator, no reviewer): the partial indexes of the
+    stats and of reviewers hold the rest only, a fraction of a full index's size."""
+    full = _index_bytes("mask_project_status_id")
+    for name in ("mask_project_time", "mask_annotator_time", "mask_reviewed_by"):
+        assert _index_bytes(name) < 0.25 * full, name
 
 
 def test_the_review_queue_reads_by_index(scale):
