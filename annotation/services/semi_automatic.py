@@ -126,6 +126,16 @@ def prefill_start(
             "semi-automatic stage"
         )
     ids = list(image_ids) if image_ids is not None else prefill_todo_image_ids(project=project)
+    done = list(
+        Image.objects.filter(project=project, pk__in=ids, status=Image.Status.DONE)
+        .order_by("id")
+        .values_list("id", flat=True)[:20]
+    )
+    if done:
+        # Their prefilled masks would stay proposed: nobody marks a done image done again.
+        raise PrefillRefused(
+            f"images {', '.join(map(str, done))} are done already; prefill only todo images"
+        )
     if not ids:
         raise PrefillRefused(f"every todo image of {project.name!r} is prefilled already")
     return automatic_start(

@@ -85,6 +85,14 @@ def test_prefill_start_covers_the_todo_images_with_the_strict_settings(semi, adm
     assert Job.objects.filter(kind=Job.Kind.PREFILL).count() == 1
 
 
+def test_done_images_are_not_prefilled(semi, admin_user):
+    image = first_image(semi)
+    Image.objects.filter(pk=image.pk).update(status=Image.Status.DONE)
+    with pytest.raises(PrefillRefused, match=f"images {image.pk} are done already"):
+        prefill_start(project=semi, user=admin_user, image_ids=[image.pk])
+    assert Job.objects.count() == 0
+
+
 def test_images_of_a_cancelled_run_it_never_reached_come_back(semi, admin_user):
     job = prefill_start(project=semi, user=admin_user)
     first = AutomaticImage.objects.filter(job=job).order_by("image_id")[0]
