@@ -47,7 +47,13 @@ from engine.sam.exact_bilinear import (
     kernel_kind,
     resize_pixels,
 )
-from engine.sam.tile_rle import TILE_COLS, TILE_ROWS, tile_run_counts
+from engine.sam.tile_rle import (
+    TILE_COLS,
+    TILE_ROWS,
+    pack_transposed_tiles,
+    tile_run_counts,
+    unpack_tile_columns,
+)
 
 TINY = 1e-20  # positive sources below this could underflow after two resizes
 SAFETY = 64.0  # bound / (2**-24 * max|logit|); the error analysis above needs about 35
@@ -103,7 +109,7 @@ class TilePlan:
 
     full: np.ndarray  # C x tiles_y x tiles_x bool: the tile is all True (unless boundary)
     boundary: np.ndarray  # T x 3 int64 (mask, tile_y, tile_x)
-    bits: np.ndarray  # T x TILE_ROWS x TILE_COLS bool: the boundary tiles' pixels
+    words: np.ndarray  # T x TILE_COLS uint32: the boundary tiles' pixels, bit r = row r
 
 
 class BoundaryMasks:
@@ -150,7 +156,7 @@ class BoundaryMasks:
         boundary = np.argwhere(~full & (non_zero > 0))
         if len(boundary) > MAX_BOUNDARY_FRACTION * full.size:
             return None
-        return TilePlan(full=full, boundary=boundary, bits=self._boundary_bits(low, boundary))
+        return TilePlan(full=full, boundary=boundary, words=self._boundary_words(low, boundary))
 
     def _window_counts(self, flags: np.ndarray) -> np.ndarray:
         """C x tiles_y x tiles_x: how many flags are set in each tile's low-res window."""
@@ -162,29 +168,29 @@ class BoundaryMasks:
             :, top, left
         ]
 
-    def _boundary_bits(self, low: Tensor, boundary: np.ndarray) -> np.ndarray:
-        """T x TILE_ROWS x TILE_COLS: the thresholded pixels of the boundary tiles."""
+    def _boundary_words(self, low: Tensor, boundary: np.ndarray) -> np.ndarray:
+        """T x TILE_COLS uint32: the thresholded pixels of the boundary tiles, by column."""
         if len(boundary) == 0:
-            return np.zeros((0, TILE_ROWS, TILE_COLS), dtype=bool)
+            return np.zeros((0, TILE_COLS), dtype=np.uint32)
         mask, tile_y, tile_x = torch.from_numpy(boundary).unbind(dim=1)
-        rows = self.rows.index[tile_y][:, :, None]  # T x Ky x 1
-        cols = self.cols.index[tile_x][:, None, :]  # T x 1 x Kx
-        patches = low[mask[:, None, None], rows, cols]  # T x Ky x Kx
+        rows = self.rows.index[tile_y][:, None, :]  # T x 1 x Ky
+        cols = self.cols.index[tile_x][:, :, None]  # T x Kx x 1
+        patches = low[mask[:, None, None], rows, cols]  # T x Kx x Ky: transposed tiles
         values = torch.bmm(
-            torch.bmm(self.rows.weights[tile_y], patches), self.cols.weights[tile_x].transpose(1, 2)
-        )  # T x TILE_ROWS x TILE_COLS
+            torch.bmm(self.cols.weights[tile_x], patches), self.rows.weights[tile_y].transpose(1, 2)
+        )  # T x TILE_COLS x TILE_ROWS, each tile transposed (columns are what the RLE walks)
         peak = low.abs().flatten(1).amax(dim=1)  # C: bounds every value of both resizes
         bound = (peak * (SAFETY * 2.0**-24))[mask]
         close = values.abs() <= bound[:, None, None]
         if bool(close.any()):
-            tile, row, col = torch.nonzero(close, as_tuple=True)
+            tile, col, row = torch.nonzero(close, as_tuple=True)
             y = tile_y[tile] * TILE_ROWS + row
             x = tile_x[tile] * TILE_COLS + col
             inside = (y < self.height) & (x < self.width)  # padding is cut off anyway
             tile, y, x = tile[inside], y[inside], x[inside]
             exact = self.exact_values(low.numpy(), mask[tile].numpy(), y.numpy(), x.numpy())
-            values[tile, row[inside], col[inside]] = torch.from_numpy(exact)
-        return (values > 0).numpy()
+            values[tile, col[inside], row[inside]] = torch.from_numpy(exact)
+        return pack_transposed_tiles((values > 0).numpy())
 
     def exact_values(
         self, low: np.ndarray, channel: np.ndarray, y: np.ndarray, x: np.ndarray
@@ -218,7 +224,7 @@ class BoundaryMasks:
         blocks = blocks.reshape(channels, tiles_y, TILE_ROWS, tiles_x, TILE_COLS)
         mask, tile_y, tile_x = plan.boundary.T
         blocks = blocks.transpose(0, 1, 3, 2, 4).copy()
-        blocks[mask, tile_y, tile_x] = plan.bits
+        blocks[mask, tile_y, tile_x] = unpack_tile_columns(plan.words)
         full = blocks.transpose(0, 1, 3, 2, 4).reshape(
             channels, tiles_y * TILE_ROWS, tiles_x * TILE_COLS
         )
@@ -232,7 +238,7 @@ class BoundaryMasks:
             counts = tile_run_counts(
                 full=plan.full[index],
                 boundary=plan.boundary[mine, 1:],
-                bits=plan.bits[mine],
+                words=plan.words[mine],
                 height=self.height,
                 width=self.width,
             )

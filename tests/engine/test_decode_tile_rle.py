@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from engine.sam.tile_rle import TILE_COLS, TILE_ROWS, tile_run_counts
+from engine.sam.tile_rle import (
+    TILE_COLS,
+    TILE_ROWS,
+    pack_tile_columns,
+    tile_run_counts,
+    unpack_tile_columns,
+)
 
 
 def random_plan(rng: np.random.Generator, height: int, width: int, smooth: bool):
@@ -41,7 +47,11 @@ def test_every_small_shape_gives_pycocotools_rle():
         for width in range(1, 40, 3):
             full, boundary, bits, mask = random_plan(rng, height, width, smooth=height % 2 == 0)
             counts = tile_run_counts(
-                full=full, boundary=boundary, bits=bits, height=height, width=width
+                full=full,
+                boundary=boundary,
+                words=pack_tile_columns(bits),
+                height=height,
+                width=width,
             )
             assert sum(counts) == height * width
             assert pycocotools_counts(counts, height, width) == expected_counts(mask)
@@ -54,7 +64,9 @@ def test_every_small_shape_gives_pycocotools_rle():
 def test_large_and_edge_shapes_give_pycocotools_rle(size, smooth):
     rng = np.random.default_rng(sum(size))
     full, boundary, bits, mask = random_plan(rng, size[0], size[1], smooth)
-    counts = tile_run_counts(full=full, boundary=boundary, bits=bits, height=size[0], width=size[1])
+    counts = tile_run_counts(
+        full=full, boundary=boundary, words=pack_tile_columns(bits), height=size[0], width=size[1]
+    )
     assert pycocotools_counts(counts, *size) == expected_counts(mask)
 
 
@@ -63,7 +75,9 @@ def test_constant_masks_and_a_first_true_pixel(value):
     full = np.full((2, 3), value)
     empty = np.zeros((0, 2), dtype=np.int64)
     no_bits = np.zeros((0, TILE_ROWS, TILE_COLS), dtype=bool)
-    counts = tile_run_counts(full=full, boundary=empty, bits=no_bits, height=40, width=40)
+    counts = tile_run_counts(
+        full=full, boundary=empty, words=pack_tile_columns(no_bits), height=40, width=40
+    )
     assert counts == ([0, 1600] if value else [1600])
 
 
@@ -72,7 +86,17 @@ def test_tiles_that_do_not_cover_the_mask_are_refused():
         tile_run_counts(
             full=np.zeros((1, 1), dtype=bool),
             boundary=np.zeros((0, 2), dtype=np.int64),
-            bits=np.zeros((0, TILE_ROWS, TILE_COLS), dtype=bool),
+            words=np.zeros((0, TILE_COLS), dtype=np.uint32),
             height=TILE_ROWS + 1,
             width=1,
         )
+
+
+def test_tile_columns_pack_and_unpack_row_by_row():
+    bits = np.random.default_rng(5).random((7, TILE_ROWS, TILE_COLS)) < 0.5
+    words = pack_tile_columns(bits)
+    assert words.shape == (7, TILE_COLS)
+    assert words.dtype == np.uint32
+    tile, row, col = 3, 9, 4
+    assert bool((int(words[tile, col]) >> row) & 1) == bits[tile, row, col]
+    assert np.array_equal(unpack_tile_columns(words), bits)
