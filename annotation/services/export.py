@@ -30,6 +30,12 @@ from annotation.selectors.masks import (
     mask_groups_for_export,
     masks_for_export,
 )
+from annotation.services.export_params import (
+    export_choice,
+    export_out_checked,
+    export_run_id_checked,
+    export_shard_size_checked,
+)
 from engine.models import Job
 from engine.services.jobs import (
     JobCancelled,
@@ -39,7 +45,7 @@ from engine.services.jobs import (
     job_start,
     job_succeed,
 )
-from storage.blobs import BlobStore, LocalBlobStore, get_blob_store, open_location
+from storage.blobs import BlobStore, get_blob_store, open_location
 from storage.formats import CocoWriter, Sa1bShardWriter
 
 logger = logging.getLogger(__name__)
@@ -85,16 +91,18 @@ def export_start(
     if project.pk is None:
         raise ExportRefused("the project is not saved")
     params = {
-        "format": _choice(fmt, name="format", allowed=FORMATS),
-        "status": _choice(status, name="status", allowed=Mask.Status.values),
-        "stage": None if stage is None else _choice(stage, name="stage", allowed=Stage.values),
+        "format": export_choice(fmt, name="format", allowed=FORMATS),
+        "status": export_choice(status, name="status", allowed=Mask.Status.values),
+        "stage": None
+        if stage is None
+        else export_choice(stage, name="stage", allowed=Stage.values),
         "source": None
         if source is None
-        else _choice(source, name="source", allowed=Mask.Source.values),
-        "out": _checked_out(out),
-        "shard_size": _checked_shard_size(shard_size),
+        else export_choice(source, name="source", allowed=Mask.Source.values),
+        "out": export_out_checked(out),
+        "shard_size": export_shard_size_checked(shard_size),
         "include_images": bool(include_images),
-        "job_id": _checked_run(job_id, project=project),
+        "job_id": export_run_id_checked(job_id, project=project),
     }
     job = job_create(
         kind=Job.Kind.EXPORT,
@@ -108,68 +116,6 @@ def export_start(
 
         job_enqueue(job=job, task=export_dataset, queue="default")
     return job
-
-
-def _choice(value: object, *, name: str, allowed: list[str] | tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ExportRefused(f"unknown {name} {value!r}; use one of: {', '.join(allowed)}")
-    return value
-
-
-_RUN_KINDS = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
-
-
-def _checked_run(job_id: int | None, *, project: Project) -> int | None:
-    """The id of a run of ``project`` whose masks to export, or ExportRefused."""
-    if job_id is None:
-        return None
-    if isinstance(job_id, bool) or not isinstance(job_id, int):
-        raise ExportRefused(f"job must be a job id, got {job_id!r}")
-    run = Job.objects.filter(pk=job_id, project=project).only("kind").first()
-    if run is None:
-        raise ExportRefused(f"job #{job_id} is not a job of project {project.name!r}")
-    if run.kind not in _RUN_KINDS:
-        raise ExportRefused(
-            f"job #{job_id} is a {run.kind} job; only the masks of an automatic or prefill run "
-            "can be exported by job"
-        )
-    return job_id
-
-
-def _checked_shard_size(shard_size: int | None) -> int:
-    if shard_size is None:
-        return int(settings.MASKLOOP_SA1B_SHARD_SIZE)
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ExportRefused(f"shard size must be a positive integer, got {shard_size!r}")
-    return shard_size
-
-
-def _checked_out(out: str | None) -> str | None:
-    """``out`` normalised (local paths made absolute), or ExportRefused with the reason."""
-    if out is None:
-        return None
-    if not isinstance(out, str) or not out.strip():
-        raise ExportRefused("the output location is empty: give a folder or s3://bucket/prefix")
-    try:
-        location = open_location(out)
-    except ValueError as exc:
-        raise ExportRefused(f"cannot export to {out!r}: {exc}") from exc
-    if not isinstance(location, LocalBlobStore):
-        return out
-    folder = location.root
-    if folder.exists() and not folder.is_dir():
-        raise ExportRefused(f"cannot export to {out!r}: it exists and is not a folder")
-    probe = folder if folder.exists() else folder.parent
-    if not probe.is_dir():
-        raise ExportRefused(f"cannot export to {out!r}: the folder {probe} does not exist")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise ExportRefused(
-            f"cannot export to {out!r}: the folder {probe} is not writable ({exc.strerror})"
-        ) from exc
-    return str(folder)
 
 
 # --- run -------------------------------------------------------------------------------------
