@@ -238,11 +238,11 @@ def run_round(*, project: Any, admin: Any, overrides: dict[str, Any]) -> tuple[A
     """Launch a round as an admin would and run its job in this process; returns the round and
     its job's result."""
     from engine.models import Job
-    from training.services.round_run import round_run
+    from training.services.round_run import round_run_here
     from training.services.rounds import round_launch
 
     launched = round_launch(project=project, user=admin, overrides=overrides, enqueue=False)
-    finished = round_run(job_id=launched.job_id)
+    finished = round_run_here(job_id=launched.job_id)
     job = Job.objects.get(pk=launched.job_id)
     if job.status != Job.Status.SUCCEEDED:
         raise SystemExit(f"round {launched.number} {job.status}: {job.error or job.message}")

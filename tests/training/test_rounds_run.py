@@ -1,6 +1,8 @@
 """Running a round in process: train, evaluate, register; cancel; crashes; out of memory."""
 
 import hashlib
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from storage.blobs import get_blob_store
 from tests.training.rounds_data import FAST, add_scenes, deployed_parent
 from training.models import RoundSettings, TrainingRound
 from training.services import round_run as run_module
-from training.services.round_run import round_run, state_key, work_dir_for
+from training.services.round_run import round_run, round_run_here, state_key, work_dir_for
 from training.services.rounds import round_launch
 from training.tasks import MAX_RETRIES, gpu_train_round
 
@@ -179,3 +181,77 @@ def test_a_transient_error_is_retried_with_the_state_kept_then_fails(
     assert job.attempts == MAX_RETRIES + 1
     assert not work_dir_for(training_round.pk).exists()
     assert TrainingRound.objects.get(pk=training_round.pk).produced_version is None
+
+
+def test_an_interrupted_in_process_round_fails_its_job_and_frees_the_project(
+    ready, admin_user, monkeypatch
+):
+    project, _ = ready
+    training_round = _launch(project, admin_user)
+
+    def interrupted(*args, **kwargs):
+        (Path(kwargs["work_dir"]) / "state.pt").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        round_run_here(job_id=training_round.job_id)
+    job = Job.objects.get(pk=training_round.job_id)
+    assert job.status == Job.Status.FAILED
+    assert job.error == "interrupted (KeyboardInterrupt) while running here"
+    assert not work_dir_for(training_round.pk).exists()
+    # The next launch is not blocked by a job nobody runs any more.
+    assert _launch(project, admin_user).number == 2
+
+
+def test_sigterm_stops_an_in_process_round_with_its_job_failed(ready, admin_user, monkeypatch):
+    project, _ = ready
+    training_round = _launch(project, admin_user)
+    handler_before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM should have stopped the round")
+
+    monkeypatch.setattr(run_module, "train", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        round_run_here(job_id=training_round.job_id)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    job = Job.objects.get(pk=training_round.job_id)
+    assert (job.status, job.error) == (
+        Job.Status.FAILED,
+        "interrupted (SystemExit) while running here",
+    )
+    assert signal.getsignal(signal.SIGTERM) == handler_before
+
+
+def test_a_transient_error_in_process_fails_the_job_at_once(ready, admin_user, monkeypatch):
+    from storage.blobs import BlobStoreUnavailable
+
+    project, _ = ready
+    training_round = _launch(project, admin_user)
+    calls: list[int] = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(1)
+        raise BlobStoreUnavailable("connection refused")
+
+    monkeypatch.setattr(run_module, "train", unreachable)
+    done = round_run_here(job_id=training_round.job_id)
+    assert calls == [1]  # nothing retries an in-process round
+    assert done is not None
+    assert (done.job.status, done.job.error) == (
+        Job.Status.FAILED,
+        "BlobStoreUnavailable: connection refused",
+    )
+    assert not work_dir_for(training_round.pk).exists()
+
+
+def test_an_in_process_round_that_succeeds_stays_succeeded(ready, admin_user):
+    project, _ = ready
+    training_round = _launch(project, admin_user)
+    done = round_run_here(job_id=training_round.job_id)
+    assert done is not None
+    assert done.job.status == Job.Status.SUCCEEDED, done.job.error
+    assert done.produced_version is not None
+    assert round_run_here(job_id=training_round.job_id) is None  # finished: nothing to do

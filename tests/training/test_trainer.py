@@ -135,6 +135,52 @@ def test_resume_with_other_settings_is_refused(samples: list[TrainSample], tmp_p
         run(samples, tmp_path, scope="full")
 
 
+@pytest.mark.parametrize(("loss_side", "side"), [(0, 64), (128, 128), (256, 256)])
+def test_loss_side_is_the_grid_the_ground_truth_is_trained_at(
+    samples: list[TrainSample],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loss_side: int,
+    side: int,
+) -> None:
+    from training.loop import trainer as trainer_module
+
+    seen: list[tuple[int, ...]] = []
+    real = trainer_module.interactive_step
+
+    def recording(model: Sam, embeddings: Tensor, gt: Tensor, **kwargs: Any) -> Any:
+        seen.append(tuple(gt.shape[1:]))
+        return real(model, embeddings, gt, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "interactive_step", recording)
+    run(samples, tmp_path, loss_side=loss_side)
+    # 0: the decoder's low-res side (64 for this 256 input); else as asked.
+    assert seen
+    assert set(seen) == {(side, side)}
+
+
+def test_a_loss_side_that_does_not_divide_the_input_is_refused(
+    samples: list[TrainSample], tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="loss_side 96 must divide the model's input size 256"):
+        run(samples, tmp_path, loss_side=96)
+
+
+def test_a_state_written_before_loss_side_existed_resumes_with_the_default(
+    samples: list[TrainSample], tmp_path: Path
+) -> None:
+    run(samples, tmp_path, steps=1)
+    state = tmp_path / STATE_FILE
+    payload = torch.load(state, weights_only=True)
+    del payload["config"]["loss_side"]
+    torch.save(payload, state)
+    result = train(small_sam(seed=1), samples, TrainConfig(steps=2, **QUICK), work_dir=tmp_path)
+    assert result.steps_done == 2
+    assert len(result.loss_curve) == 2
+    with pytest.raises(ValueError, match=r"'loss_side': \(0, 128\)"):
+        train(small_sam(), samples, TrainConfig(steps=3, loss_side=128, **QUICK), work_dir=tmp_path)
+
+
 def test_decoder_scope_embeds_each_image_once_and_trains_only_the_decoder(
     samples: list[TrainSample], tmp_path: Path
 ) -> None:
@@ -237,6 +283,8 @@ def test_unusable_data_is_refused_before_anything_is_written(tmp_path: Path) -> 
         ({"steps": 0}, "steps must be a positive integer"),
         ({"accumulate": 0}, "accumulate must be a positive integer"),
         ({"max_mask_fraction": 0.0}, "max_mask_fraction"),
+        ({"loss_side": -1}, "loss_side must be 0"),
+        ({"loss_side": True}, "loss_side must be an integer"),
     ],
 )
 def test_bad_config_is_refused(options: dict[str, Any], message: str) -> None:

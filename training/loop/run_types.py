@@ -24,6 +24,13 @@ class TrainConfig:
     accumulate: int = 1
     iterations: int = 11
     max_mask_fraction: float = 0.9  # GT masks covering more of the image are dropped
+    # Side of the square input-frame grid the ground truth, the losses and the error-region
+    # points are computed at (the low-res logits are upsampled bilinearly to it); 0 means the
+    # decoder's low-res side (256 for a 1024 input). Must divide the input size. At 256 a
+    # cell is 2.5 pixels of a 640-wide image, too coarse for thin parts: a model matching that
+    # target perfectly reaches IoU 0.9 on only about half of domain B's masks (see
+    # docs/retraining.md); 512 lifts that ceiling at 4x the loss pixels.
+    loss_side: int = 0
     # bf16 autocast: on CUDA, and on CPUs with native bf16 matmuls (AMX / AVX512-BF16), where
     # it roughly halves the step time; elsewhere on CPU it is emulated and slower.
     bf16: bool = False
@@ -34,6 +41,12 @@ class TrainConfig:
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}; expected one of {SCOPES}")
         positive = ("steps", "images_per_step", "masks_per_image", "accumulate", "iterations")
+        if isinstance(self.loss_side, bool) or not isinstance(self.loss_side, int):
+            raise ValueError(f"loss_side must be an integer, got {self.loss_side!r}")
+        if self.loss_side < 0:
+            raise ValueError(
+                f"loss_side must be 0 (the low-res side) or more, got {self.loss_side}"
+            )
         for name in (*positive, "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

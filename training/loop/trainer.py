@@ -68,6 +68,7 @@ _RESUME_FIELDS = (
     "accumulate",
     "iterations",
     "max_mask_fraction",
+    "loss_side",
 )
 
 
@@ -163,7 +164,11 @@ class _Trainer:
         self.state_path = work_dir / STATE_FILE
         self.rank, self.world = _dist_rank_world()
         self.frozen_encoder = config.scope != "full"
-        self.side = model.prompt_encoder.mask_input_size[0]
+        self.side = config.loss_side or model.prompt_encoder.mask_input_size[0]
+        if model.img_size % self.side != 0:
+            raise ValueError(
+                f"loss_side {self.side} must divide the model's input size {model.img_size}"
+            )
         self.embeddings: dict[str, Tensor] = {}
         self.optimizer = build_optimizer(
             model,
@@ -306,11 +311,14 @@ class _Trainer:
         if not self.state_path.exists():
             return
         payload = read_training_state(self.state_path, map_location=self.device)
-        saved = payload.get("config", {})
+        # A setting added after the state was written had its default value then.
+        defaults = TrainConfig()
+        saved = {name: getattr(defaults, name) for name in _RESUME_FIELDS}
+        saved.update(payload.get("config", {}))
         different = {
-            name: (saved.get(name), getattr(self.config, name))
+            name: (saved[name], getattr(self.config, name))
             for name in _RESUME_FIELDS
-            if saved.get(name) != getattr(self.config, name)
+            if saved[name] != getattr(self.config, name)
         }
         if different:
             raise ValueError(

@@ -24,6 +24,8 @@ were and the round's blobs are removed (the registry removes its own on a failed
 
 import logging
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -346,6 +348,49 @@ def round_run(
     )
     _cleanup(training_round)
     return _refreshed(training_round)
+
+
+def round_run_here(
+    *, job_id: int, on_progress: Callable[[TrainProgress], None] | None = None
+) -> TrainingRound | None:
+    """Run the round of ``job_id`` in this process, to the end (``launch_round --wait``, the
+    engine benchmark); None when its job had finished already.
+
+    No task retries or redelivers an in-process round, so nothing that stops it may leave its
+    job ``running`` and block the project's next launch: a transient error fails the job at
+    once, and so does the process being stopped (Ctrl-C, SIGTERM, ``SystemExit``), which then
+    goes on stopping. The work dir and state are removed either way. Only a SIGKILL, which no
+    process can catch, leaves the job running; cancel it (``POST /api/jobs/{id}/cancel/``).
+    """
+    previous = _raise_on_sigterm()
+    try:
+        return round_run(job_id=job_id, on_progress=on_progress)
+    except RETRYABLE as exc:
+        _fail_unless_finished(job_id, exc)
+        return _refreshed(round_for_job(job_id=job_id))
+    except BaseException as exc:
+        _fail_unless_finished(job_id, f"interrupted ({type(exc).__name__}) while running here")
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit (main thread only); returns the handler to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _fail_unless_finished(job_id: int, error: BaseException | str) -> None:
+    """round_fail, unless the job got to an end state (succeeded, failed, cancelled) first."""
+    if Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).exists():
+        round_fail(job_id=job_id, error=error)
 
 
 def round_fail(*, job_id: int, error: BaseException | str) -> None:

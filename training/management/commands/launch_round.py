@@ -10,7 +10,7 @@ from annotation.errors import DomainError
 from annotation.management.commands._lookup import project_from_ref, user_from_name
 from training.loop.optim import SCOPES
 from training.loop.trainer import TrainProgress
-from training.services.round_run import round_run
+from training.services.round_run import round_run_here
 from training.services.rounds import round_launch
 
 
@@ -73,7 +73,7 @@ class Command(BaseCommand):
             bar.refresh()
 
         try:
-            finished = round_run(job_id=training_round.job_id, on_progress=progress)
+            finished = round_run_here(job_id=training_round.job_id, on_progress=progress)
         finally:
             bar.close()
         if finished is None:
