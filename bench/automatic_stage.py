@@ -48,6 +48,7 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/13"
 SEED_MODEL = REPO / "training" / "seed" / "seed_vit_tiny_domain_a.pth"
 PROJECT = "bench-automatic-stage"
 WARM = 2  # warm-up images (one per worker)
+CHUNK_TASK = "engine.tasks.gpu_automatic_chunk"
 STAGES = ("load", "encoder", "decoder", "postprocess", "db")
 
 
@@ -199,9 +200,12 @@ def _platform(
     try:
         logs = [folder / f"worker-{workers}-{i}.log" for i in range(workers)]
         _wait(lambda: all(" ready." in log.read_text() for log in logs), 120, "workers ready")
-        # One warm-up image per worker (each loads the model on its first chunk).
+        # Warm-up runs until every worker has run a chunk (and so loaded the model).
         warm = [image.pk for image in images[:WARM]]
-        _run(project, warm[:workers], settings, chunk=1, in_flight=workers, timeout=timeout)
+        for _ in range(10):
+            _run(project, warm[:workers], settings, chunk=1, in_flight=workers, timeout=timeout)
+            if all(f"{CHUNK_TASK}[" in log.read_text() for log in logs):
+                break
         store = get_blob_store()  # every timed run computes its embeddings, like the reference
         for key in list(store.list("embeddings/")):
             store.delete(key)
