@@ -259,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--scope", choices=("decoder", "decoder+prompt", "full"), default="full")
     parser.add_argument(
+        "--loss-side",
+        type=int,
+        default=0,
+        help="grid side of the training losses (0: the decoder's low-res side, 256)",
+    )
+    parser.add_argument(
         "--no-bf16",
         dest="bf16",
         action="store_false",
@@ -301,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "scope": args.scope,
             "bf16": args.bf16,
+            "loss_side": args.loss_side,
         }
 
         phases: list[PhaseStats] = []

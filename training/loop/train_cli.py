@@ -59,6 +59,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decay-steps", type=int, nargs="*", default=[])
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument(
+        "--loss-side",
+        type=int,
+        default=0,
+        help="grid side the ground truth and losses are computed at (0: the low-res side)",
+    )
+    parser.add_argument(
         "--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16)"
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> TrainResult:
             bf16=args.bf16,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
+            loss_side=args.loss_side,
         )
         scenes = scene_dataset(args.scenes, args.domain, args.first_scene, tuple(args.scene_size))
         samples = samples_from_scenes(scenes)
