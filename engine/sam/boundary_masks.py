@@ -64,12 +64,16 @@ MAX_BOUNDARY_FRACTION = 0.5  # of all tiles: beyond it the full upsampling is ch
 MAX_SIGN_CHANGE_FRACTION = 0.25
 
 
-def _matrix(axis: AxisWeights, size_in: int) -> np.ndarray:
-    """size_out x size_in float64 matrix of one resize along one axis."""
-    matrix = np.zeros((len(axis.i0), size_in), dtype=np.float64)
-    rows = np.arange(len(axis.i0))
-    np.add.at(matrix, (rows, axis.i0), axis.w0.astype(np.float64))
-    np.add.at(matrix, (rows, axis.i1), axis.w1.astype(np.float64))
+def _composed_matrix(first: AxisWeights, second: AxisWeights, low: int) -> np.ndarray:
+    """size_out x low float64 matrix of both resizes along one axis (the crop between them
+    only limits which intermediate positions `second` reads): at most four sources a row,
+    written directly rather than as a product of the two dense matrices."""
+    matrix = np.zeros((len(second.i0), low), dtype=np.float64)
+    rows = np.arange(len(second.i0))
+    for middle, outer in ((second.i0, second.w0), (second.i1, second.w1)):
+        for source, inner in ((first.i0, first.w0), (first.i1, first.w1)):
+            weight = outer.astype(np.float64) * inner[middle].astype(np.float64)
+            np.add.at(matrix, (rows, source[middle]), weight)
     return matrix
 
 
@@ -134,10 +138,8 @@ class BoundaryMasks:
         self.first = tuple(axis_weights(side, self.image_size) for side in self.low_size)
         self.second = (axis_weights(kept[0], self.height), axis_weights(kept[1], self.width))
         matrices = [
-            _matrix(second, kept_side) @ _matrix(first, low_side)[:kept_side]
-            for first, second, kept_side, low_side in zip(
-                self.first, self.second, kept, self.low_size, strict=True
-            )
+            _composed_matrix(first, second, low_side)
+            for first, second, low_side in zip(self.first, self.second, self.low_size, strict=True)
         ]
         self.rows = _tiling(matrices[0], TILE_ROWS)
         self.cols = _tiling(matrices[1], TILE_COLS)
