@@ -1,11 +1,11 @@
 """Click -> mask on the server endpoint, next to the bare decoder call, in the same run.
 
-    .venv/bin/python bench/decode_latency.py                       # tiny + vit_b, 1500 x 1000
+    .venv/bin/python bench/decode_latency.py                # tiny + vit_b + seed, 1500 x 1000
     .venv/bin/python bench/decode_latency.py --models tiny --requests 50 --clicks 5
 
 A real server process (gunicorn, as in production: ``config.wsgi``; ``--server runserver`` for
 Django's) on loopback, on a temporary SQLite database and blob folder, serves
-``POST /api/images/{id}/decode/`` with token authentication. Two model versions:
+``POST /api/images/{id}/decode/`` with token authentication. Three model versions:
 
 * ``tiny``: the golden vit_tiny checkpoint of the tests, with the embedding its encoder computes
   for a synthetic image (what a worker stores);
