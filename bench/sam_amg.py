@@ -1,6 +1,7 @@
 """Automatic mask generator: ours against the official segment-anything, same run.
 
     .venv/bin/python bench/sam_amg.py [--arch vit_b] [--points-per-side 32] [--repeats 2]
+    .venv/bin/python bench/sam_amg.py --only defaults        # the issue's figure alone
     .venv/bin/python bench/sam_amg.py --device cuda          # both sides on the GPU
     .venv/bin/python bench/sam_amg.py --arch vit_tiny \
         --checkpoint tests/engine/sam/goldens/amg_tiny_sam.pth      # tens of masks per image
@@ -135,12 +136,21 @@ def matched(ours: list[dict[str, Any]], official: list[dict[str, Any]]) -> tuple
     return float(hits.mean()), worst
 
 
-def run(arch: str, points_per_side: int, repeats: int, given: Path | None, device: str) -> None:
+def run(
+    arch: str,
+    points_per_side: int,
+    repeats: int,
+    given: Path | None,
+    device: str,
+    only: str | None = None,
+) -> None:
     from engine.sam.amg import SamAutomaticMaskGenerator
     from engine.sam.checkpoint import load_sam
 
     image = bench_image()
     settings: dict[str, dict[str, Any]] = {"defaults": {}, "low thresholds": LOW}
+    if only is not None:
+        settings = {only: settings[only]}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = given if given is not None else Path(tmp) / f"{arch}_structured.pth"
         if given is None:
@@ -218,12 +228,18 @@ def main() -> None:
         help="official-layout state dict of --arch instead of seeded structured weights "
         "(e.g. tests/engine/sam/goldens/amg_tiny_sam.pth with --arch vit_tiny)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["defaults", "low thresholds"],
+        default=None,
+        help="run one parameter set instead of both (the defaults are the issue's figure)",
+    )
     parser.add_argument("--reference-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_worker is not None:
         reference_worker(args.reference_worker, args.arch, args.device)
     else:
-        run(args.arch, args.points_per_side, args.repeats, args.checkpoint, args.device)
+        run(args.arch, args.points_per_side, args.repeats, args.checkpoint, args.device, args.only)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,21 @@ image and no mask prompt (every point-grid batch), most of its work is the same 
 or is linear in the per-prompt image keys and can be regrouped:
 
 - the first two-way block's image-side projections run once (as `forward_shared_kv` does);
-- in later blocks and the final attention, `proj(keys + pe)` = `keys @ W + (pe @ W + b)`: the
-  positional term is computed once per image, and the three projections that read the same
-  keys (token->image k and v, image->token q) are one matrix product;
+- later blocks and the final attention never project the per-prompt keys: a projection
+  followed by a dot product with a few (about 7) token vectors per head is the keys' dot
+  product with those vectors mapped back through the projection (`_attend_unprojected`,
+  `_image_scores_unprojected`), and the pe half of `keys + pe` is projected once per image;
 - image->token attention (about 7 token keys per head) is two matrix products per prompt,
-  scores against block-diagonal keys and probabilities against `v @ out_proj` rows, added to
+  scores against (token, head) columns and probabilities against `v @ out_proj` rows, added to
   the residual in the same product (no per-head attention, no separate out_proj pass);
-- the IoU head needs only the tokens, so scores come first and the caller upsamples only the
-  prompts it keeps (`masks(…, rows=…)`);
+- the final attention runs only for the IoU and mask tokens (the prompt tokens' outputs are
+  not read); the IoU head needs only the tokens, so scores come first and the caller upsamples
+  only the prompts it keeps (`masks(…, rows=…)`);
 - the two transposed convolutions (kernel = stride = 2) run channel-last as matrix products on
   the keys' own token layout, and the hypernetwork product is taken before the pixels are
-  shuffled into place, so only M output channels are permuted instead of C / 8.
+  shuffled into place, so only M output channels are permuted instead of C / 8;
+- prompts go through in small chunks (CHUNK_BYTES): on the CPU a 64-prompt B x HW x C tensor
+  costs more in fresh pages and memory traffic than in arithmetic.
 
 Each step is the same sum as the reference module up to float rounding order (tests compare
 against `MaskDecoder.forward` at 1e-4). No Django here.
@@ -34,24 +38,38 @@ from engine.sam.modeling.token_attention import Attention
 from engine.sam.modeling.two_way_block import TwoWayAttentionBlock
 from engine.sam.modeling.two_way_transformer import TwoWayTransformer
 
-UPSCALE_ROWS = 8  # prompts upscaled together: bounds the B x 65536 x C/8 intermediate
-
-
-@dataclass
-class _KeyProjections:
-    """Fused projections of per-prompt keys for one attention site: keys @ weight + pe_term."""
-
-    weight: Tensor  # C x K (K = sum of the fused projection widths)
-    pe_term: Tensor  # HW x K: pe @ W + b for (keys + pe) inputs, b alone for plain keys
+# Bytes of one image-side tensor (keys B x HW x C; upscaled B x 16HW x C/8) for the prompts
+# processed together. Small blocks stay in cache, and glibc serves them from its heap (under its
+# 32 MiB mmap threshold), reusing freed blocks; a 64-prompt B x HW x C tensor is mmapped and
+# page-faulted in afresh by every operation that makes one, which cost more than its arithmetic.
+CHUNK_BYTES = 8 << 20
+UPSCALE_BYTES = 16 << 20
 
 
 @dataclass
 class DecodedTokens:
-    """Transformer output for B prompts: tokens B x Nt x C, image keys B x HW x C, iou B x 4."""
+    """Transformer output for B prompts: tokens B x (1 + mask tokens) x C (the IoU and mask
+    tokens), iou B x 4, and the image keys as consecutive chunks of `chunk` prompts (each
+    chunk x HW x C, the last one shorter)."""
 
     tokens: Tensor
-    keys: Tensor
+    keys: list[Tensor]
+    chunk: int
     iou: Tensor
+
+    def key_rows(self, rows: Tensor) -> Tensor:
+        """The keys of prompts `rows`: len(rows) x HW x C (a view when they share a chunk and
+        are consecutive)."""
+        index = rows.tolist()
+        first = index[0] // self.chunk if index else 0
+        if (
+            index
+            and index[-1] // self.chunk == first
+            and index == list(range(index[0], index[0] + len(index)))
+        ):
+            start = index[0] - first * self.chunk
+            return self.keys[first][start : start + len(index)]
+        return torch.stack([self.keys[i // self.chunk][i % self.chunk] for i in index])
 
 
 class PromptBatchDecoder:
@@ -67,9 +85,8 @@ class PromptBatchDecoder:
         self.decoder = decoder
         self.transformer = transformer
         _, channels, self.height, self.width = image.shape
-        self.image = image.flatten(2).transpose(1, 2)  # 1 x HW x C
-        self.pe = image_pe.flatten(2).transpose(1, 2)
-        pe = self.pe[0]
+        self.image = image.flatten(2).transpose(1, 2).contiguous()  # 1 x HW x C
+        self.pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         self.blocks = [b for b in transformer.layers if isinstance(b, TwoWayAttentionBlock)]
         if len(self.blocks) != len(transformer.layers) or not self.blocks[0].skip_first_layer_pe:
             raise ValueError("the first two-way block must skip the query PE (official layout)")
@@ -80,24 +97,38 @@ class PromptBatchDecoder:
         self.first_k = t2i.k_proj(image_with_pe)  # 1 x HW x D
         self.first_v = t2i.v_proj(self.image)
         self.first_image_q = i2t.q_proj(image_with_pe)
-        self.later = [
-            _fused(
-                pe,
-                [
-                    (layer.cross_attn_token_to_image.k_proj, True),
-                    (layer.cross_attn_token_to_image.v_proj, False),
-                    (layer.cross_attn_image_to_token.q_proj, True),
-                ],
+        # Later blocks and the final attention meet keys + pe: the pe halves of their image-side
+        # projections are also the same for every prompt.
+        self.later_pe = [
+            (
+                _pe_keys(layer.cross_attn_token_to_image, self.pe),
+                layer.cross_attn_image_to_token.q_proj(self.pe),
             )
             for layer in self.blocks[1:]
         ]
-        final = transformer.final_attn_token_to_image
-        self.final = _fused(pe, [(final.k_proj, True), (final.v_proj, False)])
+        self.final_pe = _pe_keys(transformer.final_attn_token_to_image, self.pe)
         self.channels = channels
 
     @torch.no_grad()
     def tokens(self, sparse: Tensor) -> DecodedTokens:
-        """sparse: B x N x C prompt embeddings -> transformer output and IoU predictions."""
+        """sparse: B x N x C prompt embeddings -> transformer output and IoU predictions.
+
+        Prompts are independent in the decoder, so they go through it in chunks (CHUNK_BYTES).
+        """
+        batch = sparse.shape[0]
+        chunk = max(1, CHUNK_BYTES // (self.image.numel() * self.image.element_size()))
+        parts = [self._chunk_tokens(sparse[i : i + chunk]) for i in range(0, batch, chunk)]
+        if not parts:
+            parts = [self._chunk_tokens(sparse)]
+        return DecodedTokens(
+            tokens=torch.cat([tokens for tokens, _, _ in parts]),
+            keys=[keys for _, keys, _ in parts],
+            chunk=chunk,
+            iou=torch.cat([iou for _, _, iou in parts]),
+        )
+
+    def _chunk_tokens(self, sparse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """sparse: B x N x C -> tokens B x (1 + mask tokens) x C, keys B x HW x C, iou B x 4."""
         decoder = self.decoder
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         batch = sparse.shape[0]
@@ -105,16 +136,17 @@ class PromptBatchDecoder:
             (output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1
         )
         queries, keys = self._first_block(self.blocks[0], point_embedding)
-        for layer, fused in zip(self.blocks[1:], self.later, strict=True):
-            queries, keys = _later_block(layer, fused, queries, keys, point_embedding)
+        for layer, pe_terms in zip(self.blocks[1:], self.later_pe, strict=True):
+            queries, keys = _later_block(layer, queries, keys, point_embedding, pe_terms)
         final = self.transformer.final_attn_token_to_image
-        projected = _project(keys, self.final)
-        k, v = projected.split(final.internal_dim, dim=-1)
-        q = final.q_proj(queries + point_embedding)
-        queries = queries + final.out_proj(_attend(final, q, k, v))
+        # Only the IoU and mask tokens are read after the final attention (each token's
+        # LayerNorm is its own), so the prompt tokens' final queries are not computed.
+        kept = 1 + decoder.num_mask_tokens
+        q = final.q_proj(queries[:, :kept] + point_embedding[:, :kept])
+        attended = _attend_unprojected(final, q, keys, self.final_pe)
+        queries = queries[:, :kept] + final.out_proj(attended)
         queries = self.transformer.norm_final_attn(queries)
-        iou = decoder.iou_prediction_head(queries[:, 0, :])
-        return DecodedTokens(tokens=queries, keys=keys, iou=iou)
+        return queries, keys, decoder.iou_prediction_head(queries[:, 0, :])
 
     def _first_block(self, layer: TwoWayAttentionBlock, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """The first `TwoWayAttentionBlock` (query PE skipped in self-attention) on B prompts:
@@ -128,7 +160,8 @@ class PromptBatchDecoder:
         queries = layer.norm2(queries + t2i.out_proj(attended))
         queries = layer.norm3(queries + layer.mlp(queries))
         token_k, token_v = i2t.k_proj(queries + tokens), i2t.v_proj(queries)
-        keys = layer.norm4(_image_update(i2t, self.first_image_q, token_k, token_v, self.image))
+        scores = _image_scores(i2t, self.first_image_q, token_k)
+        keys = layer.norm4(_image_update(i2t, scores, token_v, self.image))
         return queries, keys
 
     @torch.no_grad()
@@ -141,15 +174,15 @@ class PromptBatchDecoder:
         hyper = torch.stack(
             [decoder.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in index], dim=1
         )  # R x M x C/8
+        upscaled_bytes = 2 * self.image.numel() * self.image.element_size()  # 16HW x C/8
+        step = max(1, UPSCALE_BYTES // upscaled_bytes)
         parts = [
-            self._upscale_and_project(
-                _rows_of(decoded.keys, rows[i : i + UPSCALE_ROWS]), hyper[i : i + UPSCALE_ROWS]
-            )
-            for i in range(0, len(rows), UPSCALE_ROWS)
+            self._upscale_and_project(decoded.key_rows(rows[i : i + step]), hyper[i : i + step])
+            for i in range(0, len(rows), step)
         ]
         if not parts:
             side_h, side_w = 4 * self.height, 4 * self.width
-            return decoded.keys.new_zeros((0, len(index), side_h, side_w))
+            return hyper.new_zeros((0, len(index), side_h, side_w))
         return torch.cat(parts)
 
     def _upscale_and_project(self, keys: Tensor, hyper: Tensor) -> Tensor:
@@ -177,33 +210,6 @@ class PromptBatchDecoder:
         return logits.reshape(rows, m, 4 * h, 4 * w)
 
 
-def _rows_of(x: Tensor, rows: Tensor) -> Tensor:
-    """x[rows] for a short chunk of row indices: a view when they are consecutive."""
-    first = int(rows[0]) if len(rows) else 0
-    if len(rows) and int(rows[-1]) - first + 1 == len(rows) and bool((rows.diff() == 1).all()):
-        return x[first : first + len(rows)]
-    return x.index_select(0, rows)
-
-
-def _fused(pe: Tensor, order: list[tuple[nn.Linear, bool]]) -> _KeyProjections:
-    """Concatenate projections (in `order`; True = its input is keys + pe) into one product."""
-    weight = torch.cat([linear.weight.t() for linear, _ in order], dim=1).contiguous()
-    terms = []
-    for linear, adds_pe in order:
-        bias = linear.bias if linear.bias is not None else pe.new_zeros(linear.out_features)
-        terms.append(
-            nnf.linear(pe, linear.weight, bias) if adds_pe else bias.expand(pe.shape[0], -1)
-        )
-    return _KeyProjections(weight=weight, pe_term=torch.cat(terms, dim=1).contiguous())
-
-
-def _project(keys: Tensor, fused: _KeyProjections) -> Tensor:
-    """keys B x HW x C -> B x HW x K."""
-    out = keys @ fused.weight
-    out += fused.pe_term
-    return out
-
-
 def _heads(x: Tensor, heads: int) -> Tensor:
     """B x N x D -> B x heads x N x D/heads (a view when possible)."""
     batch, tokens, width = x.shape
@@ -224,17 +230,12 @@ def _attend(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out.transpose(1, 2).reshape(batch, tokens, heads * per_head)
 
 
-def _image_update(
-    attention: Attention, q: Tensor, k: Tensor, v: Tensor, residual: Tensor
-) -> Tensor:
-    """residual + `out_proj` of image->token attention: image queries q (B or 1) x N x D,
-    token keys and values B x T x D, residual (B or 1) x N x C -> B x N x C.
+def _image_scores(attention: Attention, q: Tensor, k: Tensor) -> Tensor:
+    """Image->token scores of projected image queries q (B or 1) x N x D against token keys
+    B x T x D -> B x N x T*heads, columns in (token, head) order, divided by sqrt(D / heads).
 
-    With T (about 7) keys per head, the heads are folded into two matrix products per prompt:
-    scores against a block-diagonal D x heads*T key matrix, then the probabilities against
-    heads*T x C rows `v_t (head h) @ out_proj (head h) + bias / heads` (each head's
-    probabilities sum to 1, so the rows carry the bias), added to the residual in the same
-    product; the same sums as attention + out_proj + residual.
+    With T (about 7) keys per head, the heads are folded into one matrix product per prompt
+    against a block-diagonal D x T*heads key matrix.
     """
     heads = attention.num_heads
     batch, tokens, width = k.shape
@@ -244,7 +245,20 @@ def _image_update(
     # vectorised over the heads (a softmax over a last axis of ~7 is slow on CPU).
     key_blocks = torch.einsum("bthd,hg->bhdtg", k.reshape(batch, tokens, heads, per_head), eye)
     key_blocks = key_blocks.reshape(batch, width, tokens * heads) * (1.0 / math.sqrt(per_head))
-    scores = torch.matmul(q, key_blocks)  # B x N x T*heads
+    return torch.matmul(q, key_blocks)
+
+
+def _image_update(attention: Attention, scores: Tensor, v: Tensor, residual: Tensor) -> Tensor:
+    """residual + `out_proj` of image->token attention: scores B x N x T*heads (from
+    `_image_scores`), token values B x T x D, residual (B or 1) x N x C -> B x N x C.
+
+    The probabilities meet heads*T x C rows `v_t (head h) @ out_proj (head h) + bias / heads`
+    (each head's probabilities sum to 1, so the rows carry the bias) in one product that also
+    adds the residual; the same sums as attention + out_proj + residual.
+    """
+    heads = attention.num_heads
+    batch, tokens, width = v.shape
+    per_head = width // heads
     pixels = scores.shape[1]
     probs = scores.view(batch, pixels, tokens, heads).softmax(dim=2)
     out_weight = attention.out_proj.weight.t().reshape(heads, per_head, -1)
@@ -257,24 +271,88 @@ def _image_update(
 
 def _later_block(
     layer: TwoWayAttentionBlock,
-    fused: _KeyProjections,
     queries: Tensor,
     keys: Tensor,
     query_pe: Tensor,
+    pe_terms: tuple[Tensor, Tensor],
 ) -> tuple[Tensor, Tensor]:
-    """`TwoWayAttentionBlock.forward` (not the first layer) with the keys' projections fused."""
+    """`TwoWayAttentionBlock.forward` (not the first layer) without projecting the keys:
+    queries B x Nt x C, keys B x HW x C, query_pe B x Nt x C, pe_terms: the token->image
+    `_pe_keys` and the image->token q_proj(pe) (1 x HW x D, bias included)."""
+    pe_k, pe_q = pe_terms
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-    projected = _project(keys, fused)  # B x HW x (k, v of token->image, q of image->token)
-    k, v, image_q = projected.split([t2i.internal_dim, t2i.internal_dim, i2t.internal_dim], dim=-1)
     q = t2i.q_proj(queries + query_pe)
-    queries = layer.norm2(queries + t2i.out_proj(_attend(t2i, q, k, v)))
+    queries = layer.norm2(queries + t2i.out_proj(_attend_unprojected(t2i, q, keys, pe_k)))
     queries = layer.norm3(queries + layer.mlp(queries))
-    q = queries + query_pe
-    token_k, token_v = i2t.k_proj(q), i2t.v_proj(queries)
-    keys = layer.norm4(_image_update(i2t, image_q, token_k, token_v, keys))
+    token_k, token_v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
+    image_scores = _image_scores_unprojected(i2t, keys, pe_q, token_k)
+    keys = layer.norm4(_image_update(i2t, image_scores, token_v, keys))
     return queries, keys
+
+
+def _pe_keys(attention: Attention, pe: Tensor) -> Tensor:
+    """pe 1 x HW x C -> pe @ Wk^T by head: heads x D/heads x HW (no bias: it adds the same
+    score to every key, which the softmax over keys cancels)."""
+    heads = attention.num_heads
+    projected = nnf.linear(pe[0], attention.k_proj.weight)  # HW x D
+    pixels, width = projected.shape
+    return projected.view(pixels, heads, width // heads).permute(1, 2, 0).contiguous()
+
+
+def _attend_unprojected(attention: Attention, q: Tensor, keys: Tensor, pe_k: Tensor) -> Tensor:
+    """Token->image attention with the image's k and v projections moved to the tokens' side:
+    projected q B x Nq x D, keys B x HW x C (k input keys + pe, v input keys), pe_k the
+    `_pe_keys` of pe -> merged heads B x Nq x D (before out_proj).
+
+    With Wk_h the head's rows of k_proj, q_h . (x Wk_h^T + bk_h) = (q_h Wk_h) . x + q_h . bk_h:
+    each (token, head) becomes one C-wide query against the unprojected keys, and q_h . bk_h is
+    the same for every key, which the softmax over keys cancels. Likewise sum_i p_i (x_i Wv_h^T
+    + bv_h) = (sum_i p_i x_i) Wv_h^T + bv_h as the probabilities sum to 1. So all heads share
+    one C-wide attention with Nq * heads queries: 2 x HW x C x Nq * heads products per prompt
+    instead of 2 x HW x C x D for the projections (heads * Nq < D for the 5-7 tokens here).
+    The pe half of x = keys + pe is projected once per image (pe_k), so no B x HW x C sum.
+    """
+    heads = attention.num_heads
+    batch, n_q, width = q.shape
+    per_head = width // heads
+    channels = keys.shape[-1]
+    pixels = keys.shape[1]
+    q_heads = q.view(batch, n_q, heads, per_head) * (1.0 / math.sqrt(per_head))
+    w_k = attention.k_proj.weight.view(heads, per_head, channels)
+    w_v = attention.v_proj.weight.view(heads, per_head, channels)
+    q_wide = torch.einsum("bthd,hdc->bhtc", q_heads, w_k).reshape(batch, heads * n_q, channels)
+    by_head = q_heads.permute(2, 0, 1, 3).reshape(heads, batch * n_q, per_head)
+    scores = torch.bmm(by_head, pe_k).view(heads, batch, n_q, pixels).transpose(0, 1)
+    scores = scores.reshape(batch, heads * n_q, pixels)  # (head, token) rows, like q_wide
+    scores.baddbmm_(q_wide, keys.transpose(1, 2))
+    mixed = torch.bmm(scores.softmax(dim=-1), keys)  # B x heads*Nq x C
+    out = torch.einsum("bhtc,hdc->bthd", mixed.view(batch, heads, n_q, channels), w_v)
+    if attention.v_proj.bias is not None:
+        out = out + attention.v_proj.bias.view(heads, per_head)
+    return out.reshape(batch, n_q, width)
+
+
+def _image_scores_unprojected(
+    attention: Attention, keys: Tensor, pe_q: Tensor, token_k: Tensor
+) -> Tensor:
+    """Image->token scores with the keys' q projection moved to the tokens' side: keys
+    B x HW x C, pe_q = q_proj(pe) 1 x HW x D (the q input is keys + pe), projected token keys
+    B x T x D -> B x HW x T*heads, columns in (token, head) order, divided by sqrt(D / heads).
+
+    (keys + pe) Wq_h^T + bq_h = keys Wq_h^T + pe_q_h, and keys Wq_h^T . k_h = keys . (Wq_h^T
+    k_h): one C-wide column per (token, head) for the per-prompt keys, the shared pe_q as
+    in `_image_scores`.
+    """
+    heads = attention.num_heads
+    batch, tokens, width = token_k.shape
+    per_head = width // heads
+    channels = keys.shape[-1]
+    k = token_k.view(batch, tokens, heads, per_head) * (1.0 / math.sqrt(per_head))
+    w_q = attention.q_proj.weight.view(heads, per_head, channels)
+    columns = torch.einsum("bthd,hdc->bcth", k, w_q).reshape(batch, channels, tokens * heads)
+    return _image_scores(attention, pe_q, token_k).baddbmm_(keys, columns)
 
 
 def _conv_channels_last(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:

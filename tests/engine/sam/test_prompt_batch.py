@@ -8,8 +8,11 @@ import torch
 from torch import Tensor
 
 from engine.sam.amg import SamAutomaticMaskGenerator
+from engine.sam.config import VIT_B
 from engine.sam.modeling import Sam
+from engine.sam.modeling.mask_decoder import MaskDecoder
 from engine.sam.modeling.prompt_batch import DecodedTokens, PromptBatchDecoder
+from engine.sam.modeling.two_way_transformer import TwoWayTransformer
 
 LOGIT_TOL = 1e-4
 IOU_TOL = 1e-5
@@ -101,3 +104,46 @@ def test_the_generator_upscales_only_prompts_with_a_candidate_over_the_iou_thres
         assert calls
         if threshold == 0.0:  # no IoU filter: every prompt is upscaled
             assert sum(len(rows) for rows in calls) == 16
+
+
+def _vit_b_decoder() -> MaskDecoder:
+    """A randomly initialised decoder of the official size (every SAM: 256 channels, 8 heads)."""
+    torch.manual_seed(11)
+    config = VIT_B
+    decoder = MaskDecoder(
+        transformer_dim=config.prompt_embed_dim,
+        transformer=TwoWayTransformer(
+            depth=config.decoder_depth,
+            embedding_dim=config.prompt_embed_dim,
+            num_heads=config.decoder_num_heads,
+            mlp_dim=config.decoder_mlp_dim,
+            attention_downsample_rate=config.attention_downsample_rate,
+        ),
+        num_multimask_outputs=config.num_multimask_outputs,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
+    return decoder.eval()
+
+
+def test_an_official_size_decoder_in_several_chunks_equals_the_reference() -> None:
+    decoder = _vit_b_decoder()
+    channels = decoder.transformer_dim
+    generator = torch.Generator().manual_seed(2)
+    batch = 5
+    embedding = torch.randn((1, channels, 64, 64), generator=generator)
+    pe = torch.randn((1, channels, 64, 64), generator=generator)
+    sparse = torch.randn((batch, 2, channels), generator=generator)
+    dense = torch.randn((1, channels, 64, 64), generator=generator).expand(batch, -1, -1, -1)
+    with torch.no_grad():
+        reference_masks, reference_iou = decoder.predict_masks(embedding, pe, sparse, dense)
+    batched = PromptBatchDecoder(decoder, embedding + dense[:1], pe)
+    decoded = batched.tokens(sparse)
+    assert len(decoded.keys) > 1  # the 5 prompts went through in more than one chunk
+    rows = torch.tensor([4, 0, 1, 3])  # across chunks, out of order, and two consecutive
+    masks = batched.masks(decoded, rows, slice(0, None))
+
+    torch.testing.assert_close(decoded.iou, reference_iou, atol=IOU_TOL, rtol=0)
+    scale = float(reference_masks.abs().max())
+    assert masks.shape == (4, *reference_masks.shape[1:])
+    assert float((masks - reference_masks[rows]).abs().max()) <= LOGIT_TOL * max(1.0, scale)
