@@ -202,13 +202,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{_ratio(best['masks_per_image'], ref_row['masks_per_image'])}"
     )
 
-    shipped = {
+    # The chosen thresholds with every other PREFILL_DEFAULTS setting (region cleanup too).
+    chosen_settings = {
         **PREFILL_DEFAULTS,
+        "pred_iou_thresh": best["pred_iou_thresh"],
+        "stability_score_thresh": best["stability_score_thresh"],
         "points_per_side": args.points_per_side,
         "output_mode": "coco_rle",
     }
+    ships = all(
+        PREFILL_DEFAULTS.get(key) == chosen_settings[key]
+        for key in ("pred_iou_thresh", "stability_score_thresh", "points_per_side")
+    )
     end_to_end = MatchCounts()
-    generator = SamAutomaticMaskGenerator(model, **shipped)
+    generator = SamAutomaticMaskGenerator(model, **chosen_settings)
     started = time.perf_counter()
     for image, _, truth in stored:
         records = generator.generate(image)
@@ -216,12 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     e2e_seconds = time.perf_counter() - started
     e2e = end_to_end.summary()
     print(
-        f"PREFILL_DEFAULTS end to end ({PREFILL_DEFAULTS['pred_iou_thresh']} / "
-        f"{PREFILL_DEFAULTS['stability_score_thresh']}, min region "
-        f"{PREFILL_DEFAULTS.get('min_mask_region_area', 0)} px): "
+        f"chosen thresholds end to end with the other PREFILL_DEFAULTS (min region "
+        f"{PREFILL_DEFAULTS.get('min_mask_region_area', 0)} px, max area "
+        f"{PREFILL_DEFAULTS.get('max_mask_area_fraction')}): "
         f"{e2e['masks_per_image']:.2f} masks/img, P@0.5 {_fmt(e2e['precision@0.5'])}, "
         f"P@0.75 {_fmt(e2e['precision@0.75'])}, R@0.5 {_fmt(e2e['recall@0.5'])}, "
         f"R@0.75 {_fmt(e2e['recall@0.75'])}, {e2e_seconds / max(1, len(stored)):.1f} s/image"
+    )
+    print(
+        "PREFILL_DEFAULTS ship these thresholds"
+        if ships
+        else f"PREFILL_DEFAULTS differ: {PREFILL_DEFAULTS['pred_iou_thresh']} / "
+        f"{PREFILL_DEFAULTS['stability_score_thresh']} (update them from this run)"
     )
 
     checked: dict[str, Any] | None = None
