@@ -18,7 +18,7 @@ or is linear in the per-prompt image keys and can be regrouped:
 - the two transposed convolutions (kernel = stride = 2) run channel-last as matrix products on
   the keys' own token layout, and the hypernetwork product is taken before the pixels are
   shuffled into place, so only M output channels are permuted instead of C / 8;
-- prompts go through in small chunks (CHUNK_BYTES): on the CPU a 64-prompt B x HW x C tensor
+- prompts go through in chunks (CHUNK_BYTES): on the CPU a 64-prompt B x HW x C tensor
   costs more in fresh pages and memory traffic than in arithmetic.
 
 Each step is the same sum as the reference module up to float rounding order (tests compare
@@ -39,11 +39,13 @@ from engine.sam.modeling.two_way_block import TwoWayAttentionBlock
 from engine.sam.modeling.two_way_transformer import TwoWayTransformer
 
 # Bytes of one image-side tensor (keys B x HW x C; upscaled B x 16HW x C/8) for the prompts
-# processed together. Small blocks stay in cache, and glibc serves them from its heap (under its
-# 32 MiB mmap threshold), reusing freed blocks; a 64-prompt B x HW x C tensor is mmapped and
-# page-faulted in afresh by every operation that makes one, which cost more than its arithmetic.
-CHUNK_BYTES = 8 << 20
-UPSCALE_BYTES = 16 << 20
+# processed together. A 64-prompt B x HW x C tensor (256 MiB for vit_b) is mmapped by glibc and
+# page-faulted in afresh by every operation that makes one, which cost more than its
+# arithmetic; blocks under its 32 MiB mmap threshold are reused from the heap. Much smaller
+# chunks (1-2 prompts) were cheaper in CPU time on one thread but slower in wall time with two
+# threads on a loaded machine (more, shorter parallel regions): 7 prompts for vit_b.
+CHUNK_BYTES = 28 << 20
+UPSCALE_BYTES = 56 << 20
 
 
 @dataclass
