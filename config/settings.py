@@ -291,6 +291,7 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(  # type: igno
     {
         "MaskSourceEnum": "annotation.models.Mask.Source",
         "ImageStatusEnum": "annotation.models.Image.Status",
+        "JobStatusEnum": "engine.models.Job.Status",
     }
 )
 # --- end Annotation workflow (H2) ----------------------------------------------------------
