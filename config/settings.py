@@ -271,6 +271,10 @@ if MASKLOOP_EMBEDDING_DTYPE not in {"float16", "float32"}:
 MASKLOOP_EMBEDDING_BATCH_SIZE = env_int("MASKLOOP_EMBEDDING_BATCH_SIZE", 4)
 # Images per bulk-precompute task; between two chunks the gpu worker serves annotators' requests.
 MASKLOOP_EMBEDDING_CHUNK = env_int("MASKLOOP_EMBEDDING_CHUNK", 16)
+# Automatic and prefill runs (engine/services/automatic): images per gpu-queue task, and how
+# many of a run's chunks are queued at once (so several gpu workers share one run).
+MASKLOOP_AUTOMATIC_CHUNK = env_int("MASKLOOP_AUTOMATIC_CHUNK", 8)
+MASKLOOP_AUTOMATIC_IN_FLIGHT = env_int("MASKLOOP_AUTOMATIC_IN_FLIGHT", 4)
 # Models kept loaded per worker process (LRU, keyed by ModelVersion id).
 MASKLOOP_MODEL_CACHE_SIZE = env_int("MASKLOOP_MODEL_CACHE_SIZE", 2)
 # Embedding GC: the newest N versions of a project stay ready (besides the deployed one and
