@@ -71,6 +71,22 @@ def test_gc_keeps_deployed_rollback_target_and_newest_and_retires_the_rest(proje
     assert status_of(foreign) == ["ready"]
 
 
+def test_gc_keeps_the_version_an_unfinished_automatic_run_pinned(project, lineage):
+    seed, r3 = lineage[0], lineage[3]
+    running = Job.objects.create(
+        project=project, kind=Job.Kind.AUTOMATIC, status=Job.Status.RUNNING,
+        params={"model_version_id": seed.pk},
+    )  # fmt: skip
+    Job.objects.create(
+        project=project, kind=Job.Kind.PREFILL, status=Job.Status.SUCCEEDED,
+        params={"model_version_id": r3.pk},
+    )  # fmt: skip
+    assert project_embeddings_gc(project=project, keep_newest=2).retired == [r3.pk]
+    running.status = Job.Status.SUCCEEDED
+    running.save(update_fields=["status"])
+    assert project_embeddings_gc(project=project, keep_newest=2).retired == [seed.pk]
+
+
 def test_gc_twice_changes_nothing_more_and_cleans_late_blobs(project, lineage):
     seed = lineage[0]
     images = make_images(project, 1)

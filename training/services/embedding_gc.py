@@ -6,7 +6,9 @@ A project keeps, ready to serve:
 - the rollback target (the version the deployed one replaced: ``rollback_target``),
 - the newest ``MASKLOOP_KEEP_VERSIONS`` versions (default 3), so a fresh round's child can
   still be compared and promoted,
-- the parent of every round still queued or running (it is being trained from).
+- the parent of every round still queued or running (it is being trained from),
+- the version pinned by every automatic or prefill run still queued or running (its masks
+  are made with it, from its stored embeddings, to the run's end).
 
 Every other ready version becomes ``retired``. Retired versions' embeddings
 (``embeddings/<version id>/...`` blobs; no table tracks them) are deleted, and their unfinished
@@ -66,6 +68,13 @@ def versions_to_keep(*, project: Project, keep_newest: int) -> set[int]:
         project=project, job__status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
     ).values_list("parent_version_id", flat=True)
     keep.update(training)
+    # Automatic and prefill runs keep the version they pinned at start, to their end.
+    runs = Job.objects.filter(
+        project=project,
+        kind__in=[Job.Kind.AUTOMATIC, Job.Kind.PREFILL],
+        status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
+    ).values_list("params", flat=True)
+    keep.update(int(p["model_version_id"]) for p in runs if p.get("model_version_id") is not None)
     return keep
 
 
