@@ -132,7 +132,9 @@ def test_a_run_writes_every_images_masks_with_scores_and_finishes(queue, admin_u
         assert mask.model_version_id == version.pk
         assert mask.predicted_iou is not None
         assert mask.stability_score is not None
+        assert mask.point_coords is not None
         assert len(mask.point_coords) == 1
+        assert mask.crop_box is not None
         assert len(mask.crop_box) == 4
     row = AutomaticImage.objects.filter(job=job).first()
     assert row is not None
@@ -200,11 +202,11 @@ def test_cancel_stops_after_the_current_image_and_resume_finishes_once(queue, ad
         if calls["n"] == 1:
             automatic_cancel(job_id=job.pk)
 
-    runner._image_run = cancel_after_first  # type: ignore[assignment]
+    runner._image_run = cancel_after_first
     try:
         assert queue.run_one() is None
     finally:
-        runner._image_run = real  # type: ignore[assignment]
+        runner._image_run = real
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED
     assert list(rows(job).values()).count("done") == 1
