@@ -108,9 +108,9 @@ def _png_pixels(png: object, *, height: int, width: int) -> np.ndarray:
     return (pixels > 0).astype(np.uint8)
 
 
-def _rle_pixels(rle: object, *, height: int, width: int) -> np.ndarray:
-    """Decode a checked COCO RLE (compressed or uncompressed) to an HxW uint8 array."""
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+def check_rle_size(rle: Mapping[str, Any], *, height: int, width: int) -> None:
+    """InvalidMask unless ``rle`` has ``counts`` and a ``size`` of exactly [height, width]."""
+    if "size" not in rle or "counts" not in rle:
         raise InvalidMask("rle must be a dict with 'size' [height, width] and 'counts'")
     size = rle["size"]
     if (
@@ -123,6 +123,13 @@ def _rle_pixels(rle: object, *, height: int, width: int) -> np.ndarray:
         raise InvalidMask(
             f"rle size {list(size)} does not match the image [height, width] = [{height}, {width}]"
         )
+
+
+def _rle_pixels(rle: object, *, height: int, width: int) -> np.ndarray:
+    """Decode a checked COCO RLE (compressed or uncompressed) to an HxW uint8 array."""
+    if not isinstance(rle, Mapping):
+        raise InvalidMask("rle must be a dict with 'size' [height, width] and 'counts'")
+    check_rle_size(rle, height=height, width=width)
     counts = rle["counts"]
     if isinstance(counts, list):
         _check_uncompressed(counts, pixels=height * width)

@@ -19,7 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotation.errors import InvalidMask
-from annotation.services.mask_encoding import EncodedMask
+from annotation.services.mask_encoding import EncodedMask, check_rle_size
 
 # Same grammar as mask_encoding's: each count is 0 to 6 continuation characters ('P'..'o')
 # closed by one final character ('0'..'O').
@@ -101,19 +101,7 @@ def rle_encode_from_runs(
     another type, or valid runs that are not canonical) so that the caller falls back to
     ``mask_encode``.
     """
-    if "size" not in rle or "counts" not in rle:
-        raise InvalidMask("rle must be a dict with 'size' [height, width] and 'counts'")
-    size = rle["size"]
-    if (
-        not isinstance(size, list | tuple)
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
-    ):
-        raise InvalidMask(f"rle size must be [height, width] as two integers, got {size!r}")
-    if list(size) != [height, width]:
-        raise InvalidMask(
-            f"rle size {list(size)} does not match the image [height, width] = [{height}, {width}]"
-        )
+    check_rle_size(rle, height=height, width=width)
     counts = rle["counts"]
     if not isinstance(counts, str | bytes | list):
         return None
