@@ -4,7 +4,7 @@ near their boundaries when that is cheaper (engine.sam.boundary_masks).
 `predict_masks` runs the prompt encoder and decoder, then plans the full-resolution masks from
 the low-res logits; when the plan is refused (noise-like logits, a GPU, a torch build whose
 arithmetic the exact emulation does not reproduce) it upsamples everything as `predict` does
-(`SamPredictor.predict_transposed`'s layout). Either way `DecodedMasks.coco_rles` and
+(`SamPredictor.transposed_masks`). Either way `DecodedMasks.coco_rles` and
 `DecodedMasks.masks` are exactly `predict`'s masks.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from engine.sam.amg.rle import mask_to_coco_rle
 from engine.sam.boundary_masks import BoundaryMasks, TilePlan
-from engine.sam.predictor import SamPredictor, upscale_masks
+from engine.sam.predictor import SamPredictor
 
 GEOMETRIES_KEPT = 16  # BoundaryMasks per process, one per image size being annotated
 
@@ -86,8 +86,9 @@ def predict_masks(
     multimask_output: bool = True,
 ) -> DecodedMasks:
     """`predictor.predict`'s masks (as DecodedMasks), scores and low-res logits."""
-    prompts = predictor._prompt_tensors(point_coords, point_labels, box, mask_input)
-    low_res, iou = predictor._decode_low_res(*prompts, multimask_output=multimask_output)
+    low_res, iou = predictor.predict_low_res(
+        point_coords, point_labels, box, mask_input, multimask_output
+    )
     scores = iou[0].detach().float().cpu().numpy()
     low = low_res[0].detach().float()
     model = predictor.model
@@ -101,9 +102,5 @@ def predict_masks(
         plan = boundary.plan(low)
         if plan is not None:
             return DecodedMasks(scores, low.numpy(), plan, boundary, None)
-    logits = upscale_masks(low_res, predictor.input_size, predictor.original_size, model.img_size)
-    height, width = predictor.original_size
-    transposed = torch.empty((logits.shape[1], width, height), dtype=torch.bool, device=low.device)
-    # Thresholding reads the logits through a transposed view and writes C-contiguous.
-    torch.gt(logits[0].transpose(-1, -2), model.mask_threshold, out=transposed)
-    return DecodedMasks(scores, low.cpu().numpy(), None, None, transposed.cpu().numpy())
+    transposed = predictor.transposed_masks(low_res)
+    return DecodedMasks(scores, low.cpu().numpy(), None, None, transposed)

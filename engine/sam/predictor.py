@@ -182,21 +182,39 @@ class SamPredictor:
         padding rows / columns it upsamples and crops away (`upscale_masks`). Scores and
         low-res logits are those of `predict`.
         """
-        low_res, iou = self._decode_low_res(
+        low_res, iou = self.predict_low_res(
+            point_coords, point_labels, box, mask_input, multimask_output
+        )
+        return (
+            self.transposed_masks(low_res),
+            iou[0].detach().float().cpu().numpy(),
+            low_res[0].detach().float().cpu().numpy(),
+        )
+
+    def predict_low_res(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[Tensor, Tensor]:
+        """`predict`'s prompts -> (low-res logits 1 x C x 256 x 256, iou 1 x C) on the model's
+        device, before any upsampling (callers that build full-resolution masks their own way)."""
+        return self._decode_low_res(
             *self._prompt_tensors(point_coords, point_labels, box, mask_input),
             multimask_output=multimask_output,
         )
+
+    def transposed_masks(self, low_res: Tensor) -> np.ndarray:
+        """Low-res logits 1 x C x 256 x 256 -> `predict`'s masks transposed, C x W x H bool."""
         logits = upscale_masks(low_res, self.input_size, self.original_size, self.model.img_size)
         height, width = self.original_size
         masks = torch.empty((logits.shape[1], width, height), dtype=torch.bool, device=self.device)
         # Thresholding reads the logits through a transposed view and writes C-contiguous: the
         # transpose costs a fraction of a separate copy, and the values are untouched.
         torch.gt(logits[0].transpose(-1, -2), self.model.mask_threshold, out=masks)
-        return (
-            masks.cpu().numpy(),
-            iou[0].detach().float().cpu().numpy(),
-            low_res[0].detach().float().cpu().numpy(),
-        )
+        return masks.cpu().numpy()
 
     def _prompt_tensors(
         self,
