@@ -33,22 +33,27 @@ def build_sam_from_config(config: SamConfig, *, device: torch.device | str | Non
                 input_image_size=(config.image_size, config.image_size),
                 mask_in_chans=config.mask_in_chans,
             ),
-            mask_decoder=MaskDecoder(
-                transformer_dim=config.prompt_embed_dim,
-                transformer=TwoWayTransformer(
-                    depth=config.decoder_depth,
-                    embedding_dim=config.prompt_embed_dim,
-                    num_heads=config.decoder_num_heads,
-                    mlp_dim=config.decoder_mlp_dim,
-                    attention_downsample_rate=config.attention_downsample_rate,
-                ),
-                num_multimask_outputs=config.num_multimask_outputs,
-                iou_head_depth=config.iou_head_depth,
-                iou_head_hidden_dim=config.iou_head_hidden_dim,
-            ),
+            mask_decoder=build_mask_decoder(config),
         )
     sam.eval()
     return sam
+
+
+def build_mask_decoder(config: SamConfig) -> MaskDecoder:
+    """A randomly initialised `MaskDecoder` of `config` (on torch's current default device)."""
+    return MaskDecoder(
+        transformer_dim=config.prompt_embed_dim,
+        transformer=TwoWayTransformer(
+            depth=config.decoder_depth,
+            embedding_dim=config.prompt_embed_dim,
+            num_heads=config.decoder_num_heads,
+            mlp_dim=config.decoder_mlp_dim,
+            attention_downsample_rate=config.attention_downsample_rate,
+        ),
+        num_multimask_outputs=config.num_multimask_outputs,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
 
 
 class _no_device:  # noqa: N801 - a do-nothing context manager standing in for torch.device

@@ -8,11 +8,11 @@ import torch
 from torch import Tensor
 
 from engine.sam.amg import SamAutomaticMaskGenerator
+from engine.sam.build import build_mask_decoder
 from engine.sam.config import VIT_B
 from engine.sam.modeling import Sam
 from engine.sam.modeling.mask_decoder import MaskDecoder
 from engine.sam.modeling.prompt_batch import DecodedTokens, PromptBatchDecoder
-from engine.sam.modeling.two_way_transformer import TwoWayTransformer
 
 LOGIT_TOL = 1e-4
 IOU_TOL = 1e-5
@@ -109,20 +109,7 @@ def test_the_generator_upscales_only_prompts_with_a_candidate_over_the_iou_thres
 def _vit_b_decoder() -> MaskDecoder:
     """A randomly initialised decoder of the official size (every SAM: 256 channels, 8 heads)."""
     torch.manual_seed(11)
-    config = VIT_B
-    decoder = MaskDecoder(
-        transformer_dim=config.prompt_embed_dim,
-        transformer=TwoWayTransformer(
-            depth=config.decoder_depth,
-            embedding_dim=config.prompt_embed_dim,
-            num_heads=config.decoder_num_heads,
-            mlp_dim=config.decoder_mlp_dim,
-            attention_downsample_rate=config.attention_downsample_rate,
-        ),
-        num_multimask_outputs=config.num_multimask_outputs,
-        iou_head_depth=config.iou_head_depth,
-        iou_head_hidden_dim=config.iou_head_hidden_dim,
-    )
+    decoder = build_mask_decoder(VIT_B)
     return decoder.eval()
 
 
