@@ -107,7 +107,8 @@ class Target:
 def build_platform(
     root: Path, models: list[str], width: int, height: int
 ) -> tuple[str, list[Target]]:
-    """Migrate, create a user with a token, a project, its versions, an image and embeddings."""
+    """Migrate; a user with a token; per model a project, its deployed version, an image and its
+    embedding."""
     import django
     from django.core.management import call_command
 
@@ -126,19 +127,16 @@ def build_platform(
 
     user = User.objects.create_user("bench", password=secrets.token_urlsafe(16))
     token = Token.objects.create(user=user).key
-    project = project_create(name="bench", creator=user)
-    ellipses, scene = images_ingest_batch(
-        project=project,
-        files=[
-            ("bench.png", synthetic_png(width, height, seed=7)),
-            ("scene.png", scene_png(width, height, seed=7)),
-        ],
-    )
-    assert ellipses.image is not None
-    assert scene.image is not None
     store = get_blob_store()
     targets = []
     for name in models:
+        # One project per model with its version deployed: the tool asks for the deployed
+        # version, which the image query reads along (a non-deployed one costs a query more).
+        project = project_create(name=f"bench-{name}", creator=user)
+        png = (scene_png if name == "seed" else synthetic_png)(width, height, seed=7)
+        (ingested,) = images_ingest_batch(project=project, files=[(f"{name}.png", png)])
+        image = ingested.image
+        assert image is not None
         path = bench_checkpoint(name, root)
         sha256 = file_sha256(path)
         with path.open("rb") as handle:
@@ -152,9 +150,7 @@ def build_platform(
             checkpoint_key=checkpoint_key(sha256),
             sha256=sha256,
         )
-        image = scene.image if name == "seed" else ellipses.image
-        if name == "tiny":
-            model_version_deploy(project=project, version=version)
+        model_version_deploy(project=project, version=version)
         if name in ("tiny", "seed"):
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:

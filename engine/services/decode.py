@@ -6,11 +6,9 @@ through the per-process LRU (``engine.services.serving``) and runs
 ``engine.sam.decode_masks.predict_masks`` (the masks of ``SamPredictor.predict``, upsampled
 only near their boundaries and run-length encoded from tiles when that is cheaper) on the model
 of the version (loaded once per process by ``engine.inference``; the image
-encoder is never run here), on the process's decoder thread. Each call stores the candidates'
-256 x 256 low-res logits (float16) in ``caches["default"]`` under one random token, bound to
-(user, image, model version), for ``MASKLOOP_MASK_REF_SECONDS``; candidate ``i`` is referred
-to as ``<token>.<i>``. Sending a ref back feeds those logits as ``mask_input``, as the official
-tool does with its previous mask.
+encoder is never run here), on the process's decoder thread. Each call keeps the candidates'
+low-res logits behind one ``mask_ref`` each (``engine.services.mask_refs``); sending a ref back
+feeds those logits as ``mask_input``, as the official tool does with its previous mask.
 
 ``multimask`` left unset follows SAM's ambiguity rule: three candidates for exactly one point
 and no box, the single-mask token otherwise.
@@ -20,14 +18,12 @@ import base64
 import io
 import math
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.cache import caches
 from PIL import Image as PilImage
 
 from annotation.errors import DomainError
@@ -39,6 +35,11 @@ from engine.sam.embedding import ImageEmbedding
 from engine.sam.modeling import Sam
 from engine.sam.predictor import SamPredictor
 from engine.sam.prompts import check_box, check_points
+from engine.services.mask_refs import (  # InvalidMaskRef: raised from here too
+    InvalidMaskRef,
+    mask_ref_load,
+    mask_refs_store,
+)
 from engine.services.serving import (
     EmbeddingNotReady,
     embedding_cached,
@@ -48,8 +49,6 @@ from engine.services.serving import (
 )
 
 FORMATS = ("rle", "png")
-_REF = re.compile(r"^([A-Za-z0-9_-]{20,64})\.(\d)$")
-_REF_CACHE_PREFIX = "mask-ref:"
 
 
 class InvalidPrompt(DomainError):
@@ -58,10 +57,7 @@ class InvalidPrompt(DomainError):
     code = "invalid_prompt"
 
 
-class InvalidMaskRef(DomainError):
-    """A mask_ref that is unknown, expired, or was made for another user, image or version."""
-
-    code = "invalid_mask_ref"
+__all__ = ["InvalidMaskRef", "InvalidPrompt", "masks_decode", "prompt_parse"]
 
 
 @dataclass(frozen=True)
@@ -156,48 +152,6 @@ def _readable(message: str) -> str:
 def multimask_default(prompt: Prompt) -> bool:
     """SAM's ambiguity rule: one point alone is ambiguous (three candidates), more is not."""
     return prompt.point_count == 1 and prompt.box is None
-
-
-# --- mask refs -----------------------------------------------------------------------------------
-
-
-def _ref_owner(user: User, image: Image, version: ModelVersion) -> tuple[int, int, int]:
-    return (int(user.pk), int(image.pk), int(version.pk))
-
-
-def mask_refs_store(
-    *, user: User, image: Image, model_version: ModelVersion, low_res: np.ndarray
-) -> list[str]:
-    """Keep C x 256 x 256 logits; return one ref per candidate (``<token>.<index>``)."""
-    token = secrets.token_urlsafe(24)
-    logits = np.ascontiguousarray(low_res, dtype=np.float16)
-    caches["default"].set(
-        _REF_CACHE_PREFIX + token,
-        {
-            "owner": _ref_owner(user, image, model_version),
-            "shape": list(logits.shape),
-            "logits": logits.tobytes(),
-        },
-        timeout=int(settings.MASKLOOP_MASK_REF_SECONDS),
-    )
-    return [f"{token}.{index}" for index in range(logits.shape[0])]
-
-
-def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVersion) -> np.ndarray:
-    """The 1 x 256 x 256 float32 logits behind ``ref``; InvalidMaskRef unless the ref is this
-    user's, for this image and version, and still kept."""
-    match = _REF.match(ref) if isinstance(ref, str) else None
-    if match is None:
-        raise InvalidMaskRef("mask_ref is not a reference this server handed out")
-    stored = caches["default"].get(_REF_CACHE_PREFIX + match.group(1))
-    index = int(match.group(2))
-    if not isinstance(stored, dict) or index >= stored["shape"][0]:
-        raise InvalidMaskRef("mask_ref is unknown or expired: decode again without it")
-    if tuple(stored["owner"]) != _ref_owner(user, image, model_version):
-        # One message for every mismatch: a ref reveals nothing about what it belongs to.
-        raise InvalidMaskRef("mask_ref belongs to another user, image or model version")
-    logits = np.frombuffer(stored["logits"], dtype=np.float16).reshape(stored["shape"])
-    return logits[index : index + 1].astype(np.float32)
 
 
 # --- decoding ------------------------------------------------------------------------------------

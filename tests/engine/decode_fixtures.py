@@ -23,6 +23,7 @@ from engine.services.decode import (
     masks_decode,
 )
 from engine.services.embeddings import embedding_compute, embedding_key, embedding_load
+from engine.services.mask_refs import mask_refs_forget_recent
 from engine.services.registry import checkpoint_key, model_version_deploy, onnx_decoder_key
 from storage.blobs import get_blob_store
 from tests.engine.conftest import GOLDEN_CHECKPOINT, png_bytes
@@ -79,9 +80,11 @@ def fresh_caches(fresh_model_cache: None):
     """Every test starts with no model, no embedding and no mask ref in this process."""
     serving.embedding_cache_clear()
     caches["default"].clear()
+    mask_refs_forget_recent()
     yield
     serving.embedding_cache_clear()
     caches["default"].clear()
+    mask_refs_forget_recent()
 
 
 @pytest.fixture

@@ -22,11 +22,13 @@ from PIL import Image as PilImage
 from annotation.services.projects import project_create
 from engine import inference
 from engine.models import ModelVersion
+from engine.services import mask_refs
 from engine.services.decode import (
     InvalidMaskRef,
     InvalidPrompt,
 )
 from engine.services.embeddings import embedding_compute
+from engine.services.mask_refs import mask_refs_forget_recent
 from engine.services.registry import model_version_deploy
 from engine.services.serving import (
     EmbeddingNotReady,
@@ -255,9 +257,58 @@ def test_an_expired_or_out_of_range_mask_ref_is_refused(image, annotator_user):
     token = single.masks[0].mask_ref.rsplit(".", 1)[0]
     with pytest.raises(InvalidMaskRef, match="unknown or expired"):
         decode(annotator_user, image, points=[[50, 50]], labels=[1], mask_ref=f"{token}.1")
-    caches["default"].clear()  # what expiry does
+    caches["default"].clear()  # what expiry does, in the shared cache and in memory
+    mask_refs_forget_recent()
     with pytest.raises(InvalidMaskRef, match="unknown or expired"):
         decode(annotator_user, image, points=[[50, 50]], labels=[1], mask_ref=f"{token}.0")
+
+
+def test_a_mask_ref_is_read_from_memory_or_from_the_shared_cache(image, annotator_user):
+    first = decode(annotator_user, image, points=[[40, 30]], labels=[1])
+    ref = first.masks[1].mask_ref
+    expected = mask_refs.mask_ref_load(
+        ref=ref, user=annotator_user, image=image, model_version=first.model_version
+    )
+    assert expected.shape == (1, 256, 256)
+    caches["default"].clear()  # culled from the shared cache: this process still has it
+    kept = mask_refs.mask_ref_load(
+        ref=ref, user=annotator_user, image=image, model_version=first.model_version
+    )
+    np.testing.assert_array_equal(kept, expected)
+    second = decode(annotator_user, image, points=[[40, 30]], labels=[1])
+    ref = second.masks[2].mask_ref
+    mask_refs_forget_recent()  # another web process: only the shared cache has it
+    shared = mask_refs.mask_ref_load(
+        ref=ref, user=annotator_user, image=image, model_version=second.model_version
+    )
+    assert shared.dtype == np.float32
+    assert shared.shape == (1, 256, 256)
+    assert decode(annotator_user, image, points=[[40, 30]], labels=[1], mask_ref=ref).masks
+
+
+def test_the_memory_copy_of_a_mask_ref_expires_with_it(
+    image, annotator_user, monkeypatch, settings
+):
+    result = decode(annotator_user, image, points=[[10, 10]], labels=[1])
+    ref = result.masks[0].mask_ref
+    caches["default"].clear()
+    later = time.monotonic() + int(settings.MASKLOOP_MASK_REF_SECONDS) + 1
+    monkeypatch.setattr(mask_refs.time, "monotonic", lambda: later)
+    with pytest.raises(InvalidMaskRef, match="unknown or expired"):
+        mask_refs.mask_ref_load(
+            ref=ref, user=annotator_user, image=image, model_version=result.model_version
+        )
+
+
+def test_this_process_keeps_only_the_latest_mask_refs_in_memory(image, annotator_user):
+    refs = [
+        decode(annotator_user, image, points=[[10 + i, 10]], labels=[1]).masks[0].mask_ref
+        for i in range(mask_refs.RECENT_REFS + 1)
+    ]
+    caches["default"].clear()
+    with pytest.raises(InvalidMaskRef):  # the oldest left memory, and the shared cache lost it
+        decode(annotator_user, image, points=[[5, 5]], labels=[1], mask_ref=refs[0])
+    assert decode(annotator_user, image, points=[[5, 5]], labels=[1], mask_ref=refs[-1]).masks
 
 
 def test_mask_refs_expire_after_the_setting(image, annotator_user, settings):
