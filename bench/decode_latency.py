@@ -217,6 +217,7 @@ class Annotator:
         self.labels: list[int] = []
         self.mask_ref: str | None = None
         self.answer_bytes: list[int] = []
+        self.server_ms: list[dict[str, float]] = []  # the answers' Server-Timing durations
 
     def click(self, x: float, y: float, label: int) -> float:
         if len(self.points) >= self.per_object:
@@ -240,11 +241,23 @@ class Annotator:
         answer = json.loads(raw)
         elapsed = time.perf_counter() - start
         self.answer_bytes.append(len(raw))
+        self.server_ms.append(server_timing(response.getheader("Server-Timing", "")))
         if response.status != 200:
             raise SystemExit(f"decode answered {response.status}: {answer}")
         best = max(answer["masks"], key=lambda mask: mask["score"])
         self.mask_ref = best["mask_ref"]
         return elapsed
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``{"decoder": ms, "view": ms}`` from a ``Server-Timing`` header."""
+    durations = {}
+    for metric in header.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        for param in params:
+            if param.startswith("dur="):
+                durations[name] = float(param[4:])
+    return durations
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -364,6 +377,11 @@ def measure(
         "http_concurrent": percentiles(http_many),
         "throughput": len(http_many) / wall,
         "answer_kb": float(np.mean(alone.answer_bytes)) / 1024,
+        # Alone, p50 ms: the server's decoder call and its whole view (after authentication).
+        "server_alone": {
+            part: float(np.percentile([timing[part] for timing in alone.server_ms], 50))
+            for part in ("decoder", "view")
+        },
         "requests": (len(http_alone), len(http_many)),
     }
 
@@ -398,6 +416,11 @@ def report(
         print(
             f"{row['model']:<7} {'':<28} {alone} requests alone, {concurrent} concurrent at "
             f"{row['throughput']:.1f} req/s, answers {row['answer_kb']:.1f} KB on average"
+        )
+        server = row["server_alone"]
+        print(
+            f"{row['model']:<7} {'':<28} alone, server side (p50): decoder {server['decoder']:.1f}"
+            f" ms, view {server['view']:.1f} ms (the rest: authentication, HTTP, JSON)"
         )
     print(json.dumps({"results": results}, indent=None))
 

@@ -1,6 +1,7 @@
 """Prompt -> masks on the server (``POST /api/images/{id}/decode/``): the tool's fallback when
 the browser cannot run the ONNX decoder, and the way scripts annotate."""
 
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -134,6 +135,7 @@ class ImageDecodeApi(ToolApiView):
     )
     def post(self, request: Request, image_id: int) -> Response:
         """Masks for points / a box (and a previous mask) against the stored embedding."""
+        started = time.perf_counter()
         user = acting_user(request.user)
         image = decode_image_get(user=user, image_id=image_id)  # 404 / 403, one query
         data = DecodeInput(data=request.data)
@@ -150,7 +152,7 @@ class ImageDecodeApi(ToolApiView):
             multimask=options["multimask"],
             output_format=options["format"],
         )
-        return Response(
+        response = Response(
             {
                 "model_version": result.model_version.pk,
                 "multimask": result.multimask,
@@ -159,3 +161,9 @@ class ImageDecodeApi(ToolApiView):
                 "height": result.height,
             }
         )
+        # Where a click's time went, for the browser's network panel and the latency bench.
+        response["Server-Timing"] = (
+            f'decoder;dur={result.decoder_seconds * 1000:.1f};desc="model", '
+            f'view;dur={(time.perf_counter() - started) * 1000:.1f};desc="after authentication"'
+        )
+        return response

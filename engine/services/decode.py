@@ -18,6 +18,7 @@ import base64
 import io
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,7 @@ class DecodeResult:
     width: int
     height: int
     masks: list[DecodedMask] = field(default_factory=list)
+    decoder_seconds: float = 0.0  # the prompt encoder + mask decoder (+ upsampling) alone
 
 
 def _plain_number(value: object) -> bool:
@@ -190,9 +192,11 @@ def masks_decode(
         )
     use_multimask = multimask_default(prompt) if multimask is None else bool(multimask)
     model = model_for_version(version, decoder_only=True)
+    started = time.perf_counter()
     predicted = on_decoder_thread(
         lambda: _predict(model, embedding, prompt, mask_input, multimask=use_multimask)
     )
+    decoder_seconds = time.perf_counter() - started
     refs = mask_refs_store(user=user, image=image, model_version=version, low_res=predicted.low_res)
     decoded = _encode(predicted, refs=refs, output_format=output_format)
     return DecodeResult(
@@ -201,6 +205,7 @@ def masks_decode(
         width=image.width,
         height=image.height,
         masks=decoded,
+        decoder_seconds=decoder_seconds,
     )
 
 

@@ -62,6 +62,20 @@ def test_a_click_answers_three_candidates_equal_to_the_predictor(image, version,
         assert got["score"] == float(score)
 
 
+def test_a_decode_answer_says_where_its_time_went(image, version, annotator_user):
+    response = post_decode(
+        client_for(annotator_user), image.pk, {"points": [[120, 45]], "labels": [1]}
+    )
+    assert response.status_code == 200
+    metrics = {}
+    for metric in response["Server-Timing"].split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        metrics[name] = dict(param.split("=", 1) for param in params)
+    assert sorted(metrics) == ["decoder", "view"]
+    decoder, view = float(metrics["decoder"]["dur"]), float(metrics["view"]["dur"])
+    assert 0 < decoder <= view  # ms; the view's time includes the decoder call
+
+
 def test_a_box_with_a_previous_mask_round_trips_through_the_api(image, version, annotator_user):
     client = client_for(annotator_user)
     first = post_decode(client, image.pk, {"points": [[120, 45]], "labels": [1]}).json()
