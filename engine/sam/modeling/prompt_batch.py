@@ -110,6 +110,8 @@ class PromptBatchDecoder:
         ]
         self.final_pe = _pe_keys(transformer.final_attn_token_to_image, self.pe)
         self.channels = channels
+        # Upscaling outputs, reused by every chunk of this image (see `_workspace`).
+        self._buffers: dict[str, Tensor] = {}
 
     @torch.no_grad()
     def tokens(self, sparse: Tensor) -> DecodedTokens:
@@ -137,9 +139,22 @@ class PromptBatchDecoder:
         point_embedding = torch.cat(
             (output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1
         )
-        queries, keys = self._first_block(self.blocks[0], point_embedding)
-        for layer, pe_terms in zip(self.blocks[1:], self.later_pe, strict=True):
-            queries, keys = _later_block(layer, queries, keys, point_embedding, pe_terms)
+        # Each block's keys go into `out`: the last block's are kept (the upscaling reads them),
+        # the others into a buffer reused by the next block and chunk, and the pre-LayerNorm
+        # image update always into one (no fresh page-faulted 28 MiB tensor per block).
+        shape = (batch, self.image.shape[1], self.channels)
+        kept_keys = torch.empty(shape, dtype=self.image.dtype, device=self.image.device)
+        last = len(self.blocks) - 1
+        update = self._workspace("update", shape, self.image)
+        out = kept_keys if last == 0 else self._workspace("keys", shape, self.image)
+        queries, keys = self._first_block(self.blocks[0], point_embedding, update, out)
+        for number, (layer, pe_terms) in enumerate(
+            zip(self.blocks[1:], self.later_pe, strict=True), start=1
+        ):
+            out = kept_keys if number == last else keys
+            queries, keys = _later_block(
+                layer, queries, keys, point_embedding, pe_terms, (update, out)
+            )
         final = self.transformer.final_attn_token_to_image
         # Only the IoU and mask tokens are read after the final attention (each token's
         # LayerNorm is its own), so the prompt tokens' final queries are not computed.
@@ -150,9 +165,12 @@ class PromptBatchDecoder:
         queries = self.transformer.norm_final_attn(queries)
         return queries, keys, decoder.iou_prediction_head(queries[:, 0, :])
 
-    def _first_block(self, layer: TwoWayAttentionBlock, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def _first_block(
+        self, layer: TwoWayAttentionBlock, tokens: Tensor, update: Tensor, out: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """The first `TwoWayAttentionBlock` (query PE skipped in self-attention) on B prompts:
-        tokens B x Nt x C -> (tokens, keys B x HW x C)."""
+        tokens B x Nt x C -> (tokens, keys B x HW x C written into `out`); `update` B x HW x C
+        is scratch."""
         queries = layer.norm1(layer.self_attn(q=tokens, k=tokens, v=tokens))
         t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
         batch, n_tokens, _ = queries.shape
@@ -163,7 +181,9 @@ class PromptBatchDecoder:
         queries = layer.norm3(queries + layer.mlp(queries))
         token_k, token_v = i2t.k_proj(queries + tokens), i2t.v_proj(queries)
         scores = _image_scores(i2t, self.first_image_q, token_k)
-        keys = layer.norm4(_image_update(i2t, scores, token_v, self.image))
+        keys = _layer_norm_into(
+            layer.norm4, _image_update(i2t, scores, token_v, self.image, update), out
+        )
         return queries, keys
 
     @torch.no_grad()
@@ -199,17 +219,39 @@ class PromptBatchDecoder:
         ):
             raise ValueError("unexpected output_upscaling layout")
         rows, pixels, _ = keys.shape
-        x = _conv_channels_last(conv1, keys)  # R x HW x 4 x C/4
-        x = nnf.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
-        x = nnf.gelu(x, approximate=act1.approximate)
-        x = _conv_channels_last(conv2, x.reshape(rows, pixels * 4, -1))  # R x 4HW x 4 x C/8
-        x = nnf.gelu(x, approximate=act2.approximate)
+        # The conv outputs (up to 28 and 56 MiB) are written into buffers kept for the next
+        # chunk, and the GELUs run in place: a fresh tensor this size is mmapped by glibc and
+        # page-faulted in afresh each time, which with two threads faulting one address space
+        # cost more than the arithmetic (the bias broadcast into a fresh addmm output alone was
+        # about a tenth of the decoder).
+        first = self._workspace("conv1", (rows, pixels, 4, conv1.weight.shape[1]), keys)
+        x = _conv_channels_last(conv1, keys, first)  # R x HW x 4 x C/4
+        x = _layer_norm_into(norm, x, self._workspace("norm", x.shape, x))
+        torch.ops.aten.gelu_(x, approximate=act1.approximate)
+        second = self._workspace("conv2", (rows, pixels * 4, 4, conv2.weight.shape[1]), keys)
+        x = _conv_channels_last(conv2, x.reshape(rows, pixels * 4, -1), second)  # R x 4HW x 4 x C/8
+        torch.ops.aten.gelu_(x, approximate=act2.approximate)
         logits = x.reshape(rows, pixels * 16, -1) @ hyper.transpose(1, 2)  # R x 16HW x M
         m = logits.shape[-1]
         h, w = self.height, self.width
         # Sub-pixel order (y, x, ky1, kx1, ky2, kx2): output row 4y + 2ky1 + ky2, same for x.
         logits = logits.reshape(rows, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return logits.reshape(rows, m, 4 * h, 4 * w)
+
+    def _workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A `shape` tensor (dtype and device of `like`) from buffer `name`, grown when too
+        small; its contents are whatever the last user left."""
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if (
+            buffer is None
+            or buffer.numel() < size
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
+            buffer = torch.empty(size, dtype=like.dtype, device=like.device)
+            self._buffers[name] = buffer
+        return buffer[:size].view(shape)
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -250,9 +292,12 @@ def _image_scores(attention: Attention, q: Tensor, k: Tensor) -> Tensor:
     return torch.matmul(q, key_blocks)
 
 
-def _image_update(attention: Attention, scores: Tensor, v: Tensor, residual: Tensor) -> Tensor:
+def _image_update(
+    attention: Attention, scores: Tensor, v: Tensor, residual: Tensor, out: Tensor
+) -> Tensor:
     """residual + `out_proj` of image->token attention: scores B x N x T*heads (from
-    `_image_scores`), token values B x T x D, residual (B or 1) x N x C -> B x N x C.
+    `_image_scores`), token values B x T x D, residual (B or 1) x N x C -> `out` B x N x C
+    (must not overlap residual).
 
     The probabilities meet heads*T x C rows `v_t (head h) @ out_proj (head h) + bias / heads`
     (each head's probabilities sum to 1, so the rows carry the bias) in one product that also
@@ -268,7 +313,7 @@ def _image_update(attention: Attention, scores: Tensor, v: Tensor, residual: Ten
     if attention.out_proj.bias is not None:
         rows = rows + attention.out_proj.bias / heads
     rows = rows.reshape(batch, tokens * heads, -1)
-    return torch.baddbmm(residual, probs.view(batch, pixels, tokens * heads), rows)
+    return torch.baddbmm(residual, probs.view(batch, pixels, tokens * heads), rows, out=out)
 
 
 def _later_block(
@@ -277,10 +322,13 @@ def _later_block(
     keys: Tensor,
     query_pe: Tensor,
     pe_terms: tuple[Tensor, Tensor],
+    buffers: tuple[Tensor, Tensor],
 ) -> tuple[Tensor, Tensor]:
     """`TwoWayAttentionBlock.forward` (not the first layer) without projecting the keys:
     queries B x Nt x C, keys B x HW x C, query_pe B x Nt x C, pe_terms: the token->image
-    `_pe_keys` and the image->token q_proj(pe) (1 x HW x D, bias included)."""
+    `_pe_keys` and the image->token q_proj(pe) (1 x HW x D, bias included), buffers: scratch
+    for the image update and the output keys (B x HW x C each; the output may be `keys`,
+    which is read only before the update)."""
     pe_k, pe_q = pe_terms
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
@@ -290,8 +338,27 @@ def _later_block(
     queries = layer.norm3(queries + layer.mlp(queries))
     token_k, token_v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
     image_scores = _image_scores_unprojected(i2t, keys, pe_q, token_k)
-    keys = layer.norm4(_image_update(i2t, image_scores, token_v, keys))
-    return queries, keys
+    update, out = buffers
+    updated = _image_update(i2t, image_scores, token_v, keys, update)
+    return queries, _layer_norm_into(layer.norm4, updated, out)
+
+
+def _layer_norm_into(norm: nn.LayerNorm | LayerNorm2d, x: Tensor, out: Tensor) -> Tensor:
+    """`norm` over the last axis of x written into `out` (same shape, not
+    overlapping x): the same kernel as `nnf.layer_norm`, without a fresh output tensor."""
+    stats = (*x.shape[:-1], 1)
+    mean, rstd = x.new_empty(stats), x.new_empty(stats)
+    torch.ops.aten.native_layer_norm.out(
+        x,
+        [x.shape[-1]],
+        norm.weight,
+        norm.bias,
+        norm.eps,
+        out0=out,
+        out1=mean,
+        out2=rstd,
+    )
+    return out
 
 
 def _pe_keys(attention: Attention, pe: Tensor) -> Tensor:
@@ -357,12 +424,13 @@ def _image_scores_unprojected(
     return _image_scores(attention, pe_q, token_k).baddbmm_(keys, columns)
 
 
-def _conv_channels_last(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
-    """A kernel = stride = 2 transposed conv on R x N x Cin pixels -> R x N x 4 x Cout
-    (sub-pixel (ky, kx) major, channels last)."""
+def _conv_channels_last(conv: nn.ConvTranspose2d, x: Tensor, out: Tensor) -> Tensor:
+    """A kernel = stride = 2 transposed conv on R x N x Cin pixels -> `out` R x N x 4 x Cout
+    (sub-pixel (ky, kx) major, channels last; written in place and returned)."""
     cin, cout, k_h, k_w = conv.weight.shape
     weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
     bias = conv.bias if conv.bias is not None else x.new_zeros(cout)
     rows, pixels, _ = x.shape
-    out = torch.addmm(bias.repeat(k_h * k_w), x.reshape(rows * pixels, cin), weight)
-    return out.reshape(rows, pixels, k_h * k_w, cout)
+    flat = out.view(rows * pixels, k_h * k_w * cout)
+    torch.addmm(bias.repeat(k_h * k_w), x.reshape(rows * pixels, cin), weight, out=flat)
+    return out
