@@ -19,7 +19,10 @@ or is linear in the per-prompt image keys and can be regrouped:
   the keys' own token layout, and the hypernetwork product is taken before the pixels are
   shuffled into place, so only M output channels are permuted instead of C / 8;
 - prompts go through in chunks (CHUNK_BYTES): on the CPU a 64-prompt B x HW x C tensor
-  costs more in fresh pages and memory traffic than in arithmetic.
+  costs more in fresh pages and memory traffic than in arithmetic;
+- the chunks' large intermediates (image updates, first-block keys, upscaling convs and
+  LayerNorm) are written into buffers the decoder keeps (`_workspace`), not fresh tensors:
+  glibc mmaps each fresh one this size and the kernel faults its pages in again every time.
 
 Each step is the same sum as the reference module up to float rounding order (tests compare
 against `MaskDecoder.forward` at 1e-4). No Django here.
