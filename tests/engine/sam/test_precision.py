@@ -58,7 +58,9 @@ def test_explicit_kernel_reproduces_the_official_embedding(
     try:
         predictor = SamPredictor(golden_sam)
         predictor.set_image(goldens["img0/image"])
-        assert relative_embedding_diff(predictor, goldens["img0/embedding"]) <= 1e-6
+        # 1e-5: 10x inside the issue's 1e-4; the goldens' CPU and this one sum in other orders
+        # (1.1e-6 measured on an AMD EPYC against goldens made elsewhere).
+        assert relative_embedding_diff(predictor, goldens["img0/embedding"]) <= 1e-5
     finally:
         golden_sam.image_encoder.set_sdpa(None)
 
