@@ -4,25 +4,25 @@
 image and no mask prompt (every point-grid batch), most of its work is the same for all rows,
 or is linear in the per-prompt image keys and can be regrouped:
 
-- the first two-way block's image-side projections run once (as `forward_shared_kv` does);
-- later blocks and the final attention never project the per-prompt keys: a projection
-  followed by a dot product with a few (about 7) token vectors per head is the keys' dot
-  product with those vectors mapped back through the projection (`_attend_unprojected`,
-  `_image_scores_unprojected`), and the pe half of `keys + pe` is projected once per image;
-- image->token attention (about 7 token keys per head) is two matrix products per prompt,
-  scores against (token, head) columns and probabilities against `v @ out_proj` rows, added to
-  the residual in the same product (no per-head attention, no separate out_proj pass);
+- the first two-way block's token->image keys and values are projected once (as
+  `forward_shared_kv` does), and the pe halves of every image-side projection too;
+- the per-prompt image keys are never formed: after each block they are kept in low-rank
+  form, scale * shared image + mix @ rows with mix HW x K, K = T * heads + 2 per block
+  (low_rank_keys.py), and the later blocks, the final attention and the first transposed
+  convolution meet them through the shared image (once per image) and the K-wide mix;
+- image->token attention (about 7 token keys per head) gives the mix columns: the scores are
+  one d-wide product per head, the softmax runs over the tokens axis for every head at once;
 - the final attention runs only for the IoU and mask tokens (the prompt tokens' outputs are
   not read); the IoU head needs only the tokens, so scores come first and the caller upsamples
   only the prompts it keeps (`masks(…, rows=…)`);
 - the two transposed convolutions (kernel = stride = 2) run channel-last as matrix products on
-  the keys' own token layout, and the hypernetwork product is taken before the pixels are
+  the keys' own pixel layout, and the hypernetwork product is taken before the pixels are
   shuffled into place, so only M output channels are permuted instead of C / 8;
-- prompts go through in chunks (CHUNK_BYTES): on the CPU a 64-prompt B x HW x C tensor
-  costs more in fresh pages and memory traffic than in arithmetic;
-- the chunks' large intermediates (image updates, first-block keys, upscaling convs and
-  LayerNorm) are written into buffers the decoder keeps (`_workspace`), not fresh tensors:
-  glibc mmaps each fresh one this size and the kernel faults its pages in again every time.
+- prompts go through in chunks (CHUNK_BYTES): on the CPU many prompts' HW-sized tensors at
+  once cost more in fresh pages and memory traffic than in arithmetic;
+- the upscaling's large intermediates (convs and LayerNorm) are written into buffers the
+  decoder keeps (`_workspace`), not fresh tensors: glibc mmaps each fresh one this size and
+  the kernel faults its pages in again every time.
 
 Each step is the same sum as the reference module up to float rounding order (tests compare
 against `MaskDecoder.forward` at 1e-4). No Django here.
@@ -36,6 +36,15 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from engine.sam.modeling.layers import LayerNorm2d
+from engine.sam.modeling.low_rank_keys import (
+    LowRankKeys,
+    MixGroup,
+    SharedImage,
+    attend,
+    image_scores,
+    layer_norm,
+    project_into,
+)
 from engine.sam.modeling.mask_decoder import MaskDecoder
 from engine.sam.modeling.token_attention import Attention
 from engine.sam.modeling.two_way_block import TwoWayAttentionBlock
@@ -54,27 +63,29 @@ UPSCALE_BYTES = 56 << 20
 @dataclass
 class DecodedTokens:
     """Transformer output for B prompts: tokens B x (1 + mask tokens) x C (the IoU and mask
-    tokens), iou B x 4, and the image keys as consecutive chunks of `chunk` prompts (each
-    chunk x HW x C, the last one shorter)."""
+    tokens), iou B x 4, and the image keys (low-rank, see low_rank_keys.py) as consecutive
+    chunks of `chunk` prompts (the last one shorter)."""
 
     tokens: Tensor
-    keys: list[Tensor]
+    keys: list[LowRankKeys]
     chunk: int
     iou: Tensor
 
-    def key_rows(self, rows: Tensor) -> Tensor:
-        """The keys of prompts `rows`: len(rows) x HW x C (a view when they share a chunk and
-        are consecutive)."""
+    def key_rows(self, rows: Tensor) -> LowRankKeys:
+        """The keys of prompts `rows`, in that order."""
         index = rows.tolist()
-        first = index[0] // self.chunk if index else 0
-        if (
-            index
-            and index[-1] // self.chunk == first
-            and index == list(range(index[0], index[0] + len(index)))
-        ):
-            start = index[0] - first * self.chunk
-            return self.keys[first][start : start + len(index)]
-        return torch.stack([self.keys[i // self.chunk][i % self.chunk] for i in index])
+        by_chunk: list[LowRankKeys] = []
+        start = 0
+        # Runs of rows from one chunk are taken together.
+        while start < len(index):
+            number = index[start] // self.chunk
+            end = start
+            while end < len(index) and index[end] // self.chunk == number:
+                end += 1
+            local = [i - number * self.chunk for i in index[start:end]]
+            by_chunk.append(self.keys[number].take(local))
+            start = end
+        return LowRankKeys.cat(by_chunk)
 
 
 class PromptBatchDecoder:
@@ -96,22 +107,22 @@ class PromptBatchDecoder:
         if len(self.blocks) != len(transformer.layers) or not self.blocks[0].skip_first_layer_pe:
             raise ValueError("the first two-way block must skip the query PE (official layout)")
         first = self.blocks[0]
-        image_with_pe = self.image + self.pe
-        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
-        # The first block's image side is the same for every prompt: project it once.
-        self.first_k = t2i.k_proj(image_with_pe)  # 1 x HW x D
+        t2i = first.cross_attn_token_to_image
+        # The first block's token->image keys and values are the same for every prompt.
+        self.first_k = t2i.k_proj(self.image + self.pe)  # 1 x HW x D
         self.first_v = t2i.v_proj(self.image)
-        self.first_image_q = i2t.q_proj(image_with_pe)
-        # Later blocks and the final attention meet keys + pe: the pe halves of their image-side
-        # projections are also the same for every prompt.
-        self.later_pe = [
+        # Every block and the final attention meet keys + pe: the pe halves of their
+        # image-side projections are the same for every prompt (the first block's token->image
+        # half is unused: its keys are projected whole above).
+        self.pe_terms = [
             (
                 _pe_keys(layer.cross_attn_token_to_image, self.pe),
-                layer.cross_attn_image_to_token.q_proj(self.pe),
+                layer.cross_attn_image_to_token.q_proj(self.pe)[0],
             )
-            for layer in self.blocks[1:]
+            for layer in self.blocks
         ]
         self.final_pe = _pe_keys(transformer.final_attn_token_to_image, self.pe)
+        self.shared = SharedImage(self.image[0])
         self.channels = channels
         # Upscaling outputs, reused by every chunk of this image (see `_workspace`).
         self._buffers: dict[str, Tensor] = {}
@@ -134,60 +145,53 @@ class PromptBatchDecoder:
             iou=torch.cat([iou for _, _, iou in parts]),
         )
 
-    def _chunk_tokens(self, sparse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """sparse: B x N x C -> tokens B x (1 + mask tokens) x C, keys B x HW x C, iou B x 4."""
+    def _chunk_tokens(self, sparse: Tensor) -> tuple[Tensor, LowRankKeys, Tensor]:
+        """sparse: B x N x C -> tokens B x (1 + mask tokens) x C, keys (B prompts), iou B x 4."""
         decoder = self.decoder
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         batch = sparse.shape[0]
         point_embedding = torch.cat(
             (output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1
         )
-        # Each block's keys go into `out`: the last block's are kept (the upscaling reads them),
-        # the others into a buffer reused by the next block and chunk, and the pre-LayerNorm
-        # image update always into one (no fresh page-faulted 28 MiB tensor per block).
-        shape = (batch, self.image.shape[1], self.channels)
-        kept_keys = torch.empty(shape, dtype=self.image.dtype, device=self.image.device)
-        last = len(self.blocks) - 1
-        update = self._workspace("update", shape, self.image)
-        out = kept_keys if last == 0 else self._workspace("keys", shape, self.image)
-        queries, keys = self._first_block(self.blocks[0], point_embedding, update, out)
-        for number, (layer, pe_terms) in enumerate(
-            zip(self.blocks[1:], self.later_pe, strict=True), start=1
+        keys = LowRankKeys.image(self.shared, batch)
+        queries = point_embedding
+        for number, (layer, (pe_k, pe_q)) in enumerate(
+            zip(self.blocks, self.pe_terms, strict=True)
         ):
-            out = kept_keys if number == last else keys
-            queries, keys = _later_block(
-                layer, queries, keys, point_embedding, pe_terms, (update, out)
-            )
+            if number == 0:
+                queries = self._first_block_tokens(layer, point_embedding)
+            else:
+                queries = _later_block_tokens(
+                    layer, queries, keys, point_embedding, pe_k, self.shared
+                )
+            i2t = layer.cross_attn_image_to_token
+            token_k, token_v = i2t.k_proj(queries + point_embedding), i2t.v_proj(queries)
+            scores = image_scores(keys, self.shared, i2t, pe_q, token_k)
+            heads = i2t.num_heads
+            probs = scores.view(batch, scores.shape[1], -1, heads).softmax(dim=2)
+            group = MixGroup.of_update(i2t, token_v)
+            keys = layer_norm(layer.norm4, keys, probs.flatten(2), group, self.shared)
         final = self.transformer.final_attn_token_to_image
         # Only the IoU and mask tokens are read after the final attention (each token's
         # LayerNorm is its own), so the prompt tokens' final queries are not computed.
         kept = 1 + decoder.num_mask_tokens
         q = final.q_proj(queries[:, :kept] + point_embedding[:, :kept])
-        attended = _attend_unprojected(final, q, keys, self.final_pe)
+        attended = attend(keys, self.shared, final, q, self.final_pe)
         queries = queries[:, :kept] + final.out_proj(attended)
         queries = self.transformer.norm_final_attn(queries)
         return queries, keys, decoder.iou_prediction_head(queries[:, 0, :])
 
-    def _first_block(
-        self, layer: TwoWayAttentionBlock, tokens: Tensor, update: Tensor, out: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """The first `TwoWayAttentionBlock` (query PE skipped in self-attention) on B prompts:
-        tokens B x Nt x C -> (tokens, keys B x HW x C written into `out`); `update` B x HW x C
-        is scratch."""
+    def _first_block_tokens(self, layer: TwoWayAttentionBlock, tokens: Tensor) -> Tensor:
+        """The token side of the first `TwoWayAttentionBlock` (query PE skipped in
+        self-attention) on B prompts: tokens B x Nt x C -> queries before image->token."""
         queries = layer.norm1(layer.self_attn(q=tokens, k=tokens, v=tokens))
-        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        t2i = layer.cross_attn_token_to_image
         batch, n_tokens, _ = queries.shape
         # All B*Nt token queries attend to the one image: a single attention over B*Nt rows.
         q = t2i.q_proj(queries + tokens).reshape(1, batch * n_tokens, -1)
         attended = _attend(t2i, q, self.first_k, self.first_v).reshape(batch, n_tokens, -1)
         queries = layer.norm2(queries + t2i.out_proj(attended))
-        queries = layer.norm3(queries + layer.mlp(queries))
-        token_k, token_v = i2t.k_proj(queries + tokens), i2t.v_proj(queries)
-        scores = _image_scores(i2t, self.first_image_q, token_k)
-        keys = _layer_norm_into(
-            layer.norm4, _image_update(i2t, scores, token_v, self.image, update), out
-        )
-        return queries, keys
+        return layer.norm3(queries + layer.mlp(queries))
 
     @torch.no_grad()
     def masks(self, decoded: DecodedTokens, rows: Tensor, tokens: slice) -> Tensor:
@@ -210,8 +214,9 @@ class PromptBatchDecoder:
             return hyper.new_zeros((0, len(index), side_h, side_w))
         return torch.cat(parts)
 
-    def _upscale_and_project(self, keys: Tensor, hyper: Tensor) -> Tensor:
-        """keys R x HW x C, hyper R x M x C/8 -> R x M x 4H x 4W (`output_upscaling` + product)."""
+    def _upscale_and_project(self, keys: LowRankKeys, hyper: Tensor) -> Tensor:
+        """keys of R prompts, hyper R x M x C/8 -> R x M x 4H x 4W (`output_upscaling` +
+        product)."""
         conv1, norm, act1, conv2, act2 = self.decoder.output_upscaling
         if not (
             isinstance(conv1, nn.ConvTranspose2d)
@@ -221,17 +226,21 @@ class PromptBatchDecoder:
             and isinstance(act2, nn.GELU)
         ):
             raise ValueError("unexpected output_upscaling layout")
-        rows, pixels, _ = keys.shape
+        rows, pixels, _ = keys.mix.shape
         # The conv outputs (up to 28 and 56 MiB) are written into buffers kept for the next
         # chunk, and the GELUs run in place: a fresh tensor this size is mmapped by glibc and
         # page-faulted in afresh each time, which with two threads faulting one address space
         # cost more than the arithmetic (the bias broadcast into a fresh addmm output alone was
         # about a tenth of the decoder).
-        first = self._workspace("conv1", (rows, pixels, 4, conv1.weight.shape[1]), keys)
-        x = _conv_channels_last(conv1, keys, first)  # R x HW x 4 x C/4
+        first = self._workspace("conv1", (rows, pixels, 4, conv1.weight.shape[1]), hyper)
+        # The first conv is per-pixel linear (kernel = stride = 2): applied to the low-rank
+        # keys, K wide per prompt instead of C (`project_into`).
+        weight, bias = _conv_matrix(conv1)
+        x = project_into(keys, self.shared, "conv1", weight, bias, first.view(rows, pixels, -1))
+        x = x.view(rows, pixels, 4, -1)  # R x HW x 4 x C/4
         x = _layer_norm_into(norm, x, self._workspace("norm", x.shape, x))
         torch.ops.aten.gelu_(x, approximate=act1.approximate)
-        second = self._workspace("conv2", (rows, pixels * 4, 4, conv2.weight.shape[1]), keys)
+        second = self._workspace("conv2", (rows, pixels * 4, 4, conv2.weight.shape[1]), hyper)
         x = _conv_channels_last(conv2, x.reshape(rows, pixels * 4, -1), second)  # R x 4HW x 4 x C/8
         torch.ops.aten.gelu_(x, approximate=act2.approximate)
         logits = x.reshape(rows, pixels * 16, -1) @ hyper.transpose(1, 2)  # R x 16HW x M
@@ -277,73 +286,22 @@ def _attend(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out.transpose(1, 2).reshape(batch, tokens, heads * per_head)
 
 
-def _image_scores(attention: Attention, q: Tensor, k: Tensor) -> Tensor:
-    """Image->token scores of projected image queries q (B or 1) x N x D against token keys
-    B x T x D -> B x N x T*heads, columns in (token, head) order, divided by sqrt(D / heads).
-
-    With T (about 7) keys per head, the heads are folded into one matrix product per prompt
-    against a block-diagonal D x T*heads key matrix.
-    """
-    heads = attention.num_heads
-    batch, tokens, width = k.shape
-    per_head = width // heads
-    eye = torch.eye(heads, dtype=k.dtype, device=k.device)
-    # Columns in (token, head) order: the softmax over tokens then runs on a non-last axis,
-    # vectorised over the heads (a softmax over a last axis of ~7 is slow on CPU).
-    key_blocks = torch.einsum("bthd,hg->bhdtg", k.reshape(batch, tokens, heads, per_head), eye)
-    key_blocks = key_blocks.reshape(batch, width, tokens * heads) * (1.0 / math.sqrt(per_head))
-    return torch.matmul(q, key_blocks)
-
-
-def _image_update(
-    attention: Attention, scores: Tensor, v: Tensor, residual: Tensor, out: Tensor
-) -> Tensor:
-    """residual + `out_proj` of image->token attention: scores B x N x T*heads (from
-    `_image_scores`), token values B x T x D, residual (B or 1) x N x C -> `out` B x N x C
-    (must not overlap residual).
-
-    The probabilities meet heads*T x C rows `v_t (head h) @ out_proj (head h) + bias / heads`
-    (each head's probabilities sum to 1, so the rows carry the bias) in one product that also
-    adds the residual; the same sums as attention + out_proj + residual.
-    """
-    heads = attention.num_heads
-    batch, tokens, width = v.shape
-    per_head = width // heads
-    pixels = scores.shape[1]
-    probs = scores.view(batch, pixels, tokens, heads).softmax(dim=2)
-    out_weight = attention.out_proj.weight.t().reshape(heads, per_head, -1)
-    rows = torch.einsum("bthd,hdc->bthc", v.reshape(batch, tokens, heads, per_head), out_weight)
-    if attention.out_proj.bias is not None:
-        rows = rows + attention.out_proj.bias / heads
-    rows = rows.reshape(batch, tokens * heads, -1)
-    return torch.baddbmm(residual, probs.view(batch, pixels, tokens * heads), rows, out=out)
-
-
-def _later_block(
+def _later_block_tokens(
     layer: TwoWayAttentionBlock,
     queries: Tensor,
-    keys: Tensor,
+    keys: LowRankKeys,
     query_pe: Tensor,
-    pe_terms: tuple[Tensor, Tensor],
-    buffers: tuple[Tensor, Tensor],
-) -> tuple[Tensor, Tensor]:
-    """`TwoWayAttentionBlock.forward` (not the first layer) without projecting the keys:
-    queries B x Nt x C, keys B x HW x C, query_pe B x Nt x C, pe_terms: the token->image
-    `_pe_keys` and the image->token q_proj(pe) (1 x HW x D, bias included), buffers: scratch
-    for the image update and the output keys (B x HW x C each; the output may be `keys`,
-    which is read only before the update)."""
-    pe_k, pe_q = pe_terms
+    pe_k: Tensor,
+    shared: SharedImage,
+) -> Tensor:
+    """The token side of a later `TwoWayAttentionBlock`: queries B x Nt x C, query_pe
+    B x Nt x C, pe_k the token->image `_pe_keys` -> queries before image->token."""
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-    t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+    t2i = layer.cross_attn_token_to_image
     q = t2i.q_proj(queries + query_pe)
-    queries = layer.norm2(queries + t2i.out_proj(_attend_unprojected(t2i, q, keys, pe_k)))
-    queries = layer.norm3(queries + layer.mlp(queries))
-    token_k, token_v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
-    image_scores = _image_scores_unprojected(i2t, keys, pe_q, token_k)
-    update, out = buffers
-    updated = _image_update(i2t, image_scores, token_v, keys, update)
-    return queries, _layer_norm_into(layer.norm4, updated, out)
+    queries = layer.norm2(queries + t2i.out_proj(attend(keys, shared, t2i, q, pe_k)))
+    return layer.norm3(queries + layer.mlp(queries))
 
 
 def _layer_norm_into(norm: nn.LayerNorm | LayerNorm2d, x: Tensor, out: Tensor) -> Tensor:
@@ -373,67 +331,20 @@ def _pe_keys(attention: Attention, pe: Tensor) -> Tensor:
     return projected.view(pixels, heads, width // heads).permute(1, 2, 0).contiguous()
 
 
-def _attend_unprojected(attention: Attention, q: Tensor, keys: Tensor, pe_k: Tensor) -> Tensor:
-    """Token->image attention with the image's k and v projections moved to the tokens' side:
-    projected q B x Nq x D, keys B x HW x C (k input keys + pe, v input keys), pe_k the
-    `_pe_keys` of pe -> merged heads B x Nq x D (before out_proj).
-
-    With Wk_h the head's rows of k_proj, q_h . (x Wk_h^T + bk_h) = (q_h Wk_h) . x + q_h . bk_h:
-    each (token, head) becomes one C-wide query against the unprojected keys, and q_h . bk_h is
-    the same for every key, which the softmax over keys cancels. Likewise sum_i p_i (x_i Wv_h^T
-    + bv_h) = (sum_i p_i x_i) Wv_h^T + bv_h as the probabilities sum to 1. So all heads share
-    one C-wide attention with Nq * heads queries: 2 x HW x C x Nq * heads products per prompt
-    instead of 2 x HW x C x D for the projections (heads * Nq < D for the 5-7 tokens here).
-    The pe half of x = keys + pe is projected once per image (pe_k), so no B x HW x C sum.
-    """
-    heads = attention.num_heads
-    batch, n_q, width = q.shape
-    per_head = width // heads
-    channels = keys.shape[-1]
-    pixels = keys.shape[1]
-    q_heads = q.view(batch, n_q, heads, per_head) * (1.0 / math.sqrt(per_head))
-    w_k = attention.k_proj.weight.view(heads, per_head, channels)
-    w_v = attention.v_proj.weight.view(heads, per_head, channels)
-    q_wide = torch.einsum("bthd,hdc->bhtc", q_heads, w_k).reshape(batch, heads * n_q, channels)
-    by_head = q_heads.permute(2, 0, 1, 3).reshape(heads, batch * n_q, per_head)
-    scores = torch.bmm(by_head, pe_k).view(heads, batch, n_q, pixels).transpose(0, 1)
-    scores = scores.reshape(batch, heads * n_q, pixels)  # (head, token) rows, like q_wide
-    scores.baddbmm_(q_wide, keys.transpose(1, 2))
-    mixed = torch.bmm(scores.softmax(dim=-1), keys)  # B x heads*Nq x C
-    out = torch.einsum("bhtc,hdc->bthd", mixed.view(batch, heads, n_q, channels), w_v)
-    if attention.v_proj.bias is not None:
-        out = out + attention.v_proj.bias.view(heads, per_head)
-    return out.reshape(batch, n_q, width)
-
-
-def _image_scores_unprojected(
-    attention: Attention, keys: Tensor, pe_q: Tensor, token_k: Tensor
-) -> Tensor:
-    """Image->token scores with the keys' q projection moved to the tokens' side: keys
-    B x HW x C, pe_q = q_proj(pe) 1 x HW x D (the q input is keys + pe), projected token keys
-    B x T x D -> B x HW x T*heads, columns in (token, head) order, divided by sqrt(D / heads).
-
-    (keys + pe) Wq_h^T + bq_h = keys Wq_h^T + pe_q_h, and keys Wq_h^T . k_h = keys . (Wq_h^T
-    k_h): one C-wide column per (token, head) for the per-prompt keys, the shared pe_q as
-    in `_image_scores`.
-    """
-    heads = attention.num_heads
-    batch, tokens, width = token_k.shape
-    per_head = width // heads
-    channels = keys.shape[-1]
-    k = token_k.view(batch, tokens, heads, per_head) * (1.0 / math.sqrt(per_head))
-    w_q = attention.q_proj.weight.view(heads, per_head, channels)
-    columns = torch.einsum("bthd,hdc->bcth", k, w_q).reshape(batch, channels, tokens * heads)
-    return _image_scores(attention, pe_q, token_k).baddbmm_(keys, columns)
+def _conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
+    """A kernel = stride = 2 transposed conv as a per-pixel map: weight Cin x 4*Cout (sub-pixel
+    (ky, kx) major, channels last) and bias 4*Cout."""
+    cin, cout, k_h, k_w = conv.weight.shape
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
+    bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(cout)
+    return weight, bias.repeat(k_h * k_w)
 
 
 def _conv_channels_last(conv: nn.ConvTranspose2d, x: Tensor, out: Tensor) -> Tensor:
     """A kernel = stride = 2 transposed conv on R x N x Cin pixels -> `out` R x N x 4 x Cout
     (sub-pixel (ky, kx) major, channels last; written in place and returned)."""
-    cin, cout, k_h, k_w = conv.weight.shape
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
-    bias = conv.bias if conv.bias is not None else x.new_zeros(cout)
-    rows, pixels, _ = x.shape
-    flat = out.view(rows * pixels, k_h * k_w * cout)
-    torch.addmm(bias.repeat(k_h * k_w), x.reshape(rows * pixels, cin), weight, out=flat)
+    weight, bias = _conv_matrix(conv)
+    rows, pixels, cin = x.shape
+    flat = out.view(rows * pixels, weight.shape[1])
+    torch.addmm(bias, x.reshape(rows * pixels, cin), weight, out=flat)
     return out
