@@ -309,6 +309,9 @@ MASKLOOP_EMBEDDING_CACHE_SIZE = env_int("MASKLOOP_EMBEDDING_CACHE_SIZE", 32)
 MASKLOOP_MAX_PROMPT_POINTS = env_int("MASKLOOP_MAX_PROMPT_POINTS", 64)
 # How long a mask_ref (a candidate's low-res logits kept in the cache) stays usable.
 MASKLOOP_MASK_REF_SECONDS = env_int("MASKLOOP_MASK_REF_SECONDS", 1800)
+# How many of a user's latest decodes keep their mask_refs (a ring per user: the cache holds at
+# most this many ~0.4 MiB entries per user, however long the expiry). The tool's undo depth.
+MASKLOOP_MASK_REFS_PER_USER = env_int("MASKLOOP_MASK_REFS_PER_USER", 16)
 # Django's cache: mask_refs live there, and every web process must see the same one (a ref made
 # by one gunicorn worker is used by the next). Empty: a folder under MASKLOOP_VAR_DIR, shared by
 # the processes of one machine (`make run`); several machines: a Redis URL.

@@ -1,11 +1,17 @@
 """``mask_ref``: a decoded candidate's low-res logits, kept so that the next click can feed them
 back as ``mask_input`` (as the official tool does with its previous mask).
 
-Each decode stores its C candidates' 256 x 256 logits (float16) under one random token in
-``caches["default"]``, bound to (user, image, model version), for
-``MASKLOOP_MASK_REF_SECONDS``; candidate ``i`` is ``<token>.<i>``. The shared cache is what
-makes a ref made by one web process usable by the next (gunicorn workers, several machines on
-Redis).
+Each decode stores its C candidates' 256 x 256 logits (float16, ~0.4 MiB for three) in
+``caches["default"]``, bound to (user, image, model version), for ``MASKLOOP_MASK_REF_SECONDS``;
+candidate ``i`` is ``<slot>_<token>.<i>``. The shared cache is what makes a ref made by one web
+process usable by the next (gunicorn workers, several machines on Redis).
+
+A user's refs live in a ring of ``MASKLOOP_MASK_REFS_PER_USER`` slots (a per-user counter picks
+the slot; each decode overwrites the oldest): the tool only ever sends back the ref of one of
+the last decodes (the previous click, or an earlier one after undo), and a ref per decode kept
+for its whole expiry would grow without bound (20 annotators clicking every 2 s: ~7 GiB of
+Redis at the 30-minute default). So the cache holds at most slots x users entries; an
+overwritten ref answers ``invalid_mask_ref``, on which the tool decodes without it.
 
 Every process also keeps the last ``RECENT_REFS`` entries it wrote in memory, with the same
 expiry: an annotator's next click usually reaches the process that answered the previous one
@@ -30,8 +36,10 @@ from annotation.errors import DomainError
 from annotation.models import Image
 from engine.models import ModelVersion
 
-_REF = re.compile(r"^([A-Za-z0-9_-]{20,64})\.(\d)$")
+# <slot>_<token>.<candidate>: the leading digits end at the first "_" (the token may hold more).
+_REF = re.compile(r"^(\d{1,4})_([A-Za-z0-9_-]{20,64})\.(\d)$")
 _CACHE_PREFIX = "mask-ref:"
+_COUNTER_PREFIX = "mask-ref-count:"
 RECENT_REFS = 32  # x ~0.4 MiB (three candidates) per process
 
 
@@ -76,22 +84,45 @@ def _recall(token: str) -> _Kept | None:
         return kept
 
 
+def _slots() -> int:
+    return max(1, int(settings.MASKLOOP_MASK_REFS_PER_USER))
+
+
+def _entry_key(user_id: int, slot: int) -> str:
+    return f"{_CACHE_PREFIX}{user_id}:{slot}"
+
+
+def _next_slot(user_id: int) -> int:
+    """The user's next ring slot. The counter is atomic on Redis; on the file cache two decodes
+    of one user at the same instant may share a slot (the earlier ref is then refused, and the
+    tool decodes without it)."""
+    cache = caches["default"]
+    key = f"{_COUNTER_PREFIX}{user_id}"
+    try:
+        count = cache.incr(key)
+    except ValueError:  # first decode of this user (or the cache was cleared)
+        cache.add(key, 0, timeout=None)  # a few bytes per user: never expires
+        count = cache.incr(key)
+    return int(count) % _slots()
+
+
 def mask_refs_store(
     *, user: User, image: Image, model_version: ModelVersion, low_res: np.ndarray
 ) -> list[str]:
-    """Keep C x 256 x 256 logits; return one ref per candidate (``<token>.<index>``)."""
+    """Keep C x 256 x 256 logits; return one ref per candidate (``<slot>_<token>.<index>``)."""
     token = secrets.token_urlsafe(24)
     logits = np.ascontiguousarray(low_res, dtype=np.float16)
     owner = _owner(user, image, model_version)
     seconds = int(settings.MASKLOOP_MASK_REF_SECONDS)
+    slot = _next_slot(int(user.pk))
     caches["default"].set(
-        _CACHE_PREFIX + token,
-        {"owner": owner, "shape": list(logits.shape), "logits": logits.tobytes()},
+        _entry_key(int(user.pk), slot),
+        {"token": token, "owner": owner, "shape": list(logits.shape), "logits": logits.tobytes()},
         timeout=seconds,
     )
     logits.flags.writeable = False  # shared by the requests that read it back
     _remember(token, _Kept(owner, logits, time.monotonic() + seconds))
-    return [f"{token}.{index}" for index in range(logits.shape[0])]
+    return [f"{slot}_{token}.{index}" for index in range(logits.shape[0])]
 
 
 def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVersion) -> np.ndarray:
@@ -100,11 +131,12 @@ def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVer
     match = _REF.match(ref) if isinstance(ref, str) else None
     if match is None:
         raise InvalidMaskRef("mask_ref is not a reference this server handed out")
-    token, index = match.group(1), int(match.group(2))
+    slot, token, index = int(match.group(1)), match.group(2), int(match.group(3))
     kept = _recall(token)
     if kept is None:
-        stored = caches["default"].get(_CACHE_PREFIX + token)
-        if not isinstance(stored, dict):
+        # Only this user's ring is looked at: another user's ref is simply not found there.
+        stored = caches["default"].get(_entry_key(int(user.pk), slot))
+        if not isinstance(stored, dict) or stored.get("token") != token:
             raise InvalidMaskRef("mask_ref is unknown or expired: decode again without it")
         logits = np.frombuffer(stored["logits"], dtype=np.float16).reshape(stored["shape"])
         kept = _Kept(tuple(stored["owner"]), logits, float("inf"))

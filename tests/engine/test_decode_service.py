@@ -311,18 +311,43 @@ def test_this_process_keeps_only_the_latest_mask_refs_in_memory(image, annotator
     assert decode(annotator_user, image, points=[[5, 5]], labels=[1], mask_ref=refs[-1]).masks
 
 
+def test_a_users_mask_refs_are_a_ring_of_the_setting(image, annotator_user, settings):
+    settings.MASKLOOP_MASK_REFS_PER_USER = 3
+    refs = [
+        decode(annotator_user, image, points=[[10 + i, 10]], labels=[1]).masks[0].mask_ref
+        for i in range(4)
+    ]
+    assert sorted({int(ref.split("_", 1)[0]) for ref in refs[1:]}) == [0, 1, 2]
+    mask_refs_forget_recent()  # another web process: only the shared cache has them
+    with pytest.raises(InvalidMaskRef, match="unknown or expired"):  # its slot was reused
+        decode(annotator_user, image, points=[[5, 5]], labels=[1], mask_ref=refs[0])
+    for ref in refs[1:]:
+        mask_refs_forget_recent()
+        assert decode(annotator_user, image, points=[[5, 5]], labels=[1], mask_ref=ref).masks
+    stored = [caches["default"].get(f"mask-ref:{annotator_user.pk}:{slot}") for slot in range(4)]
+    assert [entry is not None for entry in stored] == [True, True, True, False]
+
+
+def test_another_users_mask_ref_is_not_found_in_the_shared_cache(image, annotator_user, carol):
+    ref = decode(annotator_user, image, points=[[100, 60]], labels=[1]).masks[0].mask_ref
+    mask_refs_forget_recent()
+    with pytest.raises(InvalidMaskRef, match="unknown or expired"):
+        decode(carol, image, points=[[50, 50]], labels=[1], mask_ref=ref)
+
+
 def test_mask_refs_expire_after_the_setting(image, annotator_user, settings):
     settings.MASKLOOP_MASK_REF_SECONDS = 1
     result = decode(annotator_user, image, points=[[10, 10]], labels=[1])
-    token = result.masks[0].mask_ref.rsplit(".", 1)[0]
+    slot = int(result.masks[0].mask_ref.split("_", 1)[0])
+    key = f"mask-ref:{annotator_user.pk}:{slot}"
     cache = caches["default"]
     # Read the stored expiry time instead of sleeping: LocMemCache keeps it beside each key, the
     # file cache pickles it at the start of the key's file.
     if isinstance(cache, LocMemCache):
-        expiry = cache._expire_info[cache.make_and_validate_key("mask-ref:" + token)]  # type: ignore[attr-defined]
+        expiry = cache._expire_info[cache.make_and_validate_key(key)]  # type: ignore[attr-defined]
     else:
         assert isinstance(cache, FileBasedCache)
-        with open(cache._key_to_file("mask-ref:" + token), "rb") as stored:  # type: ignore[attr-defined]
+        with open(cache._key_to_file(key), "rb") as stored:  # type: ignore[attr-defined]
             expiry = pickle.load(stored)
     assert 0 < expiry - time.time() <= 1.0
 
