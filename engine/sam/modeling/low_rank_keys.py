@@ -10,8 +10,10 @@ form (`LowRankKeys`)
     keys[b, n] = scale[b, n] * shared[n] + mix[b, n] @ rows[b]
 
 with `shared` one HW x C tensor per image (the image times the LayerNorm weights so far) and
-`mix` B x HW x K: the T * heads probability columns of every block so far, each LayerNorm
-adding two more (-mean / std, whose row is the weight, and 1, whose row is the bias).
+`mix` B x K x HW (stored pixels last): the T * heads probabilities of every block so far, each
+LayerNorm adding two more (-mean / std, whose row is the weight, and 1, whose row is the bias).
+Pixels last keeps every per-pixel operation (softmax over the tokens, the LayerNorm sums, the
+per-head products with the shared image) running along long contiguous rows.
 
 What is linear in the keys then splits into a product with `shared`, once per image and cached
 (`SharedImage`), and one with `mix`, K (58 after one block, 116 after two) instead of C wide:
@@ -38,7 +40,7 @@ from engine.sam.modeling.token_attention import Attention
 
 @dataclass
 class MixGroup:
-    """The rows of one image->token update, one per (token t, head h):
+    """The rows of one image->token update, one per (head h, token t):
     values[b, t, h] @ basis[h] + offset.
 
     values B x T x H x d (the token values), basis H x d x C (out_proj's columns by head,
@@ -51,10 +53,10 @@ class MixGroup:
     offset: Tensor
 
     def rows(self) -> Tensor:
-        """B x T*H x C, rows in (token, head) order."""
+        """B x H*T x C, rows in (head, token) order."""
         batch, tokens, heads, _ = self.values.shape
-        rows = torch.einsum("bthd,hdc->bthc", self.values, self.basis) + self.offset
-        return rows.reshape(batch, tokens * heads, -1)
+        rows = torch.einsum("bthd,hdc->bhtc", self.values, self.basis) + self.offset
+        return rows.reshape(batch, heads * tokens, -1)
 
     def scaled(self, weight: Tensor) -> "MixGroup":
         """The rows times a per-channel weight C."""
@@ -106,16 +108,16 @@ class SharedImage:
         return value
 
     def by_head(self, stage: int, weight: Tensor) -> Tensor:
-        """features(stage) @ weight^T for a projection weight D x C: H x HW x d by head
-        (heads = D / d, d given by the caller's view) — stored HW x D, viewed by the caller."""
+        """features(stage) @ weight^T for a projection weight D x C (no bias): HW x D, head h
+        in columns h*d .. (h+1)*d - 1."""
         return self.product(("linear", stage, id(weight)), lambda: self.stages[stage] @ weight.t())
 
 
 @dataclass
 class LowRankKeys:
-    """B prompts' image keys B x HW x C as scale * shared(stage) + mix @ rows.
+    """B prompts' image keys B x HW x C as scale * shared(stage) + mix^T @ rows.
 
-    scale B x HW, mix B x HW x K, rows B x K x C; parts: the structure of rows (in order),
+    scale B x HW, mix B x K x HW, rows B x K x C; parts: the structure of rows (in order),
     needed to LayerNorm the keys again (empty for keys taken for the upscaling).
     """
 
@@ -132,7 +134,7 @@ class LowRankKeys:
         pixels, channels = image.shape
         return LowRankKeys(
             scale=image.new_ones((1, pixels)).expand(batch, -1),
-            mix=image.new_zeros((batch, pixels, 0)),
+            mix=image.new_zeros((batch, 0, pixels)),
             rows=image.new_zeros((batch, 0, channels)),
             stage=0,
         )
@@ -140,7 +142,7 @@ class LowRankKeys:
     def dense(self, shared: SharedImage) -> Tensor:
         """The keys themselves, B x HW x C (for tests)."""
         features = shared.features(self.stage)
-        return self.scale[..., None] * features + torch.bmm(self.mix, self.rows)
+        return self.scale[..., None] * features + torch.bmm(self.mix.transpose(1, 2), self.rows)
 
     def take(self, index: list[int]) -> "LowRankKeys":
         """Prompts `index` (the parts are dropped: no further LayerNorm)."""
@@ -159,44 +161,48 @@ class LowRankKeys:
 
 
 def shared_by_head(shared: Tensor, vectors: Tensor) -> Tensor:
-    """shared HW x H*d (one image), vectors B x T x H x d -> B x HW x T x H (a permuted view):
-    each pixel's head-h features against each prompt's T head-h vectors.
+    """shared HW x H*d (one image), vectors B x T x H x d -> B x H x T x HW (a view, pixels
+    contiguous): each pixel's head-h features against each prompt's T head-h vectors.
 
     One d-wide product per head over all B*T vectors (a D-wide product against a
-    block-diagonal matrix would be mostly zeros).
+    block-diagonal matrix would be mostly zeros), with the pixels as the long output rows.
     """
     batch, tokens, heads, per_head = vectors.shape
     pixels = shared.shape[0]
-    by_head = shared.view(pixels, heads, per_head).transpose(0, 1)  # H x HW x d
-    columns = vectors.permute(2, 3, 0, 1).reshape(heads, per_head, batch * tokens)
-    out = torch.bmm(by_head, columns)  # H x HW x B*T
-    return out.view(heads, pixels, batch, tokens).permute(2, 1, 3, 0)
+    by_head = shared.view(pixels, heads, per_head).permute(1, 2, 0)  # H x d x HW
+    rows = vectors.permute(2, 0, 1, 3).reshape(heads, batch * tokens, per_head)
+    out = torch.bmm(rows, by_head)  # H x B*T x HW
+    return out.view(heads, batch, tokens, pixels).transpose(0, 1)
 
 
 def image_scores(
     keys: LowRankKeys, shared: SharedImage, attention: Attention, pe_q: Tensor, token_k: Tensor
 ) -> Tensor:
     """Image->token scores of q = keys + pe against projected token keys B x T x D ->
-    B x HW x T*H, columns in (token, head) order, divided by sqrt(d). pe_q: q_proj(pe)
-    HW x D (bias included).
+    B x H x T x HW, divided by sqrt(d). pe_q: q_proj(pe) HW x D (bias included).
 
-    keys Wq^T = scale * (shared Wq^T) + mix @ (rows Wq^T): the first per image, the second
+    keys Wq^T = scale * (shared Wq^T) + mix^T @ (rows Wq^T): the first per image, the second
     K wide; each meets the token keys head by head.
     """
     heads = attention.num_heads
     batch, tokens, width = token_k.shape
     per_head = width // heads
+    pixels = keys.mix.shape[2]
     k = token_k.view(batch, tokens, heads, per_head) * (1.0 / math.sqrt(per_head))
     weight = attention.q_proj.weight
+    if keys.mix.shape[1] == 0:
+        # The image itself (scale 1, no mix): its projection and pe's meet the keys as one sum.
+        image_q = shared.product(
+            ("with pe", keys.stage, id(weight)), lambda: shared.by_head(keys.stage, weight) + pe_q
+        )
+        return shared_by_head(image_q, k)
     projected_rows = (keys.rows @ weight.t()).view(batch, -1, heads, per_head)
-    columns = torch.einsum("bkhd,bthd->bkth", projected_rows, k)
-    scores = torch.bmm(keys.mix, columns.reshape(batch, -1, tokens * heads))
-    view = scores.view(batch, -1, tokens, heads)
-    view.addcmul_(
-        shared_by_head(shared.by_head(keys.stage, weight), k), keys.scale[..., None, None]
-    )
+    columns = torch.einsum("bkhd,bthd->bhtk", projected_rows, k)
+    scores = torch.bmm(columns.reshape(batch, heads * tokens, -1), keys.mix)
+    view = scores.view(batch, heads, tokens, pixels)
+    view.addcmul_(shared_by_head(shared.by_head(keys.stage, weight), k), keys.scale[:, None, None])
     view.add_(shared_by_head(pe_q, k))
-    return scores
+    return view
 
 
 def attend(
@@ -205,7 +211,7 @@ def attend(
     """Token->image attention of projected q B x Nq x D over the keys (k input keys + pe, v
     input keys) -> merged heads B x Nq x D (before out_proj). pe_k: pe @ Wk^T as H x d x HW.
 
-    Scores: scale * (q_h . shared Wk_h^T) + mix @ (rows Wk_h^T q_h) + q_h . pe Wk_h^T (the k
+    Scores: scale * (q_h . shared Wk_h^T) + (rows Wk_h^T q_h) @ mix + q_h . pe Wk_h^T (the k
     bias adds the same score to every pixel, which the softmax cancels). Values: the
     probabilities times scale meet shared Wv^T, their product with mix meets rows Wv^T, and the
     v bias is added once (the probabilities sum to 1).
@@ -213,20 +219,20 @@ def attend(
     heads = attention.num_heads
     batch, n_q, width = q.shape
     per_head = width // heads
-    pixels = keys.mix.shape[1]
+    pixels = keys.mix.shape[2]
     q_heads = q.view(batch, n_q, heads, per_head) * (1.0 / math.sqrt(per_head))
     w_k, w_v = attention.k_proj.weight, attention.v_proj.weight
     by_head = q_heads.permute(2, 0, 1, 3).reshape(heads, batch * n_q, per_head)
     rows_k = (keys.rows @ w_k.t()).view(batch, -1, heads, per_head)
     y = torch.einsum("bkhd,bthd->bhtk", rows_k, q_heads).reshape(batch, heads * n_q, -1)
-    scores = torch.bmm(y, keys.mix.transpose(1, 2))  # B x H*Nq x HW, (head, token) rows
+    scores = torch.bmm(y, keys.mix)  # B x H*Nq x HW, (head, token) rows
     view = scores.view(batch, heads, n_q, pixels)
     shared_k = shared.by_head(keys.stage, w_k).view(pixels, heads, per_head).permute(1, 2, 0)
     from_shared = torch.bmm(by_head, shared_k).view(heads, batch, n_q, pixels)
     view.addcmul_(from_shared.transpose(0, 1), keys.scale[:, None, None, :])
     view.add_(torch.bmm(by_head, pe_k).view(heads, batch, n_q, pixels).transpose(0, 1))
     probs = scores.softmax(dim=-1)
-    mixed = torch.bmm(probs, keys.mix).view(batch, heads, n_q, -1)
+    mixed = torch.bmm(probs, keys.mix.transpose(1, 2)).view(batch, heads, n_q, -1)
     rows_v = (keys.rows @ w_v.t()).view(batch, -1, heads, per_head)
     out = torch.einsum("bhtk,bkhd->bthd", mixed, rows_v)
     weighted = probs.view(batch, heads, n_q, pixels) * keys.scale[:, None, None, :]
@@ -242,57 +248,58 @@ def attend(
 def layer_norm(
     norm: nn.LayerNorm, keys: LowRankKeys, probs: Tensor, group: MixGroup, shared: SharedImage
 ) -> LowRankKeys:
-    """norm(keys + probs @ group.rows()) for image->token probabilities B x HW x T*H (columns
-    in (token, head) order), in low-rank form: K grows by T*H + 2."""
-    batch, pixels, added = probs.shape
-    known = keys.mix.shape[2]
+    """norm(keys + probs^T @ group.rows()) for image->token probabilities B x H*T x HW (rows
+    in (head, token) order), in low-rank form: K grows by H*T + 2."""
+    batch, added, pixels = probs.shape
+    known = keys.mix.shape[1]
     width = known + added
     features = shared.features(keys.stage)
     channels = features.shape[1]
-    mix_all = keys.mix.new_empty((batch, pixels, width + 2))
-    mix = mix_all[..., :width]
-    mix[..., :known] = keys.mix
-    mix[..., known:] = probs
+    mix_all = keys.mix.new_empty((batch, width + 2, pixels))
+    mix = mix_all[:, :width]
+    mix[:, :known] = keys.mix
+    mix[:, known:] = probs
     rows = torch.cat([keys.rows, group.rows()], dim=1)  # B x K x C
     parts = [*keys.parts, group]
     stage = keys.stage
     mean_shared = shared.product(("mean", stage), lambda: features.mean(dim=1))
     squares_shared = shared.product(("squares", stage), lambda: (features * features).sum(1))
-    mean = torch.bmm(mix, rows.mean(dim=2, keepdim=True)).squeeze(2)
+    mean = torch.bmm(rows.mean(dim=2)[:, None, :], mix)[:, 0]
     mean.addcmul_(keys.scale, mean_shared)
-    quadratic = torch.bmm(mix, torch.bmm(rows, rows.transpose(1, 2)))
-    squares = (quadratic.mul_(mix)).sum(dim=2)
+    # sum_c x^2 = scale^2 |shared|^2 + 2 scale shared . (mix^T rows) + mix^T (rows rows^T) mix
+    quadratic = torch.bmm(torch.bmm(rows, rows.transpose(1, 2)), mix)
+    squares = quadratic.mul_(mix).sum(dim=1)
     cross = _cross_with_shared(shared, stage, parts, mix)
     squares.addcmul_(keys.scale, cross, value=2.0)
     squares.addcmul_(keys.scale * keys.scale, squares_shared)
     variance = (squares / channels).sub_(mean * mean).clamp_(min=0.0)
     rstd = torch.rsqrt(variance.add_(norm.eps))
-    mix.mul_(rstd[..., None])
-    mix_all[..., width] = -rstd * mean
-    mix_all[..., width + 1] = 1.0
+    mix.mul_(rstd[:, None, :])
+    mix_all[:, width] = -rstd * mean
+    mix_all[:, width + 1] = 1.0
     weight, bias = norm.weight, norm.bias
-    fixed = torch.stack([weight, bias])  # the -mean/std and 1 columns' rows
+    fixed = torch.stack([weight, bias])  # the -mean/std and 1 rows of mix
     new_rows = torch.cat([rows * weight, fixed.expand(batch, -1, -1)], dim=1)
+    scaled = [
+        part.scaled(weight) if isinstance(part, MixGroup) else part * weight for part in parts
+    ]
     return LowRankKeys(
         scale=keys.scale * rstd,
         mix=mix_all,
         rows=new_rows,
         stage=shared.advance(stage, weight),
-        parts=[
-            part.scaled(weight) if isinstance(part, MixGroup) else part * weight for part in parts
-        ]
-        + [fixed],
+        parts=[*scaled, fixed],
     )
 
 
 def _cross_with_shared(shared: SharedImage, stage: int, parts: list[Part], mix: Tensor) -> Tensor:
-    """sum_k mix[b, n, k] * (shared[n] . rows[b, k]) -> B x HW, the rows given by `parts`.
+    """sum_k mix[b, k, n] * (shared[n] . rows[b, k]) -> B x HW, the rows given by `parts`.
 
     A group's rows are head vectors through a shared basis: shared @ basis^T is per image,
     then d wide per head.
     """
     features = shared.features(stage)
-    batch, pixels, _ = mix.shape
+    batch, _, pixels = mix.shape
     total = mix.new_zeros((batch, pixels))
     start = 0
     for position, part in enumerate(parts):
@@ -306,16 +313,17 @@ def _cross_with_shared(shared: SharedImage, stage: int, parts: list[Part], mix: 
                 ("offset", stage, position), partial(torch.matmul, features, part.offset)
             )
             tokens = part.values.shape[1]
-            dots = shared_by_head(projected, part.values)  # B x HW x T x H
             width = tokens * heads
-            columns = mix[..., start : start + width].reshape(batch, pixels, tokens, heads)
-            total += (columns * (dots + offset[None, :, None, None])).sum(dim=(2, 3))
+            columns = mix[:, start : start + width].view(batch, heads, tokens, pixels)
+            dots = shared_by_head(projected, part.values)  # B x H x T x HW
+            total += (columns * dots).sum(dim=(1, 2))
+            total.addcmul_(columns.sum(dim=(1, 2)), offset)
         else:
             dots = shared.product(
-                ("fixed", stage, position), partial(torch.matmul, features, part.t())
-            )
+                ("fixed", stage, position), partial(torch.matmul, part, features.t())
+            )  # J x HW
             width = part.shape[0]
-            total += (mix[..., start : start + width] * dots).sum(dim=2)
+            total += (mix[:, start : start + width] * dots).sum(dim=1)
         start += width
     return total
 
@@ -334,4 +342,4 @@ def project_into(
     stage = keys.stage
     projected = shared.product(("project", stage, key), lambda: shared.features(stage) @ weight)
     torch.addcmul(bias, projected, keys.scale[..., None], out=out)
-    return out.baddbmm_(keys.mix, keys.rows @ weight)
+    return out.baddbmm_(keys.mix.transpose(1, 2), keys.rows @ weight)

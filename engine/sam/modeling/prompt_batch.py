@@ -7,7 +7,7 @@ or is linear in the per-prompt image keys and can be regrouped:
 - the first two-way block's token->image keys and values are projected once (as
   `forward_shared_kv` does), and the pe halves of every image-side projection too;
 - the per-prompt image keys are never formed: after each block they are kept in low-rank
-  form, scale * shared image + mix @ rows with mix HW x K, K = T * heads + 2 per block
+  form, scale * shared image + mix^T @ rows with mix K x HW, K = T * heads + 2 per block
   (low_rank_keys.py), and the later blocks, the final attention and the first transposed
   convolution meet them through the shared image (once per image) and the K-wide mix;
 - image->token attention (about 7 token keys per head) gives the mix columns: the scores are
@@ -166,11 +166,10 @@ class PromptBatchDecoder:
                 )
             i2t = layer.cross_attn_image_to_token
             token_k, token_v = i2t.k_proj(queries + point_embedding), i2t.v_proj(queries)
-            scores = image_scores(keys, self.shared, i2t, pe_q, token_k)
-            heads = i2t.num_heads
-            probs = scores.view(batch, scores.shape[1], -1, heads).softmax(dim=2)
+            # B x H x T x HW: the softmax over the tokens runs along contiguous pixel rows.
+            probs = image_scores(keys, self.shared, i2t, pe_q, token_k).softmax(dim=2)
             group = MixGroup.of_update(i2t, token_v)
-            keys = layer_norm(layer.norm4, keys, probs.flatten(2), group, self.shared)
+            keys = layer_norm(layer.norm4, keys, probs.flatten(1, 2), group, self.shared)
         final = self.transformer.final_attn_token_to_image
         # Only the IoU and mask tokens are read after the final attention (each token's
         # LayerNorm is its own), so the prompt tokens' final queries are not computed.
@@ -226,7 +225,7 @@ class PromptBatchDecoder:
             and isinstance(act2, nn.GELU)
         ):
             raise ValueError("unexpected output_upscaling layout")
-        rows, pixels, _ = keys.mix.shape
+        rows, _, pixels = keys.mix.shape
         # The conv outputs (up to 28 and 56 MiB) are written into buffers kept for the next
         # chunk, and the GELUs run in place: a fresh tensor this size is mmapped by glibc and
         # page-faulted in afresh each time, which with two threads faulting one address space
@@ -243,11 +242,13 @@ class PromptBatchDecoder:
         second = self._workspace("conv2", (rows, pixels * 4, 4, conv2.weight.shape[1]), hyper)
         x = _conv_channels_last(conv2, x.reshape(rows, pixels * 4, -1), second)  # R x 4HW x 4 x C/8
         torch.ops.aten.gelu_(x, approximate=act2.approximate)
-        logits = x.reshape(rows, pixels * 16, -1) @ hyper.transpose(1, 2)  # R x 16HW x M
-        m = logits.shape[-1]
+        # M x 16HW per prompt: the pixels as the long output rows (a 16HW x M product with
+        # M = 3 ran far below the GEMM's speed), and the shuffle below moves whole pixel pairs.
+        logits = hyper @ x.reshape(rows, pixels * 16, -1).transpose(1, 2)  # R x M x 16HW
+        m = logits.shape[1]
         h, w = self.height, self.width
         # Sub-pixel order (y, x, ky1, kx1, ky2, kx2): output row 4y + 2ky1 + ky2, same for x.
-        logits = logits.reshape(rows, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        logits = logits.reshape(rows, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return logits.reshape(rows, m, 4 * h, 4 * w)
 
     def _workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:

@@ -66,18 +66,18 @@ def _shake_layer_norms(module: nn.Module) -> None:
 def _update(
     block: TwoWayAttentionBlock, batch: int, tokens: int, pixels: int, seed: int
 ) -> tuple[Tensor, MixGroup]:
-    """Random image->token probabilities B x HW x T*H and the block's value rows."""
+    """Random image->token probabilities B x H*T x HW and the block's value rows."""
     attention = block.cross_attn_image_to_token
     heads = attention.num_heads
     generator = torch.Generator().manual_seed(seed)
-    logits = 3 * torch.randn((batch, pixels, tokens, heads), generator=generator)
-    probs = logits.softmax(dim=2).flatten(2)
+    logits = 3 * torch.randn((batch, heads, tokens, pixels), generator=generator)
+    probs = logits.softmax(dim=2).flatten(1, 2)
     token_v = torch.randn((batch, tokens, attention.internal_dim), generator=generator)
     return probs, MixGroup.of_update(attention, token_v)
 
 
 def _dense_layer_norm(norm: nn.LayerNorm, keys: Tensor, probs: Tensor, group: MixGroup) -> Tensor:
-    return norm(keys + probs @ group.rows())
+    return norm(keys + probs.transpose(1, 2) @ group.rows())
 
 
 def _two_blocks(
@@ -117,7 +117,7 @@ def test_low_rank_layer_norms_equal_the_dense_ones(
             torch.testing.assert_close(keys.dense(shared), expected, atol=TOL, rtol=0)
         # Two columns per LayerNorm besides the probabilities: -mean/std and 1.
         heads = blocks[0].cross_attn_image_to_token.num_heads
-        assert low_rank[-1].mix.shape[2] == len(blocks) * (7 * heads + 2)
+        assert low_rank[-1].mix.shape[1] == len(blocks) * (7 * heads + 2)
 
 
 def test_scores_attention_and_projection_of_low_rank_keys_equal_the_dense_ones() -> None:
@@ -150,8 +150,8 @@ def test_scores_attention_and_projection_of_low_rank_keys_equal_the_dense_ones()
     token_k = torch.randn((2, 7, i2t.internal_dim), generator=generator)
     scores = image_scores(keys, shared, i2t, i2t.q_proj(pe), token_k)
     q_image = i2t.q_proj(expected + pe).view(2, -1, heads, per_head)
-    dense_scores = torch.einsum("bnhd,bthd->bnth", q_image, token_k.view(2, 7, heads, per_head))
-    torch.testing.assert_close(scores, dense_scores.flatten(2) / per_head**0.5, atol=TOL, rtol=0)
+    dense_scores = torch.einsum("bnhd,bthd->bhtn", q_image, token_k.view(2, 7, heads, per_head))
+    torch.testing.assert_close(scores, dense_scores / per_head**0.5, atol=TOL, rtol=0)
 
     weight = torch.randn((channels, 64), generator=generator)
     bias = torch.randn(64, generator=generator)
