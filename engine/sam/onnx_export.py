@@ -132,6 +132,7 @@ class SamDecoderForExport(nn.Module):
             image_pe=self.sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
+            deferred_shuffle=True,  # a third of the graph's time was pixel shuffles
         )
         if self.return_single_mask:
             low_res, iou = self._select_single(low_res, iou, point_coords.shape[1])

@@ -1,6 +1,7 @@
 """Mask decoder: image embedding + prompt embeddings -> mask logits and IoU predictions."""
 
 import torch
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from engine.sam.modeling.layers import MLP, LayerNorm2d
@@ -69,8 +70,15 @@ class MaskDecoder(nn.Module):
         image_pe: Tensor,
         sparse_prompt_embeddings: Tensor,
         dense_prompt_embeddings: Tensor,
+        *,
+        deferred_shuffle: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """All mask tokens: masks B x 4 x 256 x 256, iou B x 4."""
+        """All mask tokens: masks B x 4 x 256 x 256, iou B x 4.
+
+        ``deferred_shuffle``: upscale channel-last and shuffle only the M mask logits into
+        place (`_masks_deferred_shuffle`); the same sums in another order. The ONNX export uses
+        it: onnxruntime spent a third of a vit_b decode moving C/4 and C/8 channels around.
+        """
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         batch = sparse_prompt_embeddings.size(0)
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
@@ -92,13 +100,16 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = self._upscale(src.transpose(1, 2).reshape(batch, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        if deferred_shuffle and _deferrable(self.output_upscaling):
+            masks = _masks_deferred_shuffle(self.output_upscaling, src, hyper_in, h, w)
+        else:
+            upscaled = self._upscale(src.transpose(1, 2).reshape(batch, c, h, w))
+            b, c, h, w = upscaled.shape
+            masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
 
     def _upscale(self, x: Tensor) -> Tensor:
@@ -149,3 +160,50 @@ def _transposed_conv_as_matmul(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
     if conv.bias is not None:
         y = y + conv.bias.to(y.dtype)[None, :, None, None]
     return y
+
+
+def _deferrable(upscaling: nn.Sequential) -> bool:
+    """Whether `output_upscaling` is SAM's: 2x2/2 convT, LayerNorm2d, act, 2x2/2 convT, act."""
+    kinds = [type(layer) for layer in upscaling]
+    if len(kinds) != 5 or kinds[1] is not LayerNorm2d:
+        return False
+    first, second = upscaling[0], upscaling[3]
+    return all(
+        isinstance(conv, nn.ConvTranspose2d)
+        and _is_pixel_shuffle(conv)
+        and conv.kernel_size == (2, 2)
+        and conv.bias is not None
+        for conv in (first, second)
+    )
+
+
+def _masks_deferred_shuffle(
+    upscaling: nn.Sequential, keys: Tensor, hyper_in: Tensor, height: int, width: int
+) -> Tensor:
+    """keys B x HW x C (the transformer's image side), hyper_in B x M x C/8 -> B x M x 4H x 4W.
+
+    Both transposed convolutions (kernel = stride = 2) map one pixel to a 2 x 2 block, and the
+    LayerNorm, the activations and the hypernetwork product are per pixel, so everything runs on
+    the keys' own channel-last rows, each pixel carrying its 4 x 4 output block, and only the
+    M logits are shuffled into place at the end (instead of C/4 and C/8 channels twice).
+    """
+    first, norm, act1, second, act2 = (upscaling[index] for index in range(5))
+    # Checked by _deferrable; the asserts tell the type checker.
+    assert isinstance(first, nn.ConvTranspose2d)
+    assert isinstance(second, nn.ConvTranspose2d)
+    assert isinstance(norm, LayerNorm2d)
+    assert first.bias is not None
+    assert second.bias is not None
+    batch, pixels, channels = keys.shape
+    mid, out = first.out_channels, second.out_channels
+    # ConvTranspose2d weights are Cin x Cout x 2 x 2: columns ordered (dy, dx, Cout) here.
+    w1 = first.weight.permute(0, 2, 3, 1).reshape(channels, 4 * mid)
+    x = (keys @ w1).reshape(batch, pixels, 4, mid) + first.bias
+    x = act1(nnf.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
+    w2 = second.weight.permute(0, 2, 3, 1).reshape(mid, 4 * out)
+    x = act2((x @ w2).reshape(batch, pixels * 16, out) + second.bias)
+    logits = x @ hyper_in.transpose(1, 2)  # B x (H W dy dx ey ex) x M
+    masks = logits.reshape(batch, height, width, 2, 2, 2, 2, -1)
+    # Output row 4y + 2dy + ey, column 4x + 2dx + ex.
+    masks = masks.permute(0, 7, 1, 3, 5, 2, 4, 6)
+    return masks.reshape(batch, -1, 4 * height, 4 * width)
