@@ -20,7 +20,7 @@ or is linear in the per-prompt image keys and can be regrouped:
   shuffled into place, so only M output channels are permuted instead of C / 8;
 - prompts go through in chunks (CHUNK_BYTES): on the CPU many prompts' HW-sized tensors at
   once cost more in fresh pages and memory traffic than in arithmetic;
-- the upscaling's large intermediates (convs and LayerNorm) are written into buffers the
+- the upscaling's large intermediates (the convolutions' outputs) are written into buffers the
   decoder keeps (`_workspace`), not fresh tensors: glibc mmaps each fresh one this size and
   the kernel faults its pages in again every time.
 
@@ -233,11 +233,11 @@ class PromptBatchDecoder:
         # about a tenth of the decoder).
         first = self._workspace("conv1", (rows, pixels, 4, conv1.weight.shape[1]), hyper)
         # The first conv is per-pixel linear (kernel = stride = 2): applied to the low-rank
-        # keys, K wide per prompt instead of C (`project_into`).
-        weight, bias = _conv_matrix(conv1)
+        # keys, K wide per prompt instead of C (`project_into`). Its weights are centred per
+        # output pixel, so it gives the LayerNorm's input minus its mean directly.
+        weight, bias = _centred_conv_matrix(conv1)
         x = project_into(keys, self.shared, "conv1", weight, bias, first.view(rows, pixels, -1))
-        x = x.view(rows, pixels, 4, -1)  # R x HW x 4 x C/4
-        x = _layer_norm_into(norm, x, self._workspace("norm", x.shape, x))
+        x = _normalise_centred(norm, x.view(rows, pixels, 4, -1))  # R x HW x 4 x C/4
         torch.ops.aten.gelu_(x, approximate=act1.approximate)
         second = self._workspace("conv2", (rows, pixels * 4, 4, conv2.weight.shape[1]), hyper)
         x = _conv_channels_last(conv2, x.reshape(rows, pixels * 4, -1), second)  # R x 4HW x 4 x C/8
@@ -305,24 +305,6 @@ def _later_block_tokens(
     return layer.norm3(queries + layer.mlp(queries))
 
 
-def _layer_norm_into(norm: nn.LayerNorm | LayerNorm2d, x: Tensor, out: Tensor) -> Tensor:
-    """`norm` over the last axis of x written into `out` (same shape, not
-    overlapping x): the same kernel as `nnf.layer_norm`, without a fresh output tensor."""
-    stats = (*x.shape[:-1], 1)
-    mean, rstd = x.new_empty(stats), x.new_empty(stats)
-    torch.ops.aten.native_layer_norm.out(
-        x,
-        [x.shape[-1]],
-        norm.weight,
-        norm.bias,
-        norm.eps,
-        out0=out,
-        out1=mean,
-        out2=rstd,
-    )
-    return out
-
-
 def _pe_keys(attention: Attention, pe: Tensor) -> Tensor:
     """pe 1 x HW x C -> pe @ Wk^T by head: heads x D/heads x HW (no bias: it adds the same
     score to every key, which the softmax over keys cancels)."""
@@ -339,6 +321,28 @@ def _conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
     weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
     bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(cout)
     return weight, bias.repeat(k_h * k_w)
+
+
+def _centred_conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
+    """`_conv_matrix` minus, for each output pixel (ky, kx), its mean over the Cout channels:
+    the conv's output minus its per-pixel channel mean (what LayerNorm2d subtracts)."""
+    weight, bias = _conv_matrix(conv)
+    cin, cout = weight.shape[0], conv.weight.shape[1]
+    weight = weight.view(cin, -1, cout)
+    weight = (weight - weight.mean(dim=2, keepdim=True)).reshape(cin, -1)
+    bias = bias.view(-1, cout)
+    return weight, (bias - bias.mean(dim=1, keepdim=True)).flatten()
+
+
+def _normalise_centred(norm: LayerNorm2d, x: Tensor) -> Tensor:
+    """LayerNorm2d over the last axis of x, whose rows already have mean 0 (in place).
+
+    Three passes over x (norm, scale, affine) instead of the LayerNorm kernel's out= variant,
+    which was slower on these 64-wide rows.
+    """
+    squares = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+    x.mul_(squares.div_(x.shape[-1]).add_(norm.eps).rsqrt_())
+    return torch.addcmul(norm.bias, x, norm.weight, out=x)
 
 
 def _conv_channels_last(conv: nn.ConvTranspose2d, x: Tensor, out: Tensor) -> Tensor:
