@@ -44,36 +44,45 @@ export function maskArea(mask) {
 export const PREFILL_STYLE = { edge: [255, 255, 255], hatch: 6 };
 const UNCOVERED_RGBA = [255, 0, 200, 150];
 
+/** An opaque [r, g, b] as one RGBA pixel word of ImageData (in this machine's byte order). */
+function pixelWord(rgb) {
+  return new Uint32Array(Uint8ClampedArray.of(rgb[0], rgb[1], rgb[2], 255).buffer)[0];
+}
+
 /** Write a rectangle of the mask as coloured pixels into a canvas (dirty-rect updates).
- *  `hatch` (a period in pixels): every other diagonal band of the inside is left clear. */
+ *  `hatch` (a period in pixels): every other diagonal band of the inside is left clear.
+ *  Pixels are written as 32-bit words: one store instead of four on the click path. */
 export function paintRect(ctx, mask, width, rect, color, edgeColor = null, hatch = 0) {
   const [x0, y0, x1, y1] = rect;
   const w = x1 - x0 + 1;
   const h = y1 - y0 + 1;
   if (w <= 0 || h <= 0) return;
   const image = ctx.createImageData(w, h);
-  const data = image.data;
+  const words = new Uint32Array(image.data.buffer);
+  const fill = pixelWord(color);
   const height = mask.length / width;
+  if (!edgeColor) {
+    for (let y = 0; y < h; y++) {
+      const row = (y0 + y) * width + x0;
+      const out = y * w;
+      for (let x = 0; x < w; x++) if (mask[row + x]) words[out + x] = fill;
+    }
+    ctx.putImageData(image, x0, y0);
+    return;
+  }
+  const edgeFill = pixelWord(edgeColor);
   for (let y = 0; y < h; y++) {
     const row = (y0 + y) * width;
     for (let x = 0; x < w; x++) {
       const index = row + x0 + x;
       if (!mask[index]) continue;
-      const o = (y * w + x) * 4;
-      let rgb = color;
-      if (edgeColor) {
-        const gx = x0 + x;
-        const gy = y0 + y;
-        const edge =
-          gx === 0 || gy === 0 || gx === width - 1 || gy === height - 1 ||
-          !mask[index - 1] || !mask[index + 1] || !mask[index - width] || !mask[index + width];
-        if (edge) rgb = edgeColor;
-        else if (hatch && Math.floor((gx + gy) / hatch) % 2 === 1) continue;
-      }
-      data[o] = rgb[0];
-      data[o + 1] = rgb[1];
-      data[o + 2] = rgb[2];
-      data[o + 3] = 255;
+      const gx = x0 + x;
+      const gy = y0 + y;
+      const edge =
+        gx === 0 || gy === 0 || gx === width - 1 || gy === height - 1 ||
+        !mask[index - 1] || !mask[index + 1] || !mask[index - width] || !mask[index + width];
+      if (!edge && hatch && Math.floor((gx + gy) / hatch) % 2 === 1) continue;
+      words[y * w + x] = edge ? edgeFill : fill;
     }
   }
   ctx.putImageData(image, x0, y0);
