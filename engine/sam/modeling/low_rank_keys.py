@@ -145,13 +145,19 @@ class LowRankKeys:
         return self.scale[..., None] * features + torch.bmm(self.mix.transpose(1, 2), self.rows)
 
     def take(self, index: list[int]) -> "LowRankKeys":
-        """Prompts `index` (the parts are dropped: no further LayerNorm)."""
+        """Prompts `index` (the parts are dropped: no further LayerNorm); views when the
+        prompts are consecutive (the usual case: every prompt of a chunk kept)."""
+        if index and index == list(range(index[0], index[0] + len(index))):
+            run = slice(index[0], index[0] + len(index))
+            return LowRankKeys(self.scale[run], self.mix[run], self.rows[run], self.stage)
         rows = torch.tensor(index, dtype=torch.long, device=self.mix.device)
         return LowRankKeys(self.scale[rows], self.mix[rows], self.rows[rows], self.stage)
 
     @staticmethod
     def cat(keys: list["LowRankKeys"]) -> "LowRankKeys":
         """Prompts of several `LowRankKeys` of the same stage and width, in order."""
+        if len(keys) == 1:
+            return keys[0]
         return LowRankKeys(
             torch.cat([k.scale for k in keys]),
             torch.cat([k.mix for k in keys]),
