@@ -7,7 +7,7 @@ HW x T*heads probabilities and U the T*heads x C rows. A LayerNorm is, pixel by 
 map once the pixel's mean and standard deviation are known, so every later keys tensor keeps the
 form (`LowRankKeys`)
 
-    keys[b, n] = scale[b, n] * shared[n] + mix[b, n] @ rows[b]
+    keys[b, n] = scale[b, n] * shared[n] + mix[b, :, n] @ rows[b]
 
 with `shared` one HW x C tensor per image (the image times the LayerNorm weights so far) and
 `mix` B x K x HW (stored pixels last): the T * heads probabilities of every block so far, each
@@ -19,9 +19,9 @@ What is linear in the keys then splits into a product with `shared`, once per im
 (`SharedImage`), and one with `mix`, K (58 after one block, 116 after two) instead of C wide:
 the attention scores and values of the later blocks, the final attention and the first
 transposed convolution of the upscaling. The LayerNorm's statistics come the same way: the mean
-is linear, and the sum of squares is ||scale * shared||^2 (per image) + 2 scale * shared . (mix
-@ rows) + mix (rows rows^T) mix^T, where shared . rows is again per head against the shared
-image (each row is a head's d-wide value vector through a shared matrix).
+is linear, and a pixel's sum of squares is scale^2 ||shared||^2 (||shared||^2 per image) +
+2 scale shared . (mix^T rows) + mix^T (rows rows^T) mix, where shared . rows is again per head
+against the shared image (each row is a head's d-wide value vector through a shared matrix).
 
 Same sums as the dense decoder up to float rounding order (tests compare with the dense
 LayerNorm and with `MaskDecoder.forward`). No Django here.
