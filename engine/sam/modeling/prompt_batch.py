@@ -50,13 +50,15 @@ from engine.sam.modeling.token_attention import Attention
 from engine.sam.modeling.two_way_block import TwoWayAttentionBlock
 from engine.sam.modeling.two_way_transformer import TwoWayTransformer
 
-# Bytes of one image-side tensor (keys B x HW x C; upscaled B x 16HW x C/8) for the prompts
-# processed together. A 64-prompt B x HW x C tensor (256 MiB for vit_b) is mmapped by glibc and
-# page-faulted in afresh by every operation that makes one, which cost more than its
-# arithmetic; blocks under its 32 MiB mmap threshold are reused from the heap. Much smaller
-# chunks (1-2 prompts) were cheaper in CPU time on one thread but slower in wall time with two
-# threads on a loaded machine (more, shorter parallel regions): 7 prompts for vit_b.
-CHUNK_BYTES = 28 << 20
+# Prompts processed together, in bytes of one HW x C image-sized tensor per prompt (CHUNK_BYTES
+# for the transformer, whose per-prompt tensors are now K x HW with K <= 116; UPSCALE_BYTES,
+# counted as 2 HW x C, for the upscaling, whose B x 16HW x C/8 outputs are the largest). A
+# 64-prompt tensor of that size is mmapped by glibc and page-faulted in afresh by every
+# operation that makes one, which cost more than its arithmetic; blocks under its 32 MiB mmap
+# threshold are reused from the heap. Transformer chunks of 16 vit_b prompts were faster in wall
+# time with two threads than 7 (fewer, longer parallel regions: 9.0 -> 8.0 ms/prompt on a
+# 64-prompt batch) and than 32; the upscaling keeps 7.
+CHUNK_BYTES = 64 << 20
 UPSCALE_BYTES = 56 << 20
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from engine.sam.amg import SamAutomaticMaskGenerator
 from engine.sam.build import build_mask_decoder
 from engine.sam.config import VIT_B
-from engine.sam.modeling import Sam
+from engine.sam.modeling import Sam, prompt_batch
 from engine.sam.modeling.mask_decoder import MaskDecoder
 from engine.sam.modeling.prompt_batch import DecodedTokens, PromptBatchDecoder
 
@@ -125,8 +125,9 @@ def test_an_official_size_decoder_in_several_chunks_equals_the_reference() -> No
     with torch.no_grad():
         reference_masks, reference_iou = decoder.predict_masks(embedding, pe, sparse, dense)
     batched = PromptBatchDecoder(decoder, embedding + dense[:1], pe)
-    decoded = batched.tokens(sparse)
-    assert len(decoded.keys) > 1  # the 9 prompts went through in more than one chunk
+    with mock.patch.object(prompt_batch, "CHUNK_BYTES", 4 * 64 * 64 * channels * 4):
+        decoded = batched.tokens(sparse)
+    assert len(decoded.keys) > 1  # the 9 prompts went through in chunks of 4
     rows = torch.tensor([8, 0, 1, 6])  # across chunks, out of order, and two consecutive
     masks = batched.masks(decoded, rows, slice(0, None))
 
