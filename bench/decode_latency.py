@@ -62,6 +62,14 @@ ragged: 80-150 KB answers; real ones are far smaller). Against a 13 ms tiny deco
 (vit_b) and 1.2x (tiny) the same 20 threads calling the bare decoder, and ~25 % more requests
 per second than before. More gunicorn workers need ``--cache-url redis://...`` (mask refs
 shared between processes).
+
+2026-12-06, idle machine, ``--requests 100 --annotators 20``, p50 ratio HTTP / bare alone:
+seed 1.53x (bare 15.1 ms, HTTP 23.1 ms), tiny 1.51x (19.8 / 29.9), vit_b 1.22x (52.1 / 63.3);
+an earlier run that day gave vit_b 0.99x. The fixed part, measured on the same server: a
+decode answering 400 before the model (token auth, image + role query, input checks) takes
+3.6 ms round trip, an unknown URL 0.7 ms; on top come the RLE (~0.6 ms), the mask-ref write
+(~0.8 ms) and the answer (165 KB of ragged RLE for the random vit_b weights). The fixed part
+alone, ~5 ms, is 20% of a 25 ms decoder call: below that the 1.2x goal is out of reach here.
 """
 
 import argparse
