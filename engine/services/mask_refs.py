@@ -85,7 +85,8 @@ def _recall(token: str) -> _Kept | None:
 
 
 def _slots() -> int:
-    return max(1, int(settings.MASKLOOP_MASK_REFS_PER_USER))
+    # At most 4 digits: the slot is part of the ref, whose pattern (_REF) allows no more.
+    return min(9999, max(1, int(settings.MASKLOOP_MASK_REFS_PER_USER)))
 
 
 def _entry_key(user_id: int, slot: int) -> str:
