@@ -33,43 +33,12 @@ from as many threads at once (the same CPU contention without HTTP). Goal: HTTP 
 the bare call. ``--torch-threads`` caps torch's intra-op threads on both sides: with many
 concurrent requests, one OpenMP team per request thread oversubscribes the cores.
 
-Measured (2026-11-25, this project's 2-core CPU machine, MASKLOOP_DEVICE=cpu, torch's default
-2 threads, Python 3.11; 1500 x 1000 image, 100 clicks per phase, gunicorn 1 worker x 8
-threads; ms p50 / p95; ratio = HTTP / bare at p50; another engineer's jobs shared the machine,
-so expect a few ms of noise)::
-
-    python bench/decode_latency.py --requests 100 --annotators 20
-
-    code    model  bare alone    HTTP alone          20 annotators  bare x20      req/s
-    before  tiny   13.1 / 15.9   28.9 / 43.7  2.22x  663 / 925      456 / 628     27.3
-    after   tiny   13.3 / 16.9   24.0 / 34.0  1.80x  533 / 665      444 / 595     34.0
-    before  vit_b  50.1 / 54.8   100.3 / 138.8 2.00x 1513 / 1860    1237 / 1390   12.6
-    after   vit_b  47.3 / 52.9   60.7 / 68.4  1.28x  1192 / 1289    1193 / 1320   16.3
-
-"before" is the endpoint as first built; "after": decodes on one thread per process (gunicorn's
-request threads each had their own OpenMP team spinning on the same two cores: +15-35 ms on
-vit_b), masks thresholded straight into the transposed layout COCO RLE reads (no copy) after
-an upsampling that skips the padding rows (`SamPredictor.predict_transposed`, bit for bit the
-masks of `predict`), one SQL query for image + project + deployed version + role instead of
-four, and the file cache storing mask refs uncompressed (zlib took 5-10 ms per click).
-
-The 1.2x goal is not met alone on 2 cores: the server still adds ~11-13 ms to the decoder
-call, about 4-5 ms of COCO RLE encoding of three 1.5 Mpx masks (pycocotools scans every
-pixel), ~3 ms of token + image (+ a non-deployed version) queries, ~2 ms for the mask ref
-(write one, read the previous one) and the rest HTTP, DRF and JSON (random-weight masks are
-ragged: 80-150 KB answers; real ones are far smaller). Against a 13 ms tiny decoder that is
-1.8x, against a 47 ms vit_b decoder 1.28x. With 20 concurrent annotators the server is 1.0x
-(vit_b) and 1.2x (tiny) the same 20 threads calling the bare decoder, and ~25 % more requests
-per second than before. More gunicorn workers need ``--cache-url redis://...`` (mask refs
-shared between processes).
-
-2026-12-06, idle machine, ``--requests 100 --annotators 20``, p50 ratio HTTP / bare alone:
-seed 1.53x (bare 15.1 ms, HTTP 23.1 ms), tiny 1.51x (19.8 / 29.9), vit_b 1.22x (52.1 / 63.3);
-an earlier run that day gave vit_b 0.99x. The fixed part, measured on the same server: a
-decode answering 400 before the model (token auth, image + role query, input checks) takes
-3.6 ms round trip, an unknown URL 0.7 ms; on top come the RLE (~0.6 ms), the mask-ref write
-(~0.8 ms) and the answer (165 KB of ragged RLE for the random vit_b weights). The fixed part
-alone, ~5 ms, is 20% of a 25 ms decoder call: below that the 1.2x goal is out of reach here.
+Figures, their history and the fixed per-request cost they are bounded by: docs/api.md
+("Latency"). Speed-ups so far: decodes on one thread per process (one OpenMP team instead
+of one per request thread), masks thresholded straight into the layout COCO RLE reads and
+decided from the low-res logits where they are constant (engine.sam.boundary_masks), one SQL
+query for image, project, deployed version and role, uncompressed mask refs. More gunicorn
+workers need ``--cache-url redis://...`` (mask refs shared between processes).
 """
 
 import argparse
