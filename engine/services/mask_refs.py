@@ -96,13 +96,14 @@ def _entry_key(user_id: int, slot: int) -> str:
 def _next_slot(user_id: int) -> int:
     """The user's next ring slot. The counter is atomic on Redis; on the file cache two decodes
     of one user at the same instant may share a slot (the earlier ref is then refused, and the
-    tool decodes without it)."""
+    tool decodes without it), and Django's ``incr`` there rewrites the counter with the cache's
+    default timeout, so an idle user's count restarts (the ring just starts over)."""
     cache = caches["default"]
     key = f"{_COUNTER_PREFIX}{user_id}"
     try:
         count = cache.incr(key)
     except ValueError:  # first decode of this user (or the cache was cleared)
-        cache.add(key, 0, timeout=None)  # a few bytes per user: never expires
+        cache.add(key, 0, timeout=None)  # a few bytes per user (kept on Redis)
         count = cache.incr(key)
     return int(count) % _slots()
 
