@@ -162,6 +162,15 @@ def _transposed_conv_as_matmul(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
     return y
 
 
+def conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
+    """A kernel = stride = 2 transposed conv as a per-pixel map: weight Cin x 4*Cout (sub-pixel
+    (ky, kx) major, channels last) and bias 4*Cout."""
+    cin, cout, k_h, k_w = conv.weight.shape
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
+    bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(cout)
+    return weight, bias.repeat(k_h * k_w)
+
+
 def _deferrable(upscaling: nn.Sequential) -> bool:
     """Whether `output_upscaling` is SAM's: 2x2/2 convT, LayerNorm2d, act, 2x2/2 convT, act."""
     kinds = [type(layer) for layer in upscaling]
@@ -192,16 +201,13 @@ def _masks_deferred_shuffle(
     assert isinstance(first, nn.ConvTranspose2d)
     assert isinstance(second, nn.ConvTranspose2d)
     assert isinstance(norm, LayerNorm2d)
-    assert first.bias is not None
-    assert second.bias is not None
-    batch, pixels, channels = keys.shape
+    batch, pixels, _ = keys.shape
     mid, out = first.out_channels, second.out_channels
-    # ConvTranspose2d weights are Cin x Cout x 2 x 2: columns ordered (dy, dx, Cout) here.
-    w1 = first.weight.permute(0, 2, 3, 1).reshape(channels, 4 * mid)
-    x = (keys @ w1).reshape(batch, pixels, 4, mid) + first.bias
+    w1, b1 = conv_matrix(first)  # columns ordered (dy, dx, channel)
+    x = (keys @ w1 + b1).reshape(batch, pixels, 4, mid)
     x = act1(nnf.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
-    w2 = second.weight.permute(0, 2, 3, 1).reshape(mid, 4 * out)
-    x = act2((x @ w2).reshape(batch, pixels * 16, out) + second.bias)
+    w2, b2 = conv_matrix(second)
+    x = act2((x @ w2 + b2).reshape(batch, pixels * 16, out))
     logits = x @ hyper_in.transpose(1, 2)  # B x (H W dy dx ey ex) x M
     masks = logits.reshape(batch, height, width, 2, 2, 2, 2, -1)
     # Output row 4y + 2dy + ey, column 4x + 2dx + ex.

@@ -45,7 +45,7 @@ from engine.sam.modeling.low_rank_keys import (
     layer_norm,
     project_into,
 )
-from engine.sam.modeling.mask_decoder import MaskDecoder
+from engine.sam.modeling.mask_decoder import MaskDecoder, conv_matrix
 from engine.sam.modeling.token_attention import Attention
 from engine.sam.modeling.two_way_block import TwoWayAttentionBlock
 from engine.sam.modeling.two_way_transformer import TwoWayTransformer
@@ -316,19 +316,10 @@ def _pe_keys(attention: Attention, pe: Tensor) -> Tensor:
     return projected.view(pixels, heads, width // heads).permute(1, 2, 0).contiguous()
 
 
-def _conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
-    """A kernel = stride = 2 transposed conv as a per-pixel map: weight Cin x 4*Cout (sub-pixel
-    (ky, kx) major, channels last) and bias 4*Cout."""
-    cin, cout, k_h, k_w = conv.weight.shape
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
-    bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(cout)
-    return weight, bias.repeat(k_h * k_w)
-
-
 def _centred_conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
-    """`_conv_matrix` minus, for each output pixel (ky, kx), its mean over the Cout channels:
+    """`conv_matrix` minus, for each output pixel (ky, kx), its mean over the Cout channels:
     the conv's output minus its per-pixel channel mean (what LayerNorm2d subtracts)."""
-    weight, bias = _conv_matrix(conv)
+    weight, bias = conv_matrix(conv)
     cin, cout = weight.shape[0], conv.weight.shape[1]
     weight = weight.view(cin, -1, cout)
     weight = (weight - weight.mean(dim=2, keepdim=True)).reshape(cin, -1)
@@ -350,7 +341,7 @@ def _normalise_centred(norm: LayerNorm2d, x: Tensor) -> Tensor:
 def _conv_channels_last(conv: nn.ConvTranspose2d, x: Tensor, out: Tensor) -> Tensor:
     """A kernel = stride = 2 transposed conv on R x N x Cin pixels -> `out` R x N x 4 x Cout
     (sub-pixel (ky, kx) major, channels last; written in place and returned)."""
-    weight, bias = _conv_matrix(conv)
+    weight, bias = conv_matrix(conv)
     rows, pixels, cin = x.shape
     flat = out.view(rows * pixels, weight.shape[1])
     torch.addmm(bias, x.reshape(rows * pixels, cin), weight, out=flat)
