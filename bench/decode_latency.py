@@ -37,8 +37,9 @@ Figures, their history and the fixed per-request cost they are bounded by: docs/
 ("Latency"). Speed-ups so far: decodes on one thread per process (one OpenMP team instead
 of one per request thread), masks thresholded straight into the layout COCO RLE reads and
 decided from the low-res logits where they are constant (engine.sam.boundary_masks), one SQL
-query for image, project, deployed version and role, uncompressed mask refs. More gunicorn
-workers need ``--cache-url redis://...`` (mask refs shared between processes).
+query for image, project, deployed version and role, then hand-written (as is the token
+lookup: annotation.selectors.raw_rows), uncompressed mask refs written behind the answer.
+More gunicorn workers need ``--cache-url redis://...`` (mask refs shared between processes).
 """
 
 import argparse

@@ -14,6 +14,15 @@ PORT=${PORT:-8000}
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
 
+# Each web process decodes on one thread with one OpenMP team (engine.services.serving): give
+# the processes cores / workers threads each, or under load their teams spin on each other's
+# cores (2 workers on 2 cores, 20 annotators: p95 3.6 s with 2 threads each, 0.5 s with 1;
+# bench/decode_latency.py --workers 2 --torch-threads N).
+WEB_WORKERS=${WEB_WORKERS:-2}
+cores=$(nproc)
+WEB_TORCH_THREADS=${WEB_TORCH_THREADS:-$(( cores / WEB_WORKERS > 0 ? cores / WEB_WORKERS : 1 ))}
+
 echo "maskloop: http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs/)"
-"$BIN/gunicorn" config.wsgi --bind "$HOST:$PORT" --workers 2 --threads 4 --timeout 120 \
-  --access-logfile -
+OMP_NUM_THREADS=$WEB_TORCH_THREADS MKL_NUM_THREADS=$WEB_TORCH_THREADS \
+  "$BIN/gunicorn" config.wsgi --bind "$HOST:$PORT" --workers "$WEB_WORKERS" --threads 4 \
+  --timeout 120 --access-logfile -

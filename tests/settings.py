@@ -19,3 +19,12 @@ STORAGES["staticfiles"] = {  # noqa: F405
 }
 # whitenoise warns when STATIC_ROOT is missing; collectstatic is not part of the tests.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+
+# The embedded default's database (`make run`), for the tests of hand-written SQL
+# (annotation.selectors.raw_rows), which must hold on both vendors. Only tests that ask for it
+# (django_db(databases=[..., "sqlite"])) create it.
+DATABASES["sqlite"] = {  # noqa: F405
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": ":memory:",
+    "TEST": {"NAME": ":memory:"},
+}

@@ -39,7 +39,7 @@ from engine.sam.prompts import check_box, check_points
 from engine.services.mask_refs import (  # InvalidMaskRef: raised from here too
     InvalidMaskRef,
     mask_ref_load,
-    mask_refs_store,
+    mask_refs_begin,
 )
 from engine.services.serving import (
     EmbeddingNotReady,
@@ -192,13 +192,13 @@ def masks_decode(
         )
     use_multimask = multimask_default(prompt) if multimask is None else bool(multimask)
     model = model_for_version(version, decoder_only=True)
+    refs = mask_refs_begin(user=user, image=image, model_version=version)
     started = time.perf_counter()
     predicted = on_decoder_thread(
         lambda: _predict(model, embedding, prompt, mask_input, multimask=use_multimask)
     )
     decoder_seconds = time.perf_counter() - started
-    refs = mask_refs_store(user=user, image=image, model_version=version, low_res=predicted.low_res)
-    decoded = _encode(predicted, refs=refs, output_format=output_format)
+    decoded = _encode(predicted, refs=refs.store(predicted.low_res), output_format=output_format)
     return DecodeResult(
         model_version=version,
         multimask=use_multimask,

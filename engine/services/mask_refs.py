@@ -16,16 +16,27 @@ overwritten ref answers ``invalid_mask_ref``, on which the tool decodes without 
 Every process also keeps the last ``RECENT_REFS`` entries it wrote in memory, with the same
 expiry: an annotator's next click usually reaches the process that answered the previous one
 (one keep-alive connection), and reading the ref back from memory saves unpickling ~0.4 MiB
-from a file or Redis on the click path. The memory copy is only a front: every entry is
-written to the shared cache first, so a process that never saw it still finds it there.
+from a file or Redis on the click path.
+
+The shared cache is written on a small pool of writer threads, off the click's path: the
+slot counter while the decoder runs, the ~0.4 MiB entry behind the answer (together ~1.5 ms
+of a click on the file cache, mostly I/O). The memory copy is made first, so the
+process that answered always has the ref; another process that is asked for it before the
+write lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed between its
+answer and the write loses that ref: the next click answers ``invalid_mask_ref`` and the tool
+decodes without it, as for any overwritten ref.
 """
 
+import logging
+import os
 import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -38,9 +49,15 @@ from engine.models import ModelVersion
 
 # <slot>_<token>.<candidate>: the leading digits end at the first "_" (the token may hold more).
 _REF = re.compile(r"^(\d{1,4})_([A-Za-z0-9_-]{20,64})\.(\d)$")
+logger = logging.getLogger(__name__)
+
 _CACHE_PREFIX = "mask-ref:"
 _COUNTER_PREFIX = "mask-ref-count:"
 RECENT_REFS = 32  # x ~0.4 MiB (three candidates) per process
+# A decode answers before its refs' shared cache write lands (PendingRefs.store): a process that
+# did not make a ref may look for it a moment too early, so a miss is looked at again this long.
+PENDING_WRITE_GRACE_SECONDS = 0.05
+_RETRY_PAUSE_SECONDS = 0.004
 
 
 class InvalidMaskRef(DomainError):
@@ -108,23 +125,97 @@ def _next_slot(user_id: int) -> int:
     return int(count) % _slots()
 
 
-def mask_refs_store(
-    *, user: User, image: Image, model_version: ModelVersion, low_res: np.ndarray
-) -> list[str]:
-    """Keep C x 256 x 256 logits; return one ref per candidate (``<slot>_<token>.<index>``)."""
-    token = secrets.token_urlsafe(24)
-    logits = np.ascontiguousarray(low_res, dtype=np.float16)
-    owner = _owner(user, image, model_version)
-    seconds = int(settings.MASKLOOP_MASK_REF_SECONDS)
-    slot = _next_slot(int(user.pk))
-    caches["default"].set(
-        _entry_key(int(user.pk), slot),
-        {"token": token, "owner": owner, "shape": list(logits.shape), "logits": logits.tobytes()},
-        timeout=seconds,
-    )
-    logits.flags.writeable = False  # shared by the requests that read it back
-    _remember(token, _Kept(owner, logits, time.monotonic() + seconds))
-    return [f"{slot}_{token}.{index}" for index in range(logits.shape[0])]
+def _write_entry(user_id: int, slot: int, entry: dict[str, object], seconds: int) -> None:
+    try:
+        caches["default"].set(_entry_key(user_id, slot), entry, timeout=seconds)
+    except Exception:  # the answer is gone: the ref is only in this process's memory now
+        logger.exception("mask_ref for user %s could not be written to the shared cache", user_id)
+
+
+# The slot counter and the entries are written on these threads (cache I/O mostly releases
+# the GIL) while the request thread encodes the answer and sends it.
+_writers: ThreadPoolExecutor | None = None
+_writers_pid = 0
+_writers_lock = threading.Lock()
+
+
+_pending: "set[Future[None]]" = set()
+
+
+def _write_behind(user_id: int, slot: int, entry: dict[str, object], seconds: int) -> None:
+    write = _writer_pool().submit(_write_entry, user_id, slot, entry, seconds)
+    with _writers_lock:
+        _pending.add(write)
+    write.add_done_callback(_written)
+
+
+def _written(write: "Future[None]") -> None:
+    with _writers_lock:
+        _pending.discard(write)
+
+
+def mask_refs_flush() -> None:
+    """Wait until every ref this process answered is in the shared cache (tests, shutdown)."""
+    with _writers_lock:
+        writes = list(_pending)
+    for write in writes:
+        write.result()
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    global _writers, _writers_pid
+    with _writers_lock:
+        if _writers is None or _writers_pid != os.getpid():  # a forked child starts its own
+            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maskloop-refs")
+            _writers_pid = os.getpid()
+        return _writers
+
+
+class PendingRefs:
+    """The refs of one decode: :func:`mask_refs_begin` takes the ring slot on a writer thread
+    while the decoder runs, :meth:`store` keeps the logits and writes them behind the answer."""
+
+    def __init__(self, *, user: User, image: Image, model_version: ModelVersion) -> None:
+        self._user_id = int(user.pk)
+        self._owner = _owner(user, image, model_version)
+        self._slot: Future[int] = _writer_pool().submit(_next_slot, self._user_id)
+
+    def store(self, low_res: np.ndarray) -> list[str]:
+        """Keep C x 256 x 256 logits: in this process's memory at once, in the shared cache
+        behind the answer (see :func:`mask_ref_load`). One ref per candidate,
+        ``<slot>_<token>.<index>``."""
+        token = secrets.token_urlsafe(24)
+        logits = np.ascontiguousarray(low_res, dtype=np.float16)
+        logits.flags.writeable = False  # shared by the requests that read it back
+        seconds = int(settings.MASKLOOP_MASK_REF_SECONDS)
+        _remember(token, _Kept(self._owner, logits, time.monotonic() + seconds))
+        slot = self._slot.result()
+        entry: dict[str, object] = {
+            "token": token,
+            "owner": self._owner,
+            "shape": list(logits.shape),
+            "logits": logits.tobytes(),
+        }
+        _write_behind(self._user_id, slot, entry, seconds)
+        return [f"{slot}_{token}.{index}" for index in range(logits.shape[0])]
+
+
+def mask_refs_begin(*, user: User, image: Image, model_version: ModelVersion) -> PendingRefs:
+    """Start the refs of a decode about to run: its ring slot is taken meanwhile."""
+    return PendingRefs(user=user, image=image, model_version=model_version)
+
+
+def _shared_entry(user_id: int, slot: int, token: str) -> dict[str, Any] | None:
+    """The shared cache's entry for ``token`` in the user's ring slot, looked at again for
+    about PENDING_WRITE_GRACE_SECONDS when a write may still be on its way; None if absent."""
+    attempts = max(1, round(PENDING_WRITE_GRACE_SECONDS / _RETRY_PAUSE_SECONDS))
+    for attempt in range(attempts + 1):
+        if attempt:
+            time.sleep(_RETRY_PAUSE_SECONDS)
+        stored = caches["default"].get(_entry_key(user_id, slot))
+        if isinstance(stored, dict) and stored.get("token") == token:
+            return stored
+    return None
 
 
 def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVersion) -> np.ndarray:
@@ -137,8 +228,8 @@ def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVer
     kept = _recall(token)
     if kept is None:
         # Only this user's ring is looked at: another user's ref is simply not found there.
-        stored = caches["default"].get(_entry_key(int(user.pk), slot))
-        if not isinstance(stored, dict) or stored.get("token") != token:
+        stored = _shared_entry(int(user.pk), slot, token)
+        if stored is None:
             raise InvalidMaskRef("mask_ref is unknown or expired: decode again without it")
         logits = np.frombuffer(stored["logits"], dtype=np.float16).reshape(stored["shape"])
         kept = _Kept(tuple(stored["owner"]), logits, float("inf"))

