@@ -155,7 +155,8 @@ def _written(write: "Future[None]") -> None:
 
 
 def mask_refs_flush() -> None:
-    """Wait until every ref this process answered is in the shared cache (tests, shutdown)."""
+    """Wait until every ref this process answered is in the shared cache (tests; at exit the
+    writer threads finish their queue anyway)."""
     with _writers_lock:
         writes = list(_pending)
     for write in writes:
