@@ -39,7 +39,8 @@ of one per request thread), masks thresholded straight into the layout COCO RLE 
 decided from the low-res logits where they are constant (engine.sam.boundary_masks), one SQL
 query for image, project, deployed version and role, then hand-written (as is the token
 lookup: annotation.selectors.raw_rows), uncompressed mask refs written behind the answer.
-More gunicorn workers need ``--cache-url redis://...`` (mask refs shared between processes).
+``--workers 2 --torch-threads 1`` is ``make run``'s web server on a 2-core machine (workers
+share mask refs through its file cache, or ``--cache-url redis://...``).
 """
 
 import argparse
@@ -425,11 +426,10 @@ def main() -> None:
     parser.add_argument(
         "--cache-url",
         default="",
-        help="MASKLOOP_CACHE_URL (needed for mask refs with --workers > 1), e.g. redis://...",
+        help="MASKLOOP_CACHE_URL, e.g. redis://... (default: the file cache of make run, which "
+        "the workers of one machine share)",
     )
     args = parser.parse_args()
-    if args.workers > 1 and not args.cache_url:
-        parser.error("--workers > 1 needs --cache-url: mask refs must be shared by the workers")
     width, height = (int(v) for v in args.size.lower().split("x"))
     models = [name.strip() for name in args.models.split(",") if name.strip()]
     if set(models) - {"tiny", "vit_b", "seed"}:
