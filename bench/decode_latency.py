@@ -13,11 +13,9 @@ Django's) on loopback, on a temporary SQLite database and blob folder, serves
   channels, MLP 2048, 8 heads) with a seeded random 1 x 256 x 64 x 64 embedding stored as a
   worker would (float16 blob). Decoder timing does not depend on the weights' values;
 * ``seed``: the trained seed model (training/seed, vit_tiny) on a synthetic scene of its
-  domain, embedded by its encoder. The only model here whose masks look like real ones:
-  the golden tiny and random vit_b weights give noise-like masks (hundreds of thousands of
-  runs), which the server must upsample and encode in full, while real masks are mostly
-  constant tiles that the server decides from the low-res logits (engine.sam.boundary_masks)
-  and the bare ``predict`` still upsamples pixel by pixel.
+  domain, embedded by its encoder: the only model here whose masks look like real ones (the
+  others give noise-like masks of hundreds of thousands of runs, encoded in full; real masks
+  are mostly constant tiles, decided from the low-res logits: engine.sam.boundary_masks).
 
 The reference is the bare decoder call, ``SamPredictor.predict`` on the same embedding (set
 once) with the same prompts, in this process with the same torch thread count. Each simulated
@@ -33,14 +31,9 @@ from as many threads at once (the same CPU contention without HTTP). Goal: HTTP 
 the bare call. ``--torch-threads`` caps torch's intra-op threads on both sides: with many
 concurrent requests, one OpenMP team per request thread oversubscribes the cores.
 
-Figures, their history and the fixed per-request cost they are bounded by: docs/api.md
-("Latency"). Speed-ups so far: decodes on one thread per process (one OpenMP team instead
-of one per request thread), masks thresholded straight into the layout COCO RLE reads and
-decided from the low-res logits where they are constant (engine.sam.boundary_masks), one SQL
-query for image, project, deployed version and role, then hand-written (as is the token
-lookup: annotation.selectors.raw_rows), uncompressed mask refs written behind the answer.
-``--workers 2 --torch-threads 1`` is ``make run``'s web server on a 2-core machine (workers
-share mask refs through its file cache, or ``--cache-url redis://...``).
+Figures, their history, the speed-ups behind them and the fixed per-request cost: docs/api.md
+("Latency"). ``--workers 2 --torch-threads 1`` is ``make run``'s web server on 2 cores (its
+workers share mask refs through the file cache, or ``--cache-url redis://...``).
 """
 
 import argparse

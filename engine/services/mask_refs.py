@@ -19,22 +19,21 @@ expiry: an annotator's next click usually reaches the process that answered the 
 from a file or Redis on the click path.
 
 The shared cache is written on a small pool of writer threads, off the click's path: the
-slot counter while the decoder runs, the ~0.4 MiB entry behind the answer (together ~1.5 ms
-of a click on the file cache, mostly I/O). The memory copy is made first, so the
-process that answered always has the ref; another process that is asked for it before the
-write lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed between its
-answer and the write loses that ref: the next click answers ``invalid_mask_ref`` and the tool
-decodes without it, as for any overwritten ref.
+slot counter while the decoder runs, the ~0.4 MiB entry behind the answer (together ~1.6 ms of
+a click on the file cache when they ran on the request thread). The memory copy is made first,
+so the process that answered always has the ref; another process asked for it before the write
+lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed between its answer
+and the write loses that ref: the next click answers ``invalid_mask_ref`` and the tool decodes
+without it, as for any overwritten ref.
 """
 
 import logging
-import os
 import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,7 @@ from django.core.cache import caches
 from annotation.errors import DomainError
 from annotation.models import Image
 from engine.models import ModelVersion
+from engine.services.process_pool import ProcessThreadPool
 
 # <slot>_<token>.<candidate>: the leading digits end at the first "_" (the token may hold more).
 _REF = re.compile(r"^(\d{1,4})_([A-Za-z0-9_-]{20,64})\.(\d)$")
@@ -132,44 +132,32 @@ def _write_entry(user_id: int, slot: int, entry: dict[str, object], seconds: int
         logger.exception("mask_ref for user %s could not be written to the shared cache", user_id)
 
 
-# The slot counter and the entries are written on these threads (cache I/O mostly releases
-# the GIL) while the request thread encodes the answer and sends it.
-_writers: ThreadPoolExecutor | None = None
-_writers_pid = 0
-_writers_lock = threading.Lock()
-
-
+# The slot counter (while the decoder runs) and the entries (behind the answer) are written on
+# these threads, off the request thread.
+_writers = ProcessThreadPool(workers=4, name="maskloop-refs")
 _pending: "set[Future[None]]" = set()
+_pending_lock = threading.Lock()
 
 
 def _write_behind(user_id: int, slot: int, entry: dict[str, object], seconds: int) -> None:
-    write = _writer_pool().submit(_write_entry, user_id, slot, entry, seconds)
-    with _writers_lock:
+    write = _writers.get().submit(_write_entry, user_id, slot, entry, seconds)
+    with _pending_lock:
         _pending.add(write)
     write.add_done_callback(_written)
 
 
 def _written(write: "Future[None]") -> None:
-    with _writers_lock:
+    with _pending_lock:
         _pending.discard(write)
 
 
 def mask_refs_flush() -> None:
     """Wait until every ref this process answered is in the shared cache (tests; at exit the
     writer threads finish their queue anyway)."""
-    with _writers_lock:
+    with _pending_lock:
         writes = list(_pending)
     for write in writes:
         write.result()
-
-
-def _writer_pool() -> ThreadPoolExecutor:
-    global _writers, _writers_pid
-    with _writers_lock:
-        if _writers is None or _writers_pid != os.getpid():  # a forked child starts its own
-            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maskloop-refs")
-            _writers_pid = os.getpid()
-        return _writers
 
 
 class PendingRefs:
@@ -179,7 +167,7 @@ class PendingRefs:
     def __init__(self, *, user: User, image: Image, model_version: ModelVersion) -> None:
         self._user_id = int(user.pk)
         self._owner = _owner(user, image, model_version)
-        self._slot: Future[int] = _writer_pool().submit(_next_slot, self._user_id)
+        self._slot: Future[int] = _writers.get().submit(_next_slot, self._user_id)
 
     def store(self, low_res: np.ndarray) -> list[str]:
         """Keep C x 256 x 256 logits: in this process's memory at once, in the shared cache
