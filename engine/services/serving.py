@@ -237,9 +237,9 @@ def decode_image_get(*, user: User, image_id: int) -> Image:
     project as admins, everyone else the projects they are members of, with that role).
 
     One hand-written query (annotation.selectors.raw_rows) for the image, its project, the
-    deployed version and the caller's membership: 0.18–0.27 ms in a decode request where the ORM's
-    joined query took 1.31 ms, on every click of the tool. Dates and JSON fields load on first
-    access.
+    deployed version and the caller's membership: 0.18-0.27 ms in a decode request where the
+    ORM's joined query took 1.31 ms, on every click of the tool. Dates and JSON fields load on
+    first access.
     """
     found = _DECODE_IMAGE.first([user.pk, image_id])
     if found is None:
