@@ -24,7 +24,9 @@ add a point and send the best candidate's ``mask_ref`` back; every ``--clicks`` 
 object. Round trip = request sent -> JSON answer parsed, on one keep-alive connection per
 annotator (as a browser), after warm-up requests that load the model and the embedding.
 
-Measured for each model: alone (one annotator, ``--requests`` clicks) and with
+Measured for each model: alone (one annotator, ``--requests`` clicks, each sent over HTTP and
+then, with the same prompt, to the bare decoder: the machine's speed drifts within a minute, so
+both are timed in the same moments) and with
 ``--annotators`` concurrent annotators (threads, ``--requests`` clicks in all, bounded). The
 concurrent figures are compared with the bare decoder alone and with the bare decoder called
 from as many threads at once (the same CPU contention without HTTP). Goal: HTTP p50 <= 1.2 x
@@ -177,30 +179,43 @@ def clicks(seed: int, width: int, height: int, count: int) -> list[tuple[float, 
     ]
 
 
+def prompt_steps(
+    sequence: list[tuple[float, float, int]], per_object: int
+) -> "list[tuple[list[list[float]], list[int], bool]]":
+    """The tool's prompts for a click sequence: (points, labels, new object) per click; every
+    ``per_object`` clicks a new object, whose first click is positive."""
+    steps: list[tuple[list[list[float]], list[int], bool]] = []
+    points: list[list[float]] = []
+    labels: list[int] = []
+    for x, y, label in sequence:
+        fresh = not points or len(points) >= per_object
+        if fresh:
+            points, labels = [], []
+        points = [*points, [x, y]]
+        labels = [*labels, label if len(points) > 1 else 1]
+        steps.append((points, labels, fresh))
+    return steps
+
+
 class Annotator:
     """One keep-alive connection; clicks like the tool (refining with the previous mask)."""
 
-    def __init__(self, port: int, token: str, target: Target, per_object: int) -> None:
+    def __init__(self, port: int, token: str, target: Target) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
         self.target = target
-        self.per_object = per_object
-        self.points: list[list[float]] = []
-        self.labels: list[int] = []
         self.mask_ref: str | None = None
         self.answer_bytes: list[int] = []
         self.server_ms: list[dict[str, float]] = []  # the answers' Server-Timing durations
 
-    def click(self, x: float, y: float, label: int) -> float:
-        if len(self.points) >= self.per_object:
-            self.points, self.labels, self.mask_ref = [], [], None
-        self.points.append([x, y])
-        self.labels.append(label if self.points[1:] else 1)
+    def click(self, points: list[list[float]], labels: list[int], fresh: bool) -> float:
+        if fresh:
+            self.mask_ref = None
         body = json.dumps(
             {
                 "model_version": self.target.version_id,
-                "points": self.points,
-                "labels": self.labels,
+                "points": points,
+                "labels": labels,
                 "mask_ref": self.mask_ref,
             }
         )
@@ -285,6 +300,7 @@ class BareDecoder:
     def call(
         self, points: list[list[float]], labels: list[int], previous: Any
     ) -> tuple[float, Any]:
+        """One decode like the tool's: (its seconds, the best candidate's logits to feed back)."""
         start = time.perf_counter()
         _, scores, low_res = self.predictor.predict(
             point_coords=np.array(points),
@@ -295,17 +311,11 @@ class BareDecoder:
         elapsed = time.perf_counter() - start
         return elapsed, low_res[int(np.argmax(scores))][None]
 
-    def session(self, sequence: list[tuple[float, float, int]], per_object: int) -> list[float]:
+    def session(self, steps: "list[tuple[list[list[float]], list[int], bool]]") -> list[float]:
         times: list[float] = []
-        points: list[list[float]] = []
-        labels: list[int] = []
         previous = None
-        for x, y, label in sequence:
-            if len(points) >= per_object:
-                points, labels, previous = [], [], None
-            points.append([x, y])
-            labels.append(label if points[1:] else 1)
-            elapsed, previous = self.call(points, labels, previous)
+        for points, labels, fresh in steps:
+            elapsed, previous = self.call(points, labels, None if fresh else previous)
             times.append(elapsed)
         return times
 
@@ -317,30 +327,37 @@ def measure(
     args: argparse.Namespace, port: int, token: str, target: Target, width: int, height: int
 ) -> dict[str, Any]:
     bare = BareDecoder(target)
-    warm = clicks(999, width, height, 5)
-    warmer = Annotator(port, token, target, args.clicks)
-    for x, y, label in warm:  # loads the model and the embedding in the server
-        warmer.click(x, y, label)
-    bare.session(warm, args.clicks)
+    warm = prompt_steps(clicks(999, width, height, 5), args.clicks)
+    warmer = Annotator(port, token, target)
+    for step in warm:  # loads the model and the embedding in the server
+        warmer.click(*step)
+    bare.session(warm)
 
-    # Alone: one annotator; the bare calls replay the same clicks right after.
-    sequence = clicks(1, width, height, args.requests)
-    alone = Annotator(port, token, target, args.clicks)
-    http_alone = [alone.click(x, y, label) for x, y, label in sequence]
-    bare_alone = bare.session(sequence, args.clicks)
+    # Alone: one annotator, each click over HTTP then the same prompt on the bare decoder, so
+    # that both see the same machine (its speed drifts by tens of percent within a minute).
+    alone = Annotator(port, token, target)
+    http_alone, bare_alone = [], []
+    previous = None
+    for points, labels, fresh in prompt_steps(clicks(1, width, height, args.requests), args.clicks):
+        http_alone.append(alone.click(points, labels, fresh))
+        time.sleep(args.pause)
+        elapsed, previous = bare.call(points, labels, None if fresh else previous)
+        bare_alone.append(elapsed)
+        time.sleep(args.pause)
 
     # Concurrent: N annotators, requests split between them (bounded).
     each = max(1, args.requests // args.annotators)
-    sequences = [clicks(100 + index, width, height, each) for index in range(args.annotators)]
+    sessions = [
+        prompt_steps(clicks(100 + index, width, height, each), args.clicks)
+        for index in range(args.annotators)
+    ]
 
     def annotate(index: int) -> list[float]:
-        annotator = Annotator(port, token, target, args.clicks)
-        return [annotator.click(x, y, label) for x, y, label in sequences[index]]
+        annotator = Annotator(port, token, target)
+        return [annotator.click(*step) for step in sessions[index]]
 
     http_many, wall = run_threads(args.annotators, annotate)
-    bare_many, _ = run_threads(
-        args.annotators, lambda index: bare.session(sequences[index], args.clicks)
-    )
+    bare_many, _ = run_threads(args.annotators, lambda index: bare.session(sessions[index]))
     return {
         "model": target.name,
         "bare_alone": percentiles(bare_alone),
@@ -406,6 +423,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="clicks per phase per model")
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--clicks", type=int, default=4, help="clicks per object")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.05,
+        help="seconds between an HTTP click and its bare call (alone): an annotator's clicks "
+        "are never back to back, and the idle OpenMP team of one process keeps spinning on the "
+        "cores for a while after its work, slowing the other process's call",
+    )
     parser.add_argument("--server", choices=["gunicorn", "runserver"], default="gunicorn")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)

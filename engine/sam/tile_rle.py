@@ -19,6 +19,31 @@ import numpy as np
 TILE_ROWS = 32  # tall tiles: the runs walk columns; a tile column is one 32-bit word
 TILE_COLS = 16
 
+# The lowest set bit b of a word, times this de Bruijn constant, has a distinct top 5 bits for
+# every b: a table lookup gives b without unpacking the word's 32 bits.
+_DE_BRUIJN = np.uint32(0x077CB531)
+_BIT_OF_TOP5 = np.zeros(32, dtype=np.int64)
+_BIT_OF_TOP5[((np.uint32(1) << np.arange(32, dtype=np.uint32)) * _DE_BRUIJN) >> np.uint32(27)] = (
+    np.arange(32)
+)
+
+
+def set_bits(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """K uint32 words -> (index of the word, bit number) of every set bit, one pass per bit
+    of the busiest word (a boundary crosses a tile column once or twice, rarely more)."""
+    owners, bits = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    words = words.astype(np.uint32)
+    (index,) = np.nonzero(words)
+    words = words[index]
+    while len(words):
+        lowest = words & (~words + np.uint32(1))
+        owners.append(index)
+        bits.append(_BIT_OF_TOP5[(lowest * _DE_BRUIJN) >> np.uint32(27)])
+        words = words ^ lowest
+        left = words != 0
+        words, index = words[left], index[left]
+    return np.concatenate(owners), np.concatenate(bits)
+
 
 def pack_tile_columns(bits: np.ndarray) -> np.ndarray:
     """T x TILE_ROWS x TILE_COLS bool tiles -> T x TILE_COLS uint32 words, bit r = row r."""
@@ -27,8 +52,10 @@ def pack_tile_columns(bits: np.ndarray) -> np.ndarray:
 
 def pack_transposed_tiles(columns: np.ndarray) -> np.ndarray:
     """T x TILE_COLS x TILE_ROWS bool (C-contiguous) -> T x TILE_COLS uint32 words."""
-    packed = np.packbits(columns, axis=2, bitorder="little")  # T x TILE_COLS x 4, row 0 first
-    return packed.view("<u4")[..., 0].astype(np.uint32)
+    # Rows are whole octets, so packing the flat array packs each column (8x faster than
+    # packbits along axis 2).
+    flat = np.packbits(np.ascontiguousarray(columns).reshape(-1), bitorder="little")
+    return flat.view("<u4").reshape(columns.shape[:2]).astype(np.uint32)
 
 
 def unpack_tile_columns(words: np.ndarray) -> np.ndarray:
@@ -59,29 +86,24 @@ def tile_run_counts(
     top = (words & 1).astype(bool)
     bottom = ((words >> (rows_in[tile_y] - 1).astype(np.uint32)[:, None]) & 1).astype(bool)
 
-    # First and last pixel of every column segment (one tile tall): tiles_y x W.
-    column_tile = np.arange(width) // TILE_COLS
-    first = full[:, column_tile]
+    # First and last pixel of every column segment (one tile tall), on whole tiles:
+    # tiles_y x tiles_x x TILE_COLS, then cut to tiles_y x W.
+    first = np.repeat(full, TILE_COLS, axis=1).reshape(tiles_y, tiles_x, TILE_COLS)
     last = first.copy()
-    columns = tile_x[:, None] * TILE_COLS + np.arange(TILE_COLS)  # T x TILE_COLS
-    inside_image = columns < width
-    tile, offset = np.nonzero(inside_image)
-    at_y, at_x = tile_y[tile], columns[tile, offset]
-    first[at_y, at_x] = top[tile, offset]
-    last[at_y, at_x] = bottom[tile, offset]
+    first[tile_y, tile_x] = top
+    last[tile_y, tile_x] = bottom
+    first = first.reshape(tiles_y, -1)[:, :width]
+    last = last.reshape(tiles_y, -1)[:, :width]
 
     # Positions (in column-major order) of the pixels whose value differs from the previous.
     changes = [np.zeros(0, dtype=np.int64)]
     # Within a tile column: bit r of word ^ (word << 1), r >= 1, below the tile's last row.
     steps = (words ^ (words << 1)) & valid_rows[tile_y][:, None] & np.uint32(0xFFFFFFFE)
-    tile, offset = np.nonzero((steps != 0) & inside_image)
-    if len(tile):
-        flags = np.unpackbits(
-            steps[tile, offset].view(np.uint8).reshape(-1, 4), axis=1, bitorder="little"
-        )  # K x 32, bit r of each word
-        which, row = np.nonzero(flags)
-        x = columns[tile[which], offset[which]]
-        changes.append(x * height + tile_y[tile[which]] * TILE_ROWS + row)
+    columns = tile_x[:, None] * TILE_COLS + np.arange(TILE_COLS)  # T x TILE_COLS
+    tile, offset = np.nonzero((steps != 0) & (columns < width))
+    which, row = set_bits(steps[tile, offset])
+    x = columns[tile[which], offset[which]]
+    changes.append(x * height + tile_y[tile[which]] * TILE_ROWS + row)
     segment_y, segment_x = np.nonzero(first[1:] != last[:-1])  # a tile over the next one
     changes.append(segment_x * height + (segment_y + 1) * TILE_ROWS)
     (column,) = np.nonzero(first[0, 1:] != last[-1, :-1])  # a column's end, the next's top

@@ -162,7 +162,8 @@ def embedding_cached(*, image: Image, model_version: ModelVersion) -> ImageEmbed
         if hit is not None:
             _embeddings.move_to_end(key)
             return hit
-    loaded = embedding_load(image=image, model_version=model_version)
+    # Parsed on the decoder thread: the float32 conversion is a torch operation (see there).
+    loaded = on_decoder_thread(lambda: embedding_load(image=image, model_version=model_version))
     if loaded is None:
         return None
     with _lock:
@@ -275,11 +276,15 @@ def on_decoder_thread(work: Callable[[], T]) -> T:
     """``work()`` run on this process's single decoder thread; its result or exception.
 
     Torch's CPU kernels use an OpenMP team of one thread per core, and each calling thread gets
-    its own team: gunicorn's request threads would keep several teams spinning on the same
-    cores, so a decode served by another thread than the last one waited for the cores (vit_b,
-    2 cores: +15 ms alone). One thread runs every decode with one team; decodes queue there
-    instead of oversubscribing the cores, while the requests' Python work (database, RLE,
-    JSON) goes on in the request threads.
+    its own team, kept as long as the thread lives: gunicorn's request threads would keep
+    several teams spinning on the same cores, so a decode served by another thread than the
+    last one waited for the cores (vit_b, 2 cores: +15 ms alone). Even a team that sits idle
+    costs: once a process's OpenMP threads outnumber the cores, libgomp stops spinning between
+    parallel regions and sleeps, and every decode wakes its threads up (seed model, 2 cores,
+    one other thread that had run a single parallel op: 17 -> 30 ms a decode). So every torch
+    operation of a web process runs here, loading models and embeddings included; decodes
+    queue here instead of oversubscribing the cores, while the requests' Python work
+    (database, RLE, JSON) goes on in the request threads.
     """
     if threading.get_ident() == _decoder_ident:
         return work()  # already there (a decode inside a decode would wait for itself)

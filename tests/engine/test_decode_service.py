@@ -425,6 +425,58 @@ def test_the_model_is_loaded_once_and_each_embedding_read_once(
     assert embedding_cache_reads() == reads + 2
 
 
+def test_every_torch_operation_of_a_decode_runs_on_the_decoder_thread(
+    cats, version, annotator_user, monkeypatch
+):
+    """A request thread that runs one parallel torch op keeps an OpenMP team, which slows
+    every later decode of the process (engine.services.serving.on_decoder_thread): the model
+    load, the embedding read and the decode all happen on the decoder thread."""
+    import threading
+
+    from engine.services import decode as decode_service
+    from engine.services import serving
+
+    image = add_image(cats, seed=3)
+    store_embedding(image, version)
+    inference.clear_model_cache()
+    threads: dict[str, set[int]] = {}
+
+    def spy(name, function):
+        def called(*args, **kwargs):
+            threads.setdefault(name, set()).add(threading.get_ident())
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(decode_service if name != "embedding_load" else serving, name, called)
+
+    spy("model_for_version", decode_service.model_for_version)
+    spy("embedding_cached", decode_service.embedding_cached)
+    spy("embedding_load", serving.embedding_load)
+    spy("predict_masks", decode_service.predict_masks)
+    first = decode(annotator_user, image, points=[[20, 20]], labels=[1])
+    decode(
+        annotator_user,
+        image,
+        points=[[20, 20], [30, 30]],
+        labels=[1, 0],
+        mask_ref=first.masks[0].mask_ref,
+    )
+    assert set(threads) == {
+        "model_for_version",
+        "embedding_cached",
+        "embedding_load",
+        "predict_masks",
+    }
+    decoder = serving._decoder_ident
+    assert decoder is not None
+    assert decoder != threading.get_ident()
+    assert all(idents == {decoder} for idents in threads.values()), threads
+    # The embedding endpoint's cache read from a request thread parses on the decoder too.
+    serving.embedding_cache_clear()
+    threads.clear()
+    assert embedding_cached(image=image, model_version=version) is not None
+    assert threads["embedding_load"] == {decoder}
+
+
 def test_the_embedding_lru_evicts_beyond_its_size(cats, image, version, annotator_user, settings):
     settings.MASKLOOP_EMBEDDING_CACHE_SIZE = 1
     second = add_image(cats, seed=2)

@@ -8,6 +8,7 @@ from engine.sam.tile_rle import (
     TILE_COLS,
     TILE_ROWS,
     pack_tile_columns,
+    set_bits,
     tile_run_counts,
     unpack_tile_columns,
 )
@@ -100,3 +101,19 @@ def test_tile_columns_pack_and_unpack_row_by_row():
     tile, row, col = 3, 9, 4
     assert bool((int(words[tile, col]) >> row) & 1) == bits[tile, row, col]
     assert np.array_equal(unpack_tile_columns(words), bits)
+
+
+def test_set_bits_finds_every_bit_of_every_word():
+    rng = np.random.default_rng(5)
+    words = rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32)
+    words[:40] = np.uint32(1) << np.arange(32, dtype=np.uint32).repeat(2)[:40]  # single bits
+    words[40:50] = [0, 0xFFFFFFFF, 0x80000000, 1, 0, 3, 0xC0000000, 0x55555555, 0xAAAAAAAA, 7]
+    owners, bits = set_bits(words)
+    expected = np.unpackbits(
+        words.astype("<u4").view(np.uint8).reshape(-1, 4), axis=1, bitorder="little"
+    )
+    found = np.zeros_like(expected)
+    found[owners, bits] = 1
+    assert len(owners) == int(expected.sum())  # each bit once
+    assert np.array_equal(found, expected)
+    assert set_bits(np.zeros(0, dtype=np.uint32))[0].shape == (0,)
