@@ -18,6 +18,7 @@ from engine.api.common import (
     VersionGoneOutput,
 )
 from engine.services.decode import FORMATS, DecodedMask, masks_decode
+from engine.services.mask_refs import mask_ref_writes_after_response
 from engine.services.serving import decode_image_get
 
 
@@ -136,6 +137,7 @@ class ImageDecodeApi(ToolApiView):
     def post(self, request: Request, image_id: int) -> Response:
         """Masks for points / a box (and a previous mask) against the stored embedding."""
         started = time.perf_counter()
+        mask_ref_writes_after_response()
         user = acting_user(request.user)
         image = decode_image_get(user=user, image_id=image_id)  # 404 / 403, one query
         data = DecodeInput(data=request.data)

@@ -20,11 +20,12 @@ from a file or Redis on the click path.
 
 The shared cache is written on a small pool of writer threads, off the click's path: the
 slot counter while the decoder runs, the ~0.4 MiB entry behind the answer (together ~1.6 ms of
-a click on the file cache when they ran on the request thread). The memory copy is made first,
-so the process that answered always has the ref; another process asked for it before the write
-lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed between its answer
-and the write loses that ref: the next click answers ``invalid_mask_ref`` and the tool decodes
-without it, as for any overwritten ref.
+a click on the file cache when they ran on the request thread), once the response has been
+sent when the API asked for it (:func:`mask_ref_writes_after_response`). The memory copy is
+made first, so the process that answered always has the ref; another process asked for it
+before the write lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed
+between its answer and the write loses that ref: the next click answers ``invalid_mask_ref``
+and the tool decodes without it, as for any overwritten ref.
 """
 
 import logging
@@ -41,6 +42,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from django.core.signals import request_finished
 
 from annotation.errors import DomainError
 from annotation.models import Image
@@ -151,6 +153,31 @@ def _written(write: "Future[None]") -> None:
         _pending.discard(write)
 
 
+# A request that asks for it (mask_ref_writes_after_response) holds its entries until its
+# response is closed, after the server sent it: started at once, the write (~1 ms of CPU on
+# the file cache) took the GIL from the answer's RLE and JSON.
+_after_response = threading.local()
+
+
+def mask_ref_writes_after_response() -> None:
+    """Hold the entries this thread stores until the current request's response is closed
+    (Django's ``request_finished``), then write them behind it."""
+    _release_held()  # a request that never finished must not keep its refs from the cache
+    _after_response.held = []
+
+
+def _release_held(**_: object) -> None:
+    held: list[tuple[int, int, dict[str, object], int]] | None = getattr(
+        _after_response, "held", None
+    )
+    _after_response.held = None
+    for user_id, slot, entry, seconds in held or ():
+        _write_behind(user_id, slot, entry, seconds)
+
+
+request_finished.connect(_release_held, dispatch_uid="maskloop-mask-ref-writes")
+
+
 def mask_refs_flush() -> None:
     """Wait until every ref this process answered is in the shared cache (tests; at exit the
     writer threads finish their queue anyway)."""
@@ -186,7 +213,11 @@ class PendingRefs:
             "shape": list(logits.shape),
             "logits": logits.tobytes(),
         }
-        _write_behind(self._user_id, slot, entry, seconds)
+        held = getattr(_after_response, "held", None)
+        if held is not None:
+            held.append((self._user_id, slot, entry, seconds))
+        else:
+            _write_behind(self._user_id, slot, entry, seconds)
         return [f"{slot}_{token}.{index}" for index in range(logits.shape[0])]
 
 

@@ -103,3 +103,28 @@ def test_a_failed_shared_cache_write_is_logged_and_the_answer_stands(
     assert "could not be written to the shared cache" in caplog.text
     ref = result.masks[0].mask_ref
     assert decode(annotator_user, image, points=[[40, 30]], labels=[1], mask_ref=ref).masks
+
+
+def test_through_the_api_the_write_waits_until_the_response_is_sent(image, annotator_user):
+    from rest_framework.test import APIRequestFactory, force_authenticate
+
+    from engine.api.decode import ImageDecodeApi
+
+    request = APIRequestFactory().post(
+        f"/api/images/{image.pk}/decode/", {"points": [[40, 30]], "labels": [1]}, format="json"
+    )
+    force_authenticate(request, user=annotator_user)
+    response = ImageDecodeApi.as_view()(request, image_id=image.pk)
+    assert response.status_code == 200
+    ref = response.data["masks"][0]["mask_ref"]
+    version = image.project.deployed_version
+    assert not mask_refs._pending  # held: nothing competes with sending the answer
+    mask_refs_forget_recent()
+    with pytest.raises(InvalidMaskRef):  # not in the shared cache yet
+        mask_refs.mask_ref_load(ref=ref, user=annotator_user, image=image, model_version=version)
+    response.close()  # what the WSGI server does once the body is sent: request_finished
+    mask_refs_flush()
+    logits = mask_refs.mask_ref_load(
+        ref=ref, user=annotator_user, image=image, model_version=version
+    )
+    assert logits.shape == (1, 256, 256)
