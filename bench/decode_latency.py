@@ -24,9 +24,9 @@ add a point and send the best candidate's ``mask_ref`` back; every ``--clicks`` 
 object. Round trip = request sent -> JSON answer parsed, on one keep-alive connection per
 annotator (as a browser), after warm-up requests that load the model and the embedding.
 
-Measured for each model: alone (one annotator, ``--requests`` clicks, each sent over HTTP and
-then, with the same prompt, to the bare decoder: the machine's speed drifts within a minute, so
-both are timed in the same moments) and with
+Measured for each model: alone (one annotator, ``--requests`` clicks back to back, in blocks of
+``--block`` clicks sent over HTTP and then, the same prompts, to the bare decoder: the machine's
+speed drifts within a minute, so both are timed in alternating blocks) and with
 ``--annotators`` concurrent annotators (threads, ``--requests`` clicks in all, bounded). The
 concurrent figures are compared with the bare decoder alone and with the bare decoder called
 from as many threads at once (the same CPU contention without HTTP). Goal: HTTP p50 <= 1.2 x
@@ -333,17 +333,18 @@ def measure(
         warmer.click(*step)
     bare.session(warm)
 
-    # Alone: one annotator, each click over HTTP then the same prompt on the bare decoder, so
-    # that both see the same machine (its speed drifts by tens of percent within a minute).
+    # Alone: one annotator, clicks back to back, in blocks of whole objects that go over HTTP
+    # and then, the same prompts, to the bare decoder: the machine's speed drifts by tens of
+    # percent within a minute, so both are timed in alternating blocks. (Click by click, the
+    # other process's idle OpenMP team still spins on the cores at the start of each call.)
     alone = Annotator(port, token, target)
-    http_alone, bare_alone = [], []
-    previous = None
-    for points, labels, fresh in prompt_steps(clicks(1, width, height, args.requests), args.clicks):
-        http_alone.append(alone.click(points, labels, fresh))
-        time.sleep(args.pause)
-        elapsed, previous = bare.call(points, labels, None if fresh else previous)
-        bare_alone.append(elapsed)
-        time.sleep(args.pause)
+    http_alone: list[float] = []
+    bare_alone: list[float] = []
+    steps = prompt_steps(clicks(1, width, height, args.requests), args.clicks)
+    block = args.clicks * max(1, -(-args.block // args.clicks))
+    for start in range(0, len(steps), block):
+        http_alone += [alone.click(*step) for step in steps[start : start + block]]
+        bare_alone += bare.session(steps[start : start + block])
 
     # Concurrent: N annotators, requests split between them (bounded).
     each = max(1, args.requests // args.annotators)
@@ -424,12 +425,10 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--clicks", type=int, default=4, help="clicks per object")
     parser.add_argument(
-        "--pause",
-        type=float,
-        default=0.05,
-        help="seconds between an HTTP click and its bare call (alone): an annotator's clicks "
-        "are never back to back, and the idle OpenMP team of one process keeps spinning on the "
-        "cores for a while after its work, slowing the other process's call",
+        "--block",
+        type=int,
+        default=20,
+        help="alone: clicks per block (whole objects), alternately over HTTP and bare",
     )
     parser.add_argument("--server", choices=["gunicorn", "runserver"], default="gunicorn")
     parser.add_argument("--workers", type=int, default=1)

@@ -19,9 +19,10 @@ expiry: an annotator's next click usually reaches the process that answered the 
 from a file or Redis on the click path.
 
 The shared cache is written on a small pool of writer threads, off the click's path: the
-slot counter while the decoder runs, the ~0.4 MiB entry behind the answer (together ~1.6 ms of
-a click on the file cache when they ran on the request thread), once the response has been
-sent when the API asked for it (:func:`mask_ref_writes_after_response`). The memory copy is
+slot counter (once every ``SLOT_BLOCK`` decodes) while the decoder runs, the ~0.4 MiB entry
+behind the answer (together ~1.6 ms of a click on the file cache when they ran on the request
+thread), once the response has been sent when the API asked for it
+(:func:`mask_ref_writes_after_response`). The memory copy is
 made first, so the process that answered always has the ref; another process asked for it
 before the write lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed
 between its answer and the write loses that ref: the next click answers ``invalid_mask_ref``
@@ -112,19 +113,43 @@ def _entry_key(user_id: int, slot: int) -> str:
     return f"{_CACHE_PREFIX}{user_id}:{slot}"
 
 
-def _next_slot(user_id: int) -> int:
-    """The user's next ring slot. The counter is atomic on Redis; on the file cache two decodes
-    of one user at the same instant may share a slot (the earlier ref is then refused, and the
-    tool decodes without it), and Django's ``incr`` there rewrites the counter with the cache's
-    default timeout, so an idle user's count restarts (the ring just starts over)."""
+# Ring positions are taken from the shared counter SLOT_BLOCK at a time, per process and user:
+# one cache round trip per SLOT_BLOCK decodes. On the file cache that round trip (~1.8 ms,
+# mostly holding the GIL) ran beside every decode and slowed the decoder thread by about a
+# millisecond. Counts a process reserved but did not use are skipped, so with several
+# processes serving one user a ref can be overwritten up to SLOT_BLOCK - 1 decodes early.
+SLOT_BLOCK = 4
+_reserved: dict[int, tuple[int, int]] = {}  # user id -> (next count, last count) reserved here
+_reserved_lock = threading.Lock()
+
+
+def _reserved_slot(user_id: int) -> int | None:
+    """The user's next ring slot from this process's reservation, or None when it is used up."""
+    with _reserved_lock:
+        count, last = _reserved.get(user_id, (1, 0))
+        if count > last:
+            return None
+        _reserved[user_id] = (count + 1, last)
+    return count % _slots()
+
+
+def _reserve_slots(user_id: int) -> int:
+    """Reserve the user's next SLOT_BLOCK counts from the shared counter; the first one's slot.
+    The counter is atomic on Redis; on the file cache two processes reserving for one user at
+    the same instant may share counts (a ref is then refused, and the tool decodes without
+    it), and Django's ``incr`` there rewrites the counter with the cache's default timeout, so
+    an idle user's count restarts (the ring just starts over)."""
     cache = caches["default"]
     key = f"{_COUNTER_PREFIX}{user_id}"
     try:
-        count = cache.incr(key)
+        last = cache.incr(key, SLOT_BLOCK)
     except ValueError:  # first decode of this user (or the cache was cleared)
         cache.add(key, 0, timeout=None)  # a few bytes per user (kept on Redis)
-        count = cache.incr(key)
-    return int(count) % _slots()
+        last = cache.incr(key, SLOT_BLOCK)
+    first = int(last) - SLOT_BLOCK + 1
+    with _reserved_lock:
+        _reserved[user_id] = (first + 1, int(last))
+    return first % _slots()
 
 
 def _write_entry(user_id: int, slot: int, entry: dict[str, object], seconds: int) -> None:
@@ -188,13 +213,19 @@ def mask_refs_flush() -> None:
 
 
 class PendingRefs:
-    """The refs of one decode: :func:`mask_refs_begin` takes the ring slot on a writer thread
-    while the decoder runs, :meth:`store` keeps the logits and writes them behind the answer."""
+    """The refs of one decode: :func:`mask_refs_begin` takes the ring slot (from this process's
+    reservation, or reserving more on a writer thread while the decoder runs); :meth:`store`
+    keeps the logits and writes them behind the answer."""
 
     def __init__(self, *, user: User, image: Image, model_version: ModelVersion) -> None:
         self._user_id = int(user.pk)
         self._owner = _owner(user, image, model_version)
-        self._slot: Future[int] = _writers.get().submit(_next_slot, self._user_id)
+        reserved = _reserved_slot(self._user_id)
+        self._slot: Future[int] | int = (
+            reserved
+            if reserved is not None
+            else _writers.get().submit(_reserve_slots, self._user_id)
+        )
 
     def store(self, low_res: np.ndarray) -> list[str]:
         """Keep C x 256 x 256 logits (float16; others are converted, which numpy does slowly:
@@ -206,7 +237,7 @@ class PendingRefs:
         logits.flags.writeable = False  # shared by the requests that read it back
         seconds = int(settings.MASKLOOP_MASK_REF_SECONDS)
         _remember(token, _Kept(self._owner, logits, time.monotonic() + seconds))
-        slot = self._slot.result()
+        slot = self._slot if isinstance(self._slot, int) else self._slot.result()
         entry: dict[str, object] = {
             "token": token,
             "owner": self._owner,
@@ -263,6 +294,9 @@ def mask_ref_load(*, ref: str, user: User, image: Image, model_version: ModelVer
 
 
 def mask_refs_forget_recent() -> None:
-    """Drop this process's in-memory copies (tests; the shared cache keeps every ref)."""
+    """Drop this process's in-memory copies and reserved ring slots (tests; the shared cache
+    keeps every ref)."""
     with _recent_lock:
         _recent.clear()
+    with _reserved_lock:
+        _reserved.clear()

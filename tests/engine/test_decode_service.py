@@ -328,6 +328,30 @@ def test_a_users_mask_refs_are_a_ring_of_the_setting(image, annotator_user, sett
     assert [entry is not None for entry in stored] == [True, True, True, False]
 
 
+def test_ring_slots_are_reserved_from_the_shared_counter_a_block_at_a_time(
+    image, annotator_user, settings
+):
+    settings.MASKLOOP_MASK_REFS_PER_USER = 100
+    block = mask_refs.SLOT_BLOCK
+    counter = f"mask-ref-count:{annotator_user.pk}"
+
+    def slots(count):
+        return [
+            int(
+                decode(annotator_user, image, points=[[10, 10]], labels=[1])
+                .masks[0]
+                .mask_ref.split("_", 1)[0]
+            )
+            for _ in range(count)
+        ]
+
+    assert slots(block + 1) == list(range(1, block + 2))  # consecutive in one process
+    assert caches["default"].get(counter) == 2 * block  # two round trips for block + 1 decodes
+    mask_refs_forget_recent()  # another process: its own reservation, after this one's
+    assert slots(1) == [2 * block + 1]
+    assert caches["default"].get(counter) == 3 * block
+
+
 def test_another_users_mask_ref_is_not_found_in_the_shared_cache(image, annotator_user, carol):
     ref = decode(annotator_user, image, points=[[100, 60]], labels=[1]).masks[0].mask_ref
     mask_refs_forget_recent()
