@@ -7,9 +7,9 @@ through the per-process LRU (``engine.services.serving``) and runs
 only near their boundaries and run-length encoded from tiles when that is cheaper) on the model
 of the version (loaded once per process by ``engine.inference``; the image encoder is never run
 here); the embedding, the model and the decode are all read and run on the process's decoder
-thread. Each call keeps the candidates'
-low-res logits behind one ``mask_ref`` each (``engine.services.mask_refs``); sending a ref back
-feeds those logits as ``mask_input``, as the official tool does with its previous mask.
+thread. Each call keeps the candidates' low-res logits behind one ``mask_ref`` each
+(``engine.services.mask_refs``); sending a ref back feeds those logits as ``mask_input``, as
+the official tool does with its previous mask.
 
 ``multimask`` left unset follows SAM's ambiguity rule: three candidates for exactly one point
 and no box, the single-mask token otherwise.
