@@ -22,9 +22,9 @@ The shared cache is written on a small pool of writer threads, off the click's p
 slot counter (once every ``SLOT_BLOCK`` decodes) while the decoder runs, the ~0.4 MiB entry
 behind the answer (together ~1.6 ms of a click on the file cache when they ran on the request
 thread), once the response has been sent when the API asked for it
-(:func:`mask_ref_writes_after_response`). The memory copy is
-made first, so the process that answered always has the ref; another process asked for it
-before the write lands looks again for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed
+(:func:`mask_ref_writes_after_response`). The memory copy is made first, so the process that
+answered always has the ref; another process asked for it before the write lands looks again
+for up to ``PENDING_WRITE_GRACE_SECONDS``. A worker killed
 between its answer and the write loses that ref: the next click answers ``invalid_mask_ref``
 and the tool decodes without it, as for any overwritten ref.
 """
@@ -114,10 +114,11 @@ def _entry_key(user_id: int, slot: int) -> str:
 
 
 # Ring positions are taken from the shared counter SLOT_BLOCK at a time, per process and user:
-# one cache round trip per SLOT_BLOCK decodes. On the file cache that round trip (~1.8 ms,
-# mostly holding the GIL) ran beside every decode and slowed the decoder thread by about a
-# millisecond. Counts a process reserved but did not use are skipped, so with several
-# processes serving one user a ref can be overwritten up to SLOT_BLOCK - 1 decodes early.
+# one cache round trip per SLOT_BLOCK decodes. On the file cache that round trip (~1.8 ms)
+# ran beside every decode; without it the server's decoder call went from 0.2-1.1 ms slower
+# than the bench's bare call to 1.2-2.9 ms faster (bench/decode_latency.py, one A/B). Counts a
+# process reserved but did not use are skipped, so with several processes serving one user a
+# ref can be overwritten up to SLOT_BLOCK - 1 decodes early.
 SLOT_BLOCK = 4
 _reserved: dict[int, tuple[int, int]] = {}  # user id -> (next count, last count) reserved here
 _reserved_lock = threading.Lock()
@@ -167,6 +168,12 @@ _pending_lock = threading.Lock()
 
 
 def _write_behind(user_id: int, slot: int, entry: dict[str, object], seconds: int) -> None:
+    """Write the entry on a writer thread, or hold it until the response is closed when this
+    thread's request asked for that (:func:`mask_ref_writes_after_response`)."""
+    held = getattr(_after_response, "held", None)
+    if held is not None:
+        held.append((user_id, slot, entry, seconds))
+        return
     write = _writers.get().submit(_write_entry, user_id, slot, entry, seconds)
     with _pending_lock:
         _pending.add(write)
@@ -244,11 +251,7 @@ class PendingRefs:
             "shape": list(logits.shape),
             "logits": logits.tobytes(),
         }
-        held = getattr(_after_response, "held", None)
-        if held is not None:
-            held.append((self._user_id, slot, entry, seconds))
-        else:
-            _write_behind(self._user_id, slot, entry, seconds)
+        _write_behind(self._user_id, slot, entry, seconds)
         return [f"{slot}_{token}.{index}" for index in range(logits.shape[0])]
 
 

@@ -1,0 +1,173 @@
+"""The clients of bench/decode_latency.py: simulated annotators clicking over HTTP like the
+tool, and the bare decoder call (``SamPredictor.predict``) replaying their prompts."""
+
+import http.client
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Target:
+    name: str
+    version_id: int
+    image_id: int
+
+
+# --- the simulated annotator ----------------------------------------------------------------------
+
+
+def clicks(seed: int, width: int, height: int, count: int) -> list[tuple[float, float, int]]:
+    rng = np.random.default_rng(seed)
+    return [
+        (float(rng.uniform(0, width)), float(rng.uniform(0, height)), int(rng.random() < 0.8))
+        for _ in range(count)
+    ]
+
+
+def prompt_steps(
+    sequence: list[tuple[float, float, int]], per_object: int
+) -> "list[tuple[list[list[float]], list[int], bool]]":
+    """The tool's prompts for a click sequence: (points, labels, new object) per click; every
+    ``per_object`` clicks a new object, whose first click is positive."""
+    steps: list[tuple[list[list[float]], list[int], bool]] = []
+    points: list[list[float]] = []
+    labels: list[int] = []
+    for x, y, label in sequence:
+        fresh = not points or len(points) >= per_object
+        if fresh:
+            points, labels = [], []
+        points = [*points, [x, y]]
+        labels = [*labels, label if len(points) > 1 else 1]
+        steps.append((points, labels, fresh))
+    return steps
+
+
+class Annotator:
+    """One keep-alive connection; clicks like the tool (refining with the previous mask)."""
+
+    def __init__(self, port: int, token: str, target: Target) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        self.target = target
+        self.mask_ref: str | None = None
+        self.answer_bytes: list[int] = []
+        self.server_ms: list[dict[str, float]] = []  # the answers' Server-Timing durations
+
+    def click(self, points: list[list[float]], labels: list[int], fresh: bool) -> float:
+        if fresh:
+            self.mask_ref = None
+        body = json.dumps(
+            {
+                "model_version": self.target.version_id,
+                "points": points,
+                "labels": labels,
+                "mask_ref": self.mask_ref,
+            }
+        )
+        start = time.perf_counter()
+        self.connection.request(
+            "POST", f"/api/images/{self.target.image_id}/decode/", body, self.headers
+        )
+        response = self.connection.getresponse()
+        raw = response.read()
+        answer = json.loads(raw)
+        elapsed = time.perf_counter() - start
+        self.answer_bytes.append(len(raw))
+        self.server_ms.append(server_timing(response.getheader("Server-Timing", "")))
+        if response.status != 200:
+            raise SystemExit(f"decode answered {response.status}: {answer}")
+        best = max(answer["masks"], key=lambda mask: mask["score"])
+        self.mask_ref = best["mask_ref"]
+        return elapsed
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``{"decoder": ms, "view": ms}`` from a ``Server-Timing`` header."""
+    durations = {}
+    for metric in header.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        for param in params:
+            if param.startswith("dur="):
+                durations[name] = float(param[4:])
+    return durations
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    values = np.array(samples) * 1000.0
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def run_threads(count: int, work: Callable[[int], list[float]]) -> tuple[list[float], float]:
+    results: list[list[float]] = [[] for _ in range(count)]
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            results[index] = work(index)
+        except BaseException as exc:  # reported after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(index,)) for index in range(count)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return [value for chunk in results for value in chunk], wall
+
+
+# --- the bare decoder -----------------------------------------------------------------------------
+
+
+class BareDecoder:
+    """SamPredictor on the stored embedding, replaying the annotators' exact prompts."""
+
+    def __init__(self, target: Target) -> None:
+        from annotation.models import Image
+        from engine.models import ModelVersion
+        from engine.sam.checkpoint import load_sam
+        from engine.sam.predictor import SamPredictor
+        from engine.services.embeddings import embedding_load
+        from storage.blobs import get_blob_store
+
+        version = ModelVersion.objects.get(pk=target.version_id)
+        image = Image.objects.get(pk=target.image_id)
+        path = Path(tempfile.mkdtemp()) / "model.pth"
+        path.write_bytes(get_blob_store().get_bytes(version.checkpoint_key))
+        self.predictor = SamPredictor(load_sam(path, arch=version.arch).eval())
+        stored = embedding_load(image=image, model_version=version)
+        assert stored is not None
+        self.predictor.set_embedding(stored)
+
+    def call(
+        self, points: list[list[float]], labels: list[int], previous: Any
+    ) -> tuple[float, Any]:
+        """One decode like the tool's: (its seconds, the best candidate's logits to feed back)."""
+        start = time.perf_counter()
+        _, scores, low_res = self.predictor.predict(
+            point_coords=np.array(points),
+            point_labels=np.array(labels),
+            mask_input=previous,
+            multimask_output=len(points) == 1,
+        )
+        elapsed = time.perf_counter() - start
+        return elapsed, low_res[int(np.argmax(scores))][None]
+
+    def session(self, steps: "list[tuple[list[list[float]], list[int], bool]]") -> list[float]:
+        times: list[float] = []
+        previous = None
+        for points, labels, fresh in steps:
+            elapsed, previous = self.call(points, labels, None if fresh else previous)
+            times.append(elapsed)
+        return times
