@@ -26,15 +26,7 @@ from engine.sam.predictor import SamPredictor
 from engine.services.registry import model_version_import, onnx_variant_key
 from storage.blobs import get_blob_store
 from tests.engine.conftest import GOLDEN_CHECKPOINT
-from tests.engine.decode_fixtures import (  # fixtures shared with the decode tests
-    carol,
-    cats,
-    golden_onnx,
-    version,
-)
 from tests.factories import client_for
-
-__all__ = ["carol", "cats", "golden_onnx", "version"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Server-side decoding: prompts -> masks against the stored embedding, mask refs, the LRUs.
 
-The fixtures (tests/engine/decode_fixtures.py: a project with a deployed golden tiny version
+The fixtures (tests/engine/decode/conftest.py: a project with a deployed golden tiny version
 with an ONNX decoder, an embedded image) are shared with the other decode tests.
 """
 
@@ -30,26 +30,17 @@ from engine.services.serving import (
     embedding_cached,
 )
 from tests.engine.conftest import GOLDEN_CHECKPOINT
-from tests.engine.decode_fixtures import (  # fixtures shared with the other decode tests
+from tests.engine.decode.helpers import (
     IMAGE_SIZE,
     add_image,
-    carol,
-    cats,
     decode,
-    fresh_caches,
-    golden_onnx,
-    image,
     reference_predictor,
     register,
     rle_pixels,
-    second_checkpoint,
     store_embedding,
-    version,
 )
 
 pytestmark = pytest.mark.django_db
-
-__all__ = ["carol", "cats", "fresh_caches", "golden_onnx", "image", "second_checkpoint", "version"]
 
 
 # --- parity with the bare predictor ---------------------------------------------------------------

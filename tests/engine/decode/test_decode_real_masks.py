@@ -14,22 +14,15 @@ from annotation.services.ingest import images_ingest_batch
 from engine.models import ModelVersion
 from engine.sam import boundary_masks
 from engine.services.embeddings import embedding_compute
-from tests.engine.decode_fixtures import (  # fixtures shared with the other decode tests
-    carol,
-    cats,
+from tests.engine.decode.helpers import (
     decode,
-    fresh_caches,
-    golden_onnx,
     reference_predictor,
     register,
     rle_pixels,
-    version,
 )
 from training.loop.scenes import generate_scene
 
-__all__ = ["carol", "cats", "fresh_caches", "golden_onnx", "version"]
-
-SEED_CHECKPOINT = Path(__file__).parents[2] / "training" / "seed" / "seed_vit_tiny_domain_a.pth"
+SEED_CHECKPOINT = Path(__file__).parents[3] / "training" / "seed" / "seed_vit_tiny_domain_a.pth"
 
 
 @pytest.fixture

@@ -23,21 +23,12 @@ from engine.sam.predictor import SamPredictor, upscale_masks
 from engine.sam.transforms import ResizeLongestSide
 from engine.services.serving import on_decoder_thread
 from tests.engine.conftest import GOLDEN_CHECKPOINT
-from tests.engine.decode_fixtures import (  # fixtures shared with the service tests
-    carol,
-    cats,
-    fresh_caches,
-    golden_onnx,
-    image,
+from tests.engine.decode.helpers import (
     register,
-    second_checkpoint,
     store_embedding,
-    version,
 )
-from tests.engine.test_decode_api import post_decode
+from tests.engine.decode.test_decode_api import post_decode
 from tests.factories import client_for
-
-__all__ = ["carol", "cats", "fresh_caches", "golden_onnx", "image", "second_checkpoint", "version"]
 
 # (H, W): wide, tall, square, odd sides whose resize has a fractional last low-res row
 SIZES = [(120, 200), (200, 120), (1000, 1500), (999, 1001), (64, 64), (17, 1023), (2000, 300)]

@@ -1,5 +1,5 @@
 """Mask refs of server-side decoding: ownership, expiry, the in-memory copies, the per-user ring
-and its slot reservations (engine.services.mask_refs). Fixtures: tests/engine/decode_fixtures.py.
+and its slot reservations (engine.services.mask_refs). Fixtures: tests/engine/decode/conftest.py.
 """
 
 import pickle
@@ -14,31 +14,14 @@ from django.core.cache.backends.locmem import LocMemCache
 from engine.services import mask_refs
 from engine.services.decode import InvalidMaskRef
 from engine.services.mask_refs import mask_refs_forget_recent
-from tests.engine.decode_fixtures import (  # fixtures shared with the other decode tests
+from tests.engine.decode.helpers import (
     add_image,
-    carol,
-    cats,
     decode,
-    fresh_caches,
-    golden_onnx,
-    image,
     register,
-    second_checkpoint,
     store_embedding,
-    version,
 )
 
 pytestmark = pytest.mark.django_db
-
-__all__ = [
-    "carol",
-    "cats",
-    "fresh_caches",
-    "golden_onnx",
-    "image",
-    "second_checkpoint",
-    "version",
-]
 
 
 # --- mask refs ------------------------------------------------------------------------------------

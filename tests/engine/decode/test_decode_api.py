@@ -15,25 +15,16 @@ from engine.sam.transforms import ResizeLongestSide
 from engine.services.embeddings import embedding_compute, embedding_key, embedding_load
 from engine.services.registry import model_version_deploy
 from storage.blobs import get_blob_store
-from tests.engine.decode_fixtures import (  # fixtures shared with the service tests
+from tests.engine.decode.helpers import (
     add_image,
-    carol,
-    cats,
-    fresh_caches,
-    golden_onnx,
-    image,
     reference_predictor,
     register,
     rle_pixels,
-    second_checkpoint,
     store_embedding,
-    version,
 )
 from tests.factories import client_for
 
 pytestmark = pytest.mark.django_db
-
-__all__ = ["carol", "cats", "fresh_caches", "golden_onnx", "image", "second_checkpoint", "version"]
 
 
 def post_decode(client: APIClient, image_id: int, body: dict | str):

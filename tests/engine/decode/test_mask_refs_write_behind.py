@@ -11,19 +11,11 @@ import pytest
 from engine.services import mask_refs
 from engine.services.decode import InvalidMaskRef, masks_decode
 from engine.services.mask_refs import mask_refs_flush, mask_refs_forget_recent
-from tests.engine.decode_fixtures import (  # fixtures shared with the other decode tests
-    carol,
-    cats,
+from tests.engine.decode.helpers import (
     decode,
-    fresh_caches,
-    golden_onnx,
-    image,
-    version,
 )
 
 pytestmark = pytest.mark.django_db
-
-__all__ = ["carol", "cats", "fresh_caches", "golden_onnx", "image", "version"]
 
 
 @pytest.fixture
