@@ -192,26 +192,30 @@ def measure(
         http_alone += [alone.click(*step) for step in steps[start : start + block]]
         bare_alone += bare.session(steps[start : start + block])
 
-    # Concurrent: N annotators, requests split between them (bounded).
-    each = max(1, args.requests // args.annotators)
-    sessions = [
-        prompt_steps(clicks(100 + index, width, height, each), args.clicks)
-        for index in range(args.annotators)
-    ]
+    # Concurrent: N annotators, requests split between them (bounded); 0 skips this part.
+    http_many: list[float] = []
+    bare_many: list[float] = []
+    wall = 0.0
+    if args.annotators > 0:
+        each = max(1, args.requests // args.annotators)
+        sessions = [
+            prompt_steps(clicks(100 + index, width, height, each), args.clicks)
+            for index in range(args.annotators)
+        ]
 
-    def annotate(index: int) -> list[float]:
-        annotator = Annotator(port, token, target)
-        return [annotator.click(*step) for step in sessions[index]]
+        def annotate(index: int) -> list[float]:
+            annotator = Annotator(port, token, target)
+            return [annotator.click(*step) for step in sessions[index]]
 
-    http_many, wall = run_threads(args.annotators, annotate)
-    bare_many, _ = run_threads(args.annotators, lambda index: bare.session(sessions[index]))
+        http_many, wall = run_threads(args.annotators, annotate)
+        bare_many, _ = run_threads(args.annotators, lambda index: bare.session(sessions[index]))
     return {
         "model": target.name,
         "bare_alone": percentiles(bare_alone),
         "http_alone": percentiles(http_alone),
-        "bare_concurrent": percentiles(bare_many),
-        "http_concurrent": percentiles(http_many),
-        "throughput": len(http_many) / wall,
+        "bare_concurrent": percentiles(bare_many) if bare_many else None,
+        "http_concurrent": percentiles(http_many) if http_many else None,
+        "throughput": len(http_many) / wall if wall else None,
         "answer_kb": float(np.mean(alone.answer_bytes)) / 1024,
         # Alone, p50 ms: the server's decoder call and its whole view (after authentication).
         "server_alone": {
@@ -243,15 +247,18 @@ def report(
             (f"{many} annotators vs bare x{many}", row["bare_concurrent"], row["http_concurrent"]),
         ]
         for case, bare, served in cases:
+            if served is None or bare is None:  # --annotators 0: no concurrent phase
+                continue
             print(
                 f"{row['model']:<7} {case:<28} {bare[0]:7.1f} /{bare[1]:6.1f} "
                 f"{served[0]:7.1f} /{served[1]:6.1f} {served[0] / bare[0]:9.2f}x "
                 f"{served[1] / bare[1]:9.2f}x"
             )
         alone, concurrent = row["requests"]
+        rate = f" at {row['throughput']:.1f} req/s" if row["throughput"] else ""
         print(
-            f"{row['model']:<7} {'':<28} {alone} requests alone, {concurrent} concurrent at "
-            f"{row['throughput']:.1f} req/s, answers {row['answer_kb']:.1f} KB on average"
+            f"{row['model']:<7} {'':<28} {alone} requests alone, {concurrent} concurrent{rate}, "
+            f"answers {row['answer_kb']:.1f} KB on average"
         )
         server = row["server_alone"]
         print(
@@ -268,7 +275,9 @@ def main() -> None:
     )
     parser.add_argument("--size", default="1500x1000", help="image width x height")
     parser.add_argument("--requests", type=int, default=100, help="clicks per phase per model")
-    parser.add_argument("--annotators", type=int, default=20)
+    parser.add_argument(
+        "--annotators", type=int, default=20, help="concurrent annotators (0: alone only)"
+    )
     parser.add_argument("--clicks", type=int, default=4, help="clicks per object")
     parser.add_argument(
         "--block",

@@ -265,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         help="grid side of the training losses (0: the decoder's low-res side, 256)",
     )
     parser.add_argument(
-        "--no-bf16",
-        dest="bf16",
-        action="store_false",
-        help="train in float32 (bf16 autocast is the default: fast on CPUs with AMX)",
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="training precision; auto: bf16 autocast where the device has native bf16 "
+        "(CUDA, or a CPU with AVX512-BF16 / AMX; emulated it is several times slower), else fp32",
     )
     parser.add_argument("--annotators", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (MASKLOOP_DEVICE)")
@@ -276,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from engine.sam.device import native_bf16, select_device
+
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    bf16 = args.precision == "bf16" or (
+        args.precision == "auto" and native_bf16(select_device(args.device))
+    )
+    print(f"training precision: {'bf16' if bf16 else 'fp32'} ({args.precision})", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="maskloop-engine-bench-") as tmp:
         _setup_django(Path(tmp), args.device)
@@ -306,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             "masks_per_image": args.masks_per_image,
             "lr": args.lr,
             "scope": args.scope,
-            "bf16": args.bf16,
+            "bf16": bf16,
             "loss_side": args.loss_side,
         }
 

@@ -9,6 +9,7 @@ so a web process or a Celery worker can import engine.sam before it forks.
 """
 
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,10 @@ import torch
 from engine.sam.modeling.vit_attention import VitAttention
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+# CPU flags (Linux /proc/cpuinfo) of native bf16 matrix products: x86 AVX512-BF16 or AMX, Arm
+# BF16. Without them oneDNN emulates bf16 and autocast is several times slower than fp32.
+_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+CPUINFO = Path("/proc/cpuinfo")
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
@@ -57,6 +62,36 @@ def select_device(choice: str | torch.device = "auto") -> torch.device:
             "CUDA device(s) exist"
         )
     return device
+
+
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
+    """The CPU feature flags the kernel reports ("flags" on x86, "Features" on Arm); empty
+    where there is no /proc/cpuinfo (not Linux) or it cannot be read."""
+    try:
+        text = (cpuinfo or CPUINFO).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def native_bf16(device: torch.device | str, *, cpuinfo: Path | None = None) -> bool:
+    """Whether bf16 autocast is fast on `device`: a CUDA device with native bf16, or a CPU
+    whose flags (`cpu_flags`) include AVX512-BF16, AMX-BF16 or Arm BF16. Training and the
+    engine benchmark pick bf16 by default only where this holds (measured on a 2-core AVX2-only
+    VM: a vit_tiny training step took 25 s under bf16 autocast against 4.2 s in fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available()) and torch.cuda.is_bf16_supported(
+            including_emulation=False
+        )
+    if device.type != "cpu":
+        return False
+    return bool(cpu_flags(cpuinfo) & _NATIVE_BF16_FLAGS)
 
 
 def precision_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:

@@ -2,8 +2,10 @@
 # Reproduces training/seed/seed_vit_tiny_domain_a.pth: the demo's seed model, a vit_tiny SAM
 # trained from random weights by maskloop's own loop on synthetic domain-A scenes, on CPU.
 #
-#   training/seed/train_seed.sh [OUT]       # about 30 min on 2 CPU cores (bf16 needs AMX /
-#                                           # AVX512-BF16 to be fast; drop --bf16 elsewhere)
+#   training/seed/train_seed.sh [OUT]       # about 30 min on 2 CPU cores with native bf16
+#   BF16=0 training/seed/train_seed.sh      # fp32: for CPUs without AVX512-BF16 / AMX, where
+#                                           # emulated bf16 is several times slower; gives a
+#                                           # similar seed, not the committed file's bits
 #
 # Progressive resolution: most steps run at a 256 input (16x fewer image tokens, each step an
 # order of magnitude cheaper), then the weights move to the real 1024 input (position tables
@@ -20,7 +22,14 @@ OUT=${1:-training/seed/seed_vit_tiny_domain_a.pth}
 WORK=${WORK:-var/seed-train}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$WORK"
-common=(--arch vit_tiny --domain A --scenes 400 --scope full --bf16 --checkpoint-every 200)
+common=(--arch vit_tiny --domain A --scenes 400 --scope full --checkpoint-every 200)
+if [[ "${BF16:-1}" != 0 ]]; then
+    common+=(--bf16)  # the committed seed was trained under bf16 autocast
+    if ! "$PY" -c "import sys; from engine.sam.device import native_bf16; sys.exit(not native_bf16('cpu'))"; then
+        echo "warning: this CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast is" \
+            "emulated and several times slower; BF16=0 trains in fp32" >&2
+    fi
+fi
 
 "$PY" -m training.loop.train_cli "${common[@]}" --image-size 256 --steps 4000 --lr 1e-3 \
     --warmup-steps 50 --decay-steps 3400 --iterations 1 --masks-per-image 16 \
