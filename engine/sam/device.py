@@ -81,9 +81,10 @@ def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
 
 def native_bf16(device: torch.device | str, *, cpuinfo: Path | None = None) -> bool:
     """Whether bf16 autocast is fast on `device`: a CUDA device with native bf16, or a CPU
-    whose flags (`cpu_flags`) include AVX512-BF16, AMX-BF16 or Arm BF16. Training and the
-    engine benchmark pick bf16 by default only where this holds (measured on a 2-core AVX2-only
-    VM: a vit_tiny training step took 25 s under bf16 autocast against 4.2 s in fp32)."""
+    whose flags (`cpu_flags`) include AVX512-BF16, AMX-BF16 or Arm BF16. The engine benchmark
+    picks bf16 by default only where this holds, and the training CLI warns when asked for bf16
+    elsewhere (measured on a 2-core AVX2-only VM: a vit_tiny training step took 25 s under bf16
+    autocast against 4.2 s in fp32)."""
     device = torch.device(device)
     if device.type == "cuda":
         return bool(torch.cuda.is_available()) and torch.cuda.is_bf16_supported(
