@@ -271,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         help="training precision; auto: bf16 autocast where the device has native bf16 "
         "(CUDA, or a CPU with AVX512-BF16 / AMX; emulated it is several times slower), else fp32",
     )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="rounds train on images turned by random grid symmetries (scope full)",
+    )
     parser.add_argument("--annotators", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (MASKLOOP_DEVICE)")
     parser.add_argument("--checkpoint", type=Path, default=SEED_CHECKPOINT)
@@ -314,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "scope": args.scope,
             "bf16": bf16,
+            "augment": args.augment,
             "loss_side": args.loss_side,
         }
 

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -200,3 +201,26 @@ def test_list_and_detail_show_progress_and_the_live_loss_curve(ready, admin_user
     )
     assert detail["validation"] is None
     assert admin_client.get(f"/api/projects/{project.pk}/rounds/2/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_augmentation_is_asked_for_per_launch_and_needs_the_full_scope(ready, admin_client):
+    project = ready
+    url = f"/api/projects/{project.pk}/rounds/"
+    refused = admin_client.post(url, {"augment": True, "scope": "decoder"}, format="json")
+    assert refused.status_code == 400
+    assert "augment needs scope 'full'" in refused.json()["detail"]
+    assert not TrainingRound.objects.exists()
+    launched = admin_client.post(url, {"augment": True, "scope": "full", "steps": 3}, format="json")
+    assert launched.status_code == 201, launched.json()
+    assert TrainingRound.objects.get().config["augment"] is True
+
+
+@pytest.mark.django_db
+def test_launch_round_command_passes_augment(ready):
+    RoundSettings.objects.filter(project=ready).update(scope="full")
+    call_command("launch_round", ready.name, "--augment", "--steps", "2")
+    assert TrainingRound.objects.get().config["augment"] is True
+    _finish(TrainingRound.objects.get())
+    call_command("launch_round", ready.name, "--steps", "2")
+    assert TrainingRound.objects.get(number=2).config["augment"] is False

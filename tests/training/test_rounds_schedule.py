@@ -155,3 +155,16 @@ def test_the_rounds_page_launches_and_lists_rounds_for_admins(ready, admin_user,
     assert annotator.get(f"/projects/{project.pk}/rounds/").status_code == 403
     assert annotator.post(f"/projects/{project.pk}/rounds/launch/").status_code == 403
     assert TrainingRound.objects.count() == 1
+
+
+def test_the_launch_form_asks_for_augmentation(ready, admin_user):
+    RoundSettings.objects.create(project=ready, min_masks=5)
+    admin = Client()
+    admin.force_login(admin_user)
+    assert b'name="augment"' in admin.get(f"/projects/{ready.pk}/rounds/").content
+    url = f"/projects/{ready.pk}/rounds/launch/"
+    refused = admin.post(url, {"augment": "1", "scope": "decoder"}, follow=True)
+    assert b"augment needs scope" in refused.content
+    assert not TrainingRound.objects.exists()
+    admin.post(url, {"augment": "1", "scope": "full", "steps": "3"}, follow=True)
+    assert TrainingRound.objects.get().config["augment"] is True

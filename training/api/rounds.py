@@ -103,6 +103,10 @@ class RoundLaunchInput(serializers.Serializer[Any]):
     scope = serializers.ChoiceField(choices=list(SCOPES), required=False)
     lr = serializers.FloatField(required=False, min_value=1e-12, max_value=1.0)
     masks_per_image = serializers.IntegerField(required=False, min_value=1, max_value=4096)
+    augment = serializers.BooleanField(
+        required=False,
+        help_text="train on images turned by random 90-degree rotations and mirrors (scope full)",
+    )
 
 
 class RoundSettingsIO(serializers.ModelSerializer[RoundSettings]):

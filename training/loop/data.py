@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from training.loop.scenes import Scene
 # Salts separating the independent draws made for one slot.
 _MASK_SALT = 1
 _PROMPT_SALT = 2
+_SYMMETRY_SALT = 3
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,24 @@ def slot_masks(seed: int, slot: int, mask_ids: NDArray[np.int64], limit: int) ->
         return mask_ids
     rng = np.random.default_rng([seed, slot, _MASK_SALT])
     return mask_ids[rng.choice(len(mask_ids), size=limit, replace=False)]
+
+
+def slot_symmetry(seed: int, slot: int) -> int:
+    """Which of the 8 grid symmetries (``apply_symmetry``) this slot's image is turned by."""
+    return int(np.random.default_rng([seed, slot, _SYMMETRY_SALT]).integers(8))
+
+
+def apply_symmetry(array: NDArray[Any], symmetry: int) -> NDArray[Any]:
+    """H x W (x C) array turned by symmetry 0-7: ``symmetry % 4`` quarter turns, then a
+    left-right mirror when ``symmetry >= 4``; 0 returns the array itself."""
+    if not 0 <= symmetry < 8:
+        raise ValueError(f"symmetry must be in 0..7, got {symmetry}")
+    if symmetry == 0:
+        return array
+    turned = np.rot90(array, symmetry % 4, axes=(0, 1))
+    if symmetry >= 4:
+        turned = turned[:, ::-1]
+    return np.ascontiguousarray(turned)
 
 
 def slot_prompt_seed(seed: int, slot: int) -> int:

@@ -34,6 +34,10 @@ class TrainConfig:
     # bf16 autocast: on CUDA, and on CPUs with native bf16 matmuls (AMX / AVX512-BF16), where
     # it roughly halves the step time; elsewhere on CPU it is emulated and slower.
     bf16: bool = False
+    # Each slot's image and masks turned by one of the 8 exact symmetries of the pixel grid
+    # (rotations by 90 degrees, with or without a mirror), drawn per slot from the seed: few
+    # annotated images (a round's snapshot) look like eight times as many. Full scope only.
+    augment: bool = False
     seed: int = 0
     checkpoint_every: int = 50  # steps between resumable state saves
 
@@ -57,6 +61,11 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.seed < 0:
             raise ValueError(f"seed must be non-negative, got {self.seed}")
+        if self.augment and self.scope != "full":
+            raise ValueError(
+                "augment needs scope 'full': with a frozen encoder every turned image would "
+                "need an embedding of its own"
+            )
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16)"
     )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="turn each image and its masks by a random grid symmetry (90-degree rotations, "
+        "mirror); scope full only",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args(argv)
     if args.image_size is not None and (
@@ -138,6 +144,7 @@ def run(args: argparse.Namespace) -> TrainResult:
             accumulate=args.accumulate,
             iterations=args.iterations,
             bf16=args.bf16,
+            augment=args.augment,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
             loss_side=args.loss_side,

@@ -34,11 +34,13 @@ from engine.sam.modeling import Sam
 from training.loop.data import (
     TrainImage,
     TrainSample,
+    apply_symmetry,
     masks_to_frame,
     resize_image,
     slot_image,
     slot_masks,
     slot_prompt_seed,
+    slot_symmetry,
     step_slots,
     training_images,
 )
@@ -69,6 +71,7 @@ _RESUME_FIELDS = (
     "iterations",
     "max_mask_fraction",
     "loss_side",
+    "augment",
 )
 
 
@@ -229,7 +232,12 @@ class _Trainer:
         items = []
         for slot, image, chosen in plan:
             sample = image.sample
-            gt = masks_to_frame([sample.masks[int(i)] for i in chosen], size, self.side)
+            pixels, masks = sample.image, [sample.masks[int(i)] for i in chosen]
+            if self.config.augment:  # full scope only (TrainConfig): the encoder sees the turn
+                symmetry = slot_symmetry(self.config.seed, slot)
+                pixels = apply_symmetry(pixels, symmetry)
+                masks = [apply_symmetry(mask, symmetry) for mask in masks]
+            gt = masks_to_frame(masks, size, self.side)
             generator = torch.Generator(device=self.device)
             generator.manual_seed(slot_prompt_seed(self.config.seed, slot))
             items.append(
@@ -237,7 +245,7 @@ class _Trainer:
                     embedding=self.embeddings[sample.key] if self.frozen_encoder else None,
                     pixels=None
                     if self.frozen_encoder
-                    else resize_image(sample.image, size).to(self.device),
+                    else resize_image(pixels, size).to(self.device),
                     gt=gt.to(self.device),
                     generator=generator,
                 )

@@ -68,6 +68,8 @@ def round_launch_view(request: HttpRequest, project_id: int) -> HttpResponse:
                 overrides[name] = value
         if request.POST.get("scope"):
             overrides["scope"] = request.POST["scope"]
+        if request.POST.get("augment"):
+            overrides["augment"] = True
         training_round = round_launch(
             project=project, user=acting_user(request.user), overrides=overrides
         )

@@ -27,6 +27,12 @@ class Command(BaseCommand):
         parser.add_argument("--scope", choices=SCOPES, help="what trains")
         parser.add_argument("--lr", type=float, help="learning rate")
         parser.add_argument("--masks-per-image", type=int, dest="masks_per_image")
+        parser.add_argument(
+            "--augment",
+            action="store_true",
+            default=None,
+            help="train on images turned by random 90-degree rotations and mirrors (scope full)",
+        )
         parser.add_argument("--user", help="record the round as launched by this user")
         parser.add_argument(
             "--wait", action="store_true", help="run the round in this process, to the end"
@@ -38,7 +44,7 @@ class Command(BaseCommand):
         user = user_from_name(options["user"]) if options["user"] else None
         overrides = {
             name: options[name]
-            for name in ("steps", "scope", "lr", "masks_per_image")
+            for name in ("steps", "scope", "lr", "masks_per_image", "augment")
             if options[name] is not None
         }
         try:
