@@ -2,6 +2,7 @@
 seed, full scope only, and selectable per round."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_augment_needs_the_full_scope(scope: str) -> None:
 
 def test_augmented_training_is_deterministic_and_trains_on_turned_images(tmp_path: Path) -> None:
     samples = samples_from_scenes(generate_scene(seed, "A", (96, 128)) for seed in range(2))
-    options = {"steps": 2, "iterations": 2, "masks_per_image": 2, "lr": 1e-3, "scope": "full"}
+    options: dict[str, Any] = {"steps": 2, "iterations": 2, "masks_per_image": 2, "scope": "full"}
 
     def weights(augment: bool, name: str) -> dict[str, torch.Tensor]:
         model = small_sam(seed=1)
