@@ -231,7 +231,11 @@ def test_the_loss_falls_on_a_repeated_image(samples: list[TrainSample], tmp_path
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
 
-def test_bf16_on_cpu_trains_under_autocast(samples: list[TrainSample], tmp_path: Path) -> None:
+def test_bf16_on_cpu_trains_under_autocast(
+    samples: list[TrainSample], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a CPU with AMX / AVX512-BF16, whatever this machine has: no warning then.
+    monkeypatch.setattr("training.loop.trainer.native_bf16", lambda device: True)
     plain = weights(run(samples, tmp_path / "a"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -241,6 +245,17 @@ def test_bf16_on_cpu_trains_under_autocast(samples: list[TrainSample], tmp_path:
     assert all(value.dtype == plain[name].dtype for name, value in bf16.items())
     assert all(torch.isfinite(value).all() for value in bf16.values())
     assert not same(plain, bf16)
+
+
+def test_emulated_bf16_warns_once_and_still_trains_in_bf16(
+    samples: list[TrainSample], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round launched with a bf16 override on an AVX2-only CPU: honoured, but said to be slow.
+    monkeypatch.setattr("training.loop.trainer.native_bf16", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="no native bf16") as caught:
+        bf16 = weights(run(samples, tmp_path / "b", bf16=True))
+    assert len([w for w in caught if "native bf16" in str(w.message)]) == 1  # not once per step
+    assert not same(weights(run(samples, tmp_path / "a")), bf16)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -23,7 +23,6 @@ from tqdm import tqdm
 from engine.sam.build import build_sam_from_config
 from engine.sam.checkpoint import read_checkpoint, sam_from_state_dict, save_sam
 from engine.sam.config import CONFIGS, SamConfig
-from engine.sam.device import native_bf16
 from engine.sam.modeling import Sam
 from training.loop.data import samples_from_scenes
 from training.loop.optim import SCOPES
@@ -127,12 +126,6 @@ def run(args: argparse.Namespace) -> TrainResult:
     try:
         device = _device(args.device, local_rank)
         model, sam_config = _model(args)
-        if args.bf16 and rank == 0 and not native_bf16(device):
-            print(
-                f"warning: {device} has no native bf16 (a CPU needs AVX512-BF16 or AMX): bf16 "
-                "autocast is emulated and several times slower than fp32",
-                file=sys.stderr,
-            )
         config = TrainConfig(
             steps=args.steps,
             scope=args.scope,

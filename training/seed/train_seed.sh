@@ -23,7 +23,7 @@ WORK=${WORK:-var/seed-train}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$WORK"
 common=(--arch vit_tiny --domain A --scenes 400 --scope full --checkpoint-every 200)
-# The committed seed was trained under bf16 autocast; train_cli warns where it is emulated.
+# The committed seed was trained under bf16 autocast; the trainer warns where it is emulated.
 if [[ "${BF16:-1}" != 0 ]]; then common+=(--bf16); fi
 
 "$PY" -m training.loop.train_cli "${common[@]}" --image-size 256 --steps 4000 --lr 1e-3 \
