@@ -31,8 +31,11 @@ MATCH_IOU = 0.95
 MATCHED_FRACTION = 0.99
 SCORE_TOL = 1e-4
 # Stability is a ratio of pixel counts at logits +-1: a 1e-5 rounding difference in one logit
-# (the batched decoder sums in another order) moves it by 1 / area for a mask of that area.
+# (the batched decoder sums in another order; AVX-512 and AVX2 BLAS kernels too) moves a few
+# upsampled pixels across a threshold, so by a few pixels / area for a mask of that area. Seen:
+# 0.0052 on a 1,232-pixel mask (6 pixels) on an AVX-512 Xeon, where an AVX2 EPYC matched to 2e-3.
 STABILITY_TOL = 2e-3
+STABILITY_PIXELS = 16
 
 
 @pytest.fixture(scope="module")
@@ -78,5 +81,6 @@ def test_generator_matches_official_records(
     assert len(matched) >= MATCHED_FRACTION * len(official)
     for j, m in matched:
         assert abs(ours[m]["predicted_iou"] - official[j]["predicted_iou"]) <= SCORE_TOL
-        assert abs(ours[m]["stability_score"] - official[j]["stability_score"]) <= STABILITY_TOL
+        stability_diff = abs(ours[m]["stability_score"] - official[j]["stability_score"])
+        assert stability_diff <= max(STABILITY_TOL, STABILITY_PIXELS / official[j]["area"])
         assert ours[m]["crop_box"] == official[j]["crop_box"]
