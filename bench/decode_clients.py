@@ -53,8 +53,9 @@ def prompt_steps(
 class Annotator:
     """One keep-alive connection; clicks like the tool (refining with the previous mask)."""
 
-    def __init__(self, port: int, token: str, target: Target) -> None:
+    def __init__(self, port: int, token: str, target: Target, think: float = 0.0) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.think = think  # seconds of looking at the mask before each click (not timed)
         self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
         self.target = target
         self.mask_ref: str | None = None
@@ -64,6 +65,8 @@ class Annotator:
     def click(self, points: list[list[float]], labels: list[int], fresh: bool) -> float:
         if fresh:
             self.mask_ref = None
+        if self.think:
+            time.sleep(self.think)
         body = json.dumps(
             {
                 "model_version": self.target.version_id,
@@ -164,10 +167,14 @@ class BareDecoder:
         elapsed = time.perf_counter() - start
         return elapsed, low_res[int(np.argmax(scores))][None]
 
-    def session(self, steps: "list[tuple[list[list[float]], list[int], bool]]") -> list[float]:
+    def session(
+        self, steps: "list[tuple[list[list[float]], list[int], bool]]", think: float = 0.0
+    ) -> list[float]:
         times: list[float] = []
         previous = None
         for points, labels, fresh in steps:
+            if think:
+                time.sleep(think)
             elapsed, previous = self.call(points, labels, None if fresh else previous)
             times.append(elapsed)
         return times

@@ -23,6 +23,9 @@ annotator works like the tool: a first click (multimask, three candidates), then
 add a point and send the best candidate's ``mask_ref`` back; every ``--clicks`` clicks a new
 object. Round trip = request sent -> JSON answer parsed, on one keep-alive connection per
 annotator (as a browser), after warm-up requests that load the model and the embedding.
+``--think-ms`` pauses before each click, on both sides alike: a person looks at the mask
+between clicks, and meanwhile an idle process's threads go to sleep (back to back, they never
+do; on a VM their wake-ups cost milliseconds).
 
 Measured for each model: alone (one annotator, ``--requests`` clicks back to back, in blocks of
 ``--block`` clicks sent over HTTP and then, the same prompts, to the bare decoder: the machine's
@@ -183,14 +186,15 @@ def measure(
     # and then, the same prompts, to the bare decoder: the machine's speed drifts by tens of
     # percent within a minute, so both are timed in alternating blocks. (Click by click, the
     # other process's idle OpenMP team still spins on the cores at the start of each call.)
-    alone = Annotator(port, token, target)
+    think = args.think_ms / 1000
+    alone = Annotator(port, token, target, think=think)
     http_alone: list[float] = []
     bare_alone: list[float] = []
     steps = prompt_steps(clicks(1, width, height, args.requests), args.clicks)
     block = args.clicks * max(1, -(-args.block // args.clicks))
     for start in range(0, len(steps), block):
         http_alone += [alone.click(*step) for step in steps[start : start + block]]
-        bare_alone += bare.session(steps[start : start + block])
+        bare_alone += bare.session(steps[start : start + block], think=think)
 
     # Concurrent: N annotators, requests split between them (bounded); 0 skips this part.
     http_many: list[float] = []
@@ -232,7 +236,8 @@ def report(
     print(
         f"\nclick -> mask, {width} x {height} image, {args.server} "
         f"({args.workers} worker(s) x {args.threads} thread(s)), torch threads "
-        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs; times in ms (p50 / p95)"
+        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs; times in ms (p50 / p95); "
+        f"alone: {args.think_ms:g} ms between clicks"
     )
     header = (
         f"{'model':<7} {'case':<28} {'bare':>15} {'HTTP':>15} {'ratio p50':>10} {'ratio p95':>10}"
@@ -284,6 +289,13 @@ def main() -> None:
         type=int,
         default=20,
         help="alone: clicks per block (whole objects), alternately over HTTP and bare",
+    )
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="alone: pause before each click, HTTP and bare alike, not timed (an annotator "
+        "looking at the mask); 0: back to back",
     )
     parser.add_argument("--server", choices=["gunicorn", "runserver"], default="gunicorn")
     parser.add_argument("--workers", type=int, default=1)

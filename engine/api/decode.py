@@ -19,7 +19,7 @@ from engine.api.common import (
 )
 from engine.services.decode import FORMATS, DecodedMask, masks_decode
 from engine.services.mask_refs import mask_ref_writes_after_response
-from engine.services.serving import decode_image_get
+from engine.services.serving import decode_image_get, decoder_wake
 
 
 class PromptJSONField(serializers.JSONField):
@@ -119,6 +119,11 @@ def _mask_body(mask: DecodedMask) -> dict[str, Any]:
 
 class ImageDecodeApi(ToolApiView):
     parser_classes = [NonStrictJSONParser]
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if request.method == "POST":
+            decoder_wake()  # before authentication: the threads wake while DRF works
+        return super().dispatch(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="images_decode",

@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123"}  # tests/conftest.py's users
 ROUND_TIMEOUT_MS = 180_000  # a 3-step vit_tiny round on a busy 2-core machine
+STEPS_UNTIL_CANCELLED = 5_000  # a round the test cancels while it trains
 
 
 @pytest.fixture
@@ -158,11 +159,15 @@ def test_an_admin_launches_and_cancels_rounds_one_queued_one_running_live(
 
     # A second round, taken by a real gpu worker: the page shows it running, its progress and
     # its loss curve as they grow. The form does not offer the interaction iterations; 1
-    # instead of 11 makes the steps short.
-    launch(page, steps=60, masks_per_image=1)
+    # instead of 11 makes the steps short. Far more steps than the test waits for: it cancels
+    # the round while it trains (60 steps ended before the checks below on a fast machine).
+    launch(page, steps=STEPS_UNTIL_CANCELLED, masks_per_image=1)
     second = page.locator('#rounds-table tr[data-round="2"]')
     round_2 = TrainingRound.objects.get(project=project, number=2)
-    assert (round_2.config["steps"], round_2.config["masks_per_image"]) == (60, 1)
+    assert (round_2.config["steps"], round_2.config["masks_per_image"]) == (
+        STEPS_UNTIL_CANCELLED,
+        1,
+    )
     TrainingRound.objects.filter(pk=round_2.pk).update(config={**round_2.config, "iterations": 1})
     versions_before = ModelVersion.objects.filter(project=project).count()
     log = tmp_path / "gpu-worker.log"
@@ -177,7 +182,7 @@ def test_an_admin_launches_and_cancels_rounds_one_queued_one_running_live(
                     .match(/L/g) || []).length >= 1""",
             timeout=ROUND_TIMEOUT_MS,
         )
-        expect(second.locator("progress")).to_have_attribute("max", "60")
+        expect(second.locator("progress")).to_have_attribute("max", str(STEPS_UNTIL_CANCELLED))
         expect(second.locator('[data-cell="message"]')).to_contain_text("training: step")
         expect(page.locator("#curve-title")).to_have_text("round 2 · running")
         expect(page.locator("#loss-curve svg.chart")).to_contain_text("step 0")
@@ -209,7 +214,7 @@ def test_an_admin_launches_and_cancels_rounds_one_queued_one_running_live(
         )
     round_2.refresh_from_db()
     assert round_2.job.status == Job.Status.CANCELLED
-    assert 2 <= round_2.job.progress_done < 60
+    assert 2 <= round_2.job.progress_done < STEPS_UNTIL_CANCELLED
     assert round_2.produced_version_id is None
     assert ModelVersion.objects.filter(project=project).count() == versions_before
     # The curve stays: the cancelled round's steps, drawn on click.
