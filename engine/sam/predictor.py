@@ -294,6 +294,9 @@ class SamPredictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            # The same sums in another order (the ONNX decoder's), 10-20 % faster on the CPU;
+            # the GPU keeps the reference order, where the shuffles cost little.
+            deferred_shuffle=self.features.device.type == "cpu",
         )
         return low_res, iou
 

@@ -61,3 +61,47 @@ def test_an_upscaling_of_another_shape_keeps_the_convolution_path() -> None:
         masks, _ = decoder.predict_masks(image, pe, sparse, dense)
         shuffled, _ = decoder.predict_masks(image, pe, sparse, dense, deferred_shuffle=True)
     torch.testing.assert_close(shuffled, masks, rtol=0, atol=0)
+
+
+def test_the_predictor_decodes_with_the_deferred_shuffle_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SamPredictor takes the faster order on the CPU (the server's clicks, the tool's fallback),
+    # and its masks are still the convolution path's.
+    import numpy as np
+
+    from engine.sam.modeling import mask_decoder
+    from engine.sam.predictor import SamPredictor
+
+    decoder, _ = _decoder_with_varied_upscaling("vit_tiny", seed=5)
+    torch.manual_seed(5)
+    sam = build_sam("vit_tiny").eval()
+    sam.mask_decoder = decoder
+    predictor = SamPredictor(sam)
+    predictor.set_image(np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    calls: list[int] = []
+    real = mask_decoder._masks_deferred_shuffle
+
+    def counted(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mask_decoder, "_masks_deferred_shuffle", counted)
+    point = np.array([[20.0, 30.0]])
+    _, scores, low_res = predictor.predict(point, np.array([1]), multimask_output=True)
+    assert calls == [1]
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(
+            points=(
+                torch.as_tensor(predictor.transform.apply_coords(point, (48, 64)))[None].float(),
+                torch.tensor([[1]]),
+            ),
+            boxes=None,
+            masks=None,
+        )
+        reference, iou = decoder(
+            predictor.features, sam.prompt_encoder.get_dense_pe(), sparse, dense, True
+        )
+    assert calls == [1]  # the module's own default keeps the convolution path
+    assert np.allclose(low_res, reference[0].numpy(), atol=1e-4)
+    assert np.allclose(scores, iou[0].numpy(), atol=1e-5)
