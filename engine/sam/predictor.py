@@ -26,6 +26,7 @@ from torch import Tensor
 from engine.sam.device import check_precision, precision_context
 from engine.sam.embedding import ImageEmbedding
 from engine.sam.modeling import Sam
+from engine.sam.modeling.mask_decoder import defer_shuffle_on
 from engine.sam.prompts import as_rgb_uint8, check_box, check_mask_input, check_points
 from engine.sam.transforms import ResizeLongestSide
 
@@ -294,9 +295,7 @@ class SamPredictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
-            # The same sums in another order (the ONNX decoder's), 10-20 % faster on the CPU;
-            # the GPU keeps the reference order, where the shuffles cost little.
-            deferred_shuffle=self.features.device.type == "cpu",
+            deferred_shuffle=defer_shuffle_on(self.features.device),
         )
         return low_res, iou
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from engine.sam.embedding import ImageEmbedding
 from engine.sam.modeling import Sam
+from engine.sam.modeling.mask_decoder import defer_shuffle_on
 from engine.sam.predictor import SamPredictor, upscale_masks
 from training.loop.clicks import next_click
 from training.loop.data import TrainSample, check_sample
@@ -129,7 +130,7 @@ class _Decoder:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
-            deferred_shuffle=device.type == "cpu",  # as SamPredictor: the same sums, faster
+            deferred_shuffle=defer_shuffle_on(device),
         )
         best = iou.argmax(dim=1)
         chosen = low_res[torch.arange(low_res.shape[0], device=device), best][:, None]

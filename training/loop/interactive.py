@@ -21,6 +21,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from engine.sam.modeling import Sam
+from engine.sam.modeling.mask_decoder import defer_shuffle_on
 from training.loop.losses import candidate_loss
 from training.loop.prompts_sim import error_points, noisy_boxes, positive_points
 
@@ -93,7 +94,7 @@ def _decode(
         sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense,
         multimask_output=multimask,
-        deferred_shuffle=image.device.type == "cpu",  # as SamPredictor: the same sums, faster
+        deferred_shuffle=defer_shuffle_on(image.device),
     )
     return low_res, iou
 

@@ -84,8 +84,8 @@ class MaskDecoder(nn.Module):
         ``deferred_shuffle``: upscale channel-last and shuffle only the M mask logits into
         place (`_masks_deferred_shuffle`); the same sums in another order. The ONNX export uses
         it: onnxruntime spent a third of a vit_b decode moving C/4 and C/8 channels around. So
-        does `SamPredictor` on the CPU: a vit_b-sized prompt encoder + decoder call took 34-36
-        ms against 40-45 (2-core VM), the seed's 7.1-8.5 against 7.5-9.3.
+        do CPU decodes (`defer_shuffle_on`): a vit_b-sized prompt encoder + decoder call took
+        34-36 ms against 40-45 (2-core VM), the seed's 7.1-8.5 against 7.5-9.3.
         """
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         batch = sparse_prompt_embeddings.size(0)
@@ -177,6 +177,14 @@ def conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
     weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, k_h * k_w * cout)
     bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(cout)
     return weight, bias.repeat(k_h * k_w)
+
+
+def defer_shuffle_on(device: torch.device) -> bool:
+    """Whether decodes on ``device`` take `predict_masks`'s ``deferred_shuffle`` order: on the
+    CPU, where the pixel shuffles of C/4 and C/8 channels cost 10-20 % of a vit_b-sized decode
+    (the same sums in another order); the GPU keeps the reference order. `SamPredictor`, the
+    training interaction and its evaluation all ask here."""
+    return device.type == "cpu"
 
 
 def _deferrable(upscaling: nn.Sequential) -> bool:
