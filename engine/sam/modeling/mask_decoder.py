@@ -181,7 +181,7 @@ def conv_matrix(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
 
 def defer_shuffle_on(device: torch.device) -> bool:
     """Whether decodes on ``device`` take `predict_masks`'s ``deferred_shuffle`` order: on the
-    CPU, where the pixel shuffles of C/4 and C/8 channels cost 10-20 % of a vit_b-sized decode
+    CPU, where the pixel shuffles of C/4 and C/8 channels cost 10-25 % of a vit_b-sized decode
     (the same sums in another order); the GPU keeps the reference order. `SamPredictor`, the
     training interaction and its evaluation all ask here."""
     return device.type == "cpu"
