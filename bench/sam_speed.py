@@ -39,6 +39,7 @@ from engine.sam.build import build_sam
 from engine.sam.checkpoint import load_sam
 from engine.sam.device import compile_image_encoder, select_device
 from engine.sam.embedding import encode_batch
+from engine.sam.malloc import tune_malloc, tuned_env
 from engine.sam.modeling import Sam
 from engine.sam.predictor import SamPredictor
 from engine.sam.transforms import ResizeLongestSide
@@ -105,6 +106,7 @@ class Reference:
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,
+            env={**os.environ, **tuned_env()},  # the allocator settings of this process
         )
 
     def call(self, cmd: str, **kwargs: Any) -> dict[str, Any]:
@@ -336,9 +338,11 @@ def main() -> None:
         parser.error("--threads and --images must be positive")
     args.device = select_device(args.device)
     torch.set_num_threads(args.threads)
+    tuned = tune_malloc()  # as the platform's processes run; the reference gets the same
     print(
         f"{args.arch}, seeded random weights, {args.threads} torch threads, device "
-        f"{args.device}, ours: torch {torch.__version__}, sdpa {args.sdpa}"
+        f"{args.device}, ours: torch {torch.__version__}, sdpa {args.sdpa}, malloc tuned "
+        f"{'yes' if tuned else 'no'} (both sides)"
     )
     with tempfile.TemporaryDirectory(prefix="sam-speed-") as tmp:
         work = Path(tmp)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from engine.sam.build import build_sam_from_config
 from engine.sam.checkpoint import read_checkpoint, sam_from_state_dict, save_sam
 from engine.sam.config import CONFIGS, SamConfig
+from engine.sam.malloc import tune_malloc
 from engine.sam.modeling import Sam
 from training.loop.data import samples_from_scenes
 from training.loop.optim import SCOPES
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> TrainResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_malloc()  # keep freed tensor blocks for reuse (engine/sam/malloc.py)
     try:
         run(args)
     except ValueError as exc:

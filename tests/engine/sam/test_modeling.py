@@ -68,3 +68,35 @@ def test_postprocess_crops_the_padding_before_resizing(tiny_sam: Sam) -> None:
     # The padded columns are cropped; only bilinear bleed reaches the last original column.
     assert float(masks[..., :-1].abs().max()) == 0.0
     assert float(masks.max()) < 1.0
+
+
+def test_two_way_transformer_works_on_token_major_keys(tiny_sam: Sam) -> None:
+    """The image keys are copied once into B x HW x C order (every later add and LayerNorm runs
+    on contiguous rows); the result is the same as from the permuted view."""
+    from engine.sam.modeling.two_way_transformer import TwoWayTransformer
+
+    transformer = tiny_sam.mask_decoder.transformer
+    assert isinstance(transformer, TwoWayTransformer)
+    generator = torch.Generator().manual_seed(3)
+    channels = transformer.embedding_dim
+    image = torch.randn(1, channels, 16, 16, generator=generator)
+    pe = torch.randn(1, channels, 16, 16, generator=generator)
+    tokens = torch.randn(1, 7, channels, generator=generator)
+    with torch.no_grad():
+        queries, keys = transformer(image, pe, tokens)
+        # Reference: the blocks fed the permuted views as they are.
+        ref_keys = image.flatten(2).permute(0, 2, 1)
+        ref_pe = pe.flatten(2).permute(0, 2, 1)
+        ref_queries = tokens
+        for layer in transformer.layers:
+            ref_queries, ref_keys = layer(
+                queries=ref_queries, keys=ref_keys, query_pe=tokens, key_pe=ref_pe
+            )
+        attn = transformer.final_attn_token_to_image(
+            q=ref_queries + tokens, k=ref_keys + ref_pe, v=ref_keys
+        )
+        ref_queries = transformer.norm_final_attn(ref_queries + attn)
+    assert keys.is_contiguous()
+    assert keys.shape == (1, 256, channels)
+    assert torch.allclose(keys, ref_keys, atol=1e-5)
+    assert torch.allclose(queries, ref_queries, atol=1e-5)
