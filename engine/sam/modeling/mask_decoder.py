@@ -224,8 +224,11 @@ def _masks_deferred_shuffle(
     x = act1(nnf.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
     w2, b2 = conv_matrix(second)
     x = act2((x @ w2 + b2).reshape(batch, pixels * 16, out))
-    logits = x @ hyper_in.transpose(1, 2)  # B x (H W dy dx ey ex) x M
-    masks = logits.reshape(batch, height, width, 2, 2, 2, 2, -1)
-    # Output row 4y + 2dy + ey, column 4x + 2dx + ex.
-    masks = masks.permute(0, 7, 1, 3, 5, 2, 4, 6)
+    logits = hyper_in @ x.transpose(1, 2)  # B x M x (H W dy dx ey ex)
+    # Output row 4y + 2dy + ey, column 4x + 2dx + ex, in two moves: the (dy, dx) blocks
+    # carrying their 4 (ey, ex) values, then (ey, ex) inside them. One 8-axis permutation
+    # copied runs of 1-2 values: 0.77 ms for a 64 x 64 grid's 4 masks against 0.25 (2 cores).
+    masks = logits.reshape(batch, -1, height, width, 2, 2, 4)
+    masks = masks.permute(0, 1, 2, 4, 3, 5, 6).contiguous()  # B M H dy W dx (ey ex)
+    masks = masks.reshape(batch, -1, 2 * height, 2 * width, 2, 2).permute(0, 1, 2, 4, 3, 5)
     return masks.reshape(batch, -1, 4 * height, 4 * width)

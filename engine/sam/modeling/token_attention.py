@@ -37,16 +37,17 @@ class Attention(nn.Module):
         q = self._split_heads(self.q_proj(q))
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
-        per_head = q.shape[-1]
+        # 1 / sqrt(d) multiplies the side with fewer tokens (the prompt tokens, about 7) rather
+        # than the scores (about 7 x 4096 per head).
+        scale = 1.0 / math.sqrt(q.shape[-1])
         if k.shape[2] < q.shape[2]:
             # Image -> token attention: 4096 queries, about 7 keys. A softmax along a last axis
             # that short runs ~8x slower on the CPU than one across it, so the scores are kept
             # keys-first (B x heads x Nk x Nq) and normalised over the keys axis; same sums.
-            attn = (k @ q.transpose(2, 3)) / math.sqrt(per_head)
+            attn = (k * scale) @ q.transpose(2, 3)
             out = attn.softmax(dim=2).transpose(2, 3) @ v
         else:
-            attn = q @ k.permute(0, 1, 3, 2)
-            attn = attn / math.sqrt(per_head)
+            attn = (q * scale) @ k.permute(0, 1, 3, 2)
             out = attn.softmax(dim=-1) @ v
         return self.out_proj(self._merge_heads(out))
 
@@ -60,8 +61,7 @@ class Attention(nn.Module):
         queries = self._split_heads(self.q_proj(q).reshape(1, batch * n_q, self.internal_dim))
         keys = self._split_heads(self.k_proj(k))
         values = self._split_heads(self.v_proj(v))
-        attn = queries @ keys.permute(0, 1, 3, 2)
-        attn = attn / math.sqrt(queries.shape[-1])
+        attn = (queries / math.sqrt(queries.shape[-1])) @ keys.permute(0, 1, 3, 2)
         out = self._merge_heads(attn.softmax(dim=-1) @ values)
         return self.out_proj(out.reshape(batch, n_q, self.internal_dim))
 
@@ -76,8 +76,8 @@ class Attention(nn.Module):
         keys = self._split_heads(self.k_proj(k).reshape(1, batch * n_k, self.internal_dim))[0]
         values = self._split_heads(self.v_proj(v))  # B x heads x Nk x d
         heads, n_q, per_head = queries.shape
-        attn = queries @ keys.transpose(1, 2)  # heads x Nq x B*Nk
-        attn = attn / math.sqrt(per_head)
+        # scaled on the B*Nk keys: smaller than the scores (Nq x B*Nk) by a factor Nq / d
+        attn = queries @ (keys / math.sqrt(per_head)).transpose(1, 2)  # heads x Nq x B*Nk
         attn = attn.reshape(heads, n_q, batch, n_k).softmax(dim=-1)
         out = attn.permute(2, 0, 1, 3) @ values  # B x heads x Nq x d
         return self.out_proj(self._merge_heads(out))
