@@ -9,9 +9,12 @@ same shape is page-faulted in and zeroed by the kernel again, page by page. The 
 
 `tune_malloc` keeps such blocks in the process: blocks up to 32 MiB come from the heap and up
 to 256 MiB of free heap top is kept for reuse (glibc's ``M_MMAP_THRESHOLD`` and
-``M_TRIM_THRESHOLD``). Measured on a 2-core VM: `vit_b` prompt encoder + decoder 35.6 -> 31 ms,
-`vit_b` image embedding 5.9 -> 5.4 s (docs/configuration.md, ``MASKLOOP_TUNE_MALLOC``). The
-cost is up to 256 MiB of freed memory that the process keeps instead of returning.
+``M_TRIM_THRESHOLD``). It matters most where only the decoder runs, as in a web process: a
+process that ran the image encoder has freed blocks large enough to raise glibc's own
+thresholds to about the same. Measured on a 2-core VM: `vit_b` prompt encoder + decoder on a
+stored embedding 35.6 -> 31 ms; `vit_b` image embedding (`bench.sam_speed`) 5.68 / 5.75 ->
+5.43 s (docs/configuration.md, ``MASKLOOP_TUNE_MALLOC``). The cost is up to 256 MiB of freed
+memory that the process keeps instead of returning.
 
 The web server, the Celery worker, ``manage.py`` and the training CLI call it at start.
 Anything other than glibc on Linux is left alone, and so is a process started with glibc's own
