@@ -75,7 +75,6 @@ from bench.platform_setup import (  # noqa: E402 - after the path insert
     store_random_embedding,
     synthetic_png,
 )
-from engine.sam.malloc import tune_malloc  # noqa: E402 - after the path insert
 
 # --- the temporary platform -----------------------------------------------------------------------
 
@@ -322,7 +321,6 @@ def main() -> None:
     torch.set_grad_enabled(False)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    tune_malloc()  # the bare calls run with the allocator settings of the server (config.wsgi)
     with tempfile.TemporaryDirectory(prefix="maskloop-decode-bench-") as folder:
         root = Path(folder)
         env = platform_env(root, args.cache_url)

@@ -40,7 +40,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.platform_setup import platform_env  # noqa: E402
-from engine.sam.malloc import tune_malloc  # noqa: E402
 
 SEED_CHECKPOINT = REPO / "training" / "seed" / "seed_vit_tiny_domain_a.pth"
 TARGET_IOU = 0.9
@@ -281,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (MASKLOOP_DEVICE)")
     parser.add_argument("--checkpoint", type=Path, default=SEED_CHECKPOINT)
     args = parser.parse_args(argv)
-    tune_malloc()  # as the platform's processes run (engine/sam/malloc.py)
     import torch
 
     from engine.sam.device import native_bf16, select_device

@@ -4,9 +4,6 @@ import os
 
 from celery import Celery
 
-from engine.sam.malloc import tune_malloc
-
-tune_malloc()  # torch on the CPU: keep freed tensor blocks for reuse (engine/sam/malloc.py)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("maskloop")

@@ -16,7 +16,10 @@ stored embedding 35.6 -> 31 ms; `vit_b` image embedding (`bench.sam_speed`) 5.68
 5.43 s (docs/configuration.md, ``MASKLOOP_TUNE_MALLOC``). The cost is up to 256 MiB of freed
 memory that the process keeps instead of returning.
 
-The web server, the Celery worker, ``manage.py`` and the training CLI call it at start.
+The ``config`` package calls it on import, so every process of the platform runs with it: the
+web server, the Celery workers, ``manage.py``, and a benchmark that builds a platform (whose
+bare calls thus share the server's settings). The training CLI and ``bench.sam_speed``, which
+load no Django, call it themselves.
 Anything other than glibc on Linux is left alone, and so is a process started with glibc's own
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (the operator's choice wins) or with
 ``MASKLOOP_TUNE_MALLOC=0``.

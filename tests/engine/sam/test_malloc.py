@@ -90,7 +90,7 @@ def test_the_operators_own_glibc_settings_win() -> None:
 
 @glibc_only
 def test_the_web_server_and_the_worker_tune_it_at_start() -> None:
-    for module in ("config.wsgi", "config.celery"):
+    for module in ("config.wsgi", "config.celery", "config.settings"):
         done = subprocess.run(
             [
                 sys.executable,
