@@ -1,6 +1,6 @@
 """In the real browser: click -> mask overlay drawn, decoding on the server vs in the browser.
 
-    .venv/bin/python bench/browser_latency.py          # tiny + vit_b, 1500 x 1000, 40 clicks
+    .venv/bin/python bench/browser_latency.py          # tiny + vit_b + seed, 1500 x 1000, 40 clicks
     .venv/bin/python bench/browser_latency.py --models tiny --clicks 20 --width 800 --height 600
 
 A temporary platform (SQLite, local blobs, ``DJANGO_DEBUG=0``, static files collected) served
@@ -12,7 +12,11 @@ synthetic image:
 * ``vit_b``: a seeded random-weight vit_b checkpoint (the official decoder's size: 256 channels,
   MLP 2048, 8 heads; its ONNX decoder exported by ``engine/sam/onnx_export.py`` at import) with
   a seeded random 1 x 256 x 64 x 64 embedding stored as a worker would. Decoding time does not
-  depend on the weights' values.
+  depend on the weights' values;
+* ``seed``: the trained seed model (training/seed, vit_tiny) on a synthetic scene of its domain,
+  embedded by its encoder. The two above answer with noise-like masks (hundreds of thousands of
+  runs to send, decode and draw); the seed's masks are real objects, so its rows are the
+  figures an annotator meets.
 
 For each model and path (``?decoder=server``: ``POST /api/images/{id}/decode/``;
 ``?decoder=browser``: onnxruntime-web, WebAssembly, in the page, running the version's low-res
@@ -34,6 +38,13 @@ engineer shares the CPUs), p50 ms server / browser:
 shuffle deferred to the mask logits (MaskDecoder.predict_masks(deferred_shuffle=True); Python
 onnxruntime on the vit_b low-res graph: 69.7 -> 30.5 ms): vit_b browser 142.3 -> 129.0
 (server 113.5 / 119.3 in the two runs), tiny browser 44.4 -> 43.4.
+2026-12-06, eighth session, a 2-core AMD VM (AVX2), `27271da` + the seed rows, two runs:
+tiny 72.1 / 46.8 and 73.7 / 53.3, vit_b 116.5 / 146.5 and 112.9 / 142.3, seed 57.7 / 38.5.
+Where the seed's server click goes (Resource Timing and Server-Timing read in the page,
+throwaway probe): fetch 43 ms, of which the server's decoder call 30 ms and its view 35 ms,
+then 4.4 ms to compose and paint the mask and the wait for the next animation frame. The same
+server answers the HTTP bench's first clicks in 20 ms: on one 2-core machine chromium's own
+work after the click shares the cores with the decoder, which a remote browser does not.
 """
 
 import argparse
@@ -53,6 +64,7 @@ from bench.platform_setup import (  # noqa: E402 - after the path insert
     bench_checkpoint,
     free_port,
     platform_env,
+    scene_png,
     store_random_embedding,
     synthetic_png,
 )
@@ -81,14 +93,13 @@ def build_platform(root: Path, models: list[str], width: int, height: int) -> di
     projects = {}
     for name in models:
         project = project_create(name=f"bench-{name}", creator=user)
-        [outcome] = images_ingest_batch(
-            project=project, files=[("bench.png", synthetic_png(width, height, seed=7))]
-        )
+        png = (scene_png if name == "seed" else synthetic_png)(width, height, seed=7)
+        [outcome] = images_ingest_batch(project=project, files=[("bench.png", png)])
         assert outcome.image is not None
         image = outcome.image
         path = bench_checkpoint(name, root)
         version = model_version_import(project=project, path_or_file=path, deploy=True)
-        if name == "tiny":
+        if name in ("tiny", "seed"):
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
             path.unlink()
@@ -158,13 +169,17 @@ def measure(page: Any, url: str, path: str, clicks: int, seed: int) -> list[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="tiny,vit_b", help="comma list of tiny, vit_b")
+    parser.add_argument(
+        "--models", default="tiny,vit_b,seed", help="comma list of tiny, vit_b, seed"
+    )
     parser.add_argument("--clicks", type=int, default=40, help="measured clicks per model/path")
     parser.add_argument("--width", type=int, default=1500)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if set(models) - {"tiny", "vit_b", "seed"}:
+        parser.error(f"unknown models {models}")
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="maskloop-browser-bench-") as tmp:

@@ -61,6 +61,13 @@ class Annotator:
         self.mask_ref: str | None = None
         self.answer_bytes: list[int] = []
         self.server_ms: list[dict[str, float]] = []  # the answers' Server-Timing durations
+        self.reconnects = 0  # idle connections the server had closed
+
+    def _post(self, body: str) -> http.client.HTTPResponse:
+        self.connection.request(
+            "POST", f"/api/images/{self.target.image_id}/decode/", body, self.headers
+        )
+        return self.connection.getresponse()
 
     def click(self, points: list[list[float]], labels: list[int], fresh: bool) -> float:
         if fresh:
@@ -76,10 +83,15 @@ class Annotator:
             }
         )
         start = time.perf_counter()
-        self.connection.request(
-            "POST", f"/api/images/{self.target.image_id}/decode/", body, self.headers
-        )
-        response = self.connection.getresponse()
+        try:
+            response = self._post(body)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the idle keep-alive connection (gunicorn's --keep-alive) while
+            # this annotator was thinking: reconnect, as a browser does; timed from here.
+            self.connection.close()
+            self.reconnects += 1
+            start = time.perf_counter()
+            response = self._post(body)
         raw = response.read()
         answer = json.loads(raw)
         elapsed = time.perf_counter() - start

@@ -25,7 +25,9 @@ object. Round trip = request sent -> JSON answer parsed, on one keep-alive conne
 annotator (as a browser), after warm-up requests that load the model and the embedding.
 ``--think-ms`` pauses before each click, on both sides alike: a person looks at the mask
 between clicks, and meanwhile an idle process's threads go to sleep (back to back, they never
-do; on a VM their wake-ups cost milliseconds).
+do; on a VM their wake-ups cost milliseconds). A connection the server closed while idle
+(gunicorn's ``--keep-alive``, 2 s by default, as ``make run``) is reopened, as a browser does,
+and that click is timed from the reconnect; the report counts them.
 
 Measured for each model: alone (one annotator, ``--requests`` clicks back to back, in blocks of
 ``--block`` clicks sent over HTTP and then, the same prompts, to the bare decoder: the machine's
@@ -144,7 +146,7 @@ def start_server(
             sys.executable, "-m", "gunicorn", "config.wsgi",
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(args.workers), "--threads", str(args.threads),
-            "--timeout", "120", "--log-level", "warning",
+            "--timeout", "120", "--log-level", "warning", "--keep-alive", str(args.keep_alive),
         ]  # fmt: skip
     else:
         command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
@@ -221,6 +223,7 @@ def measure(
         "http_concurrent": percentiles(http_many) if http_many else None,
         "throughput": len(http_many) / wall if wall else None,
         "answer_kb": float(np.mean(alone.answer_bytes)) / 1024,
+        "reconnects": alone.reconnects,
         # Alone, p50 ms: the server's decoder call and its whole view (after authentication).
         "server_alone": {
             part: float(np.percentile([timing[part] for timing in alone.server_ms], 50))
@@ -263,7 +266,7 @@ def report(
         rate = f" at {row['throughput']:.1f} req/s" if row["throughput"] else ""
         print(
             f"{row['model']:<7} {'':<28} {alone} requests alone, {concurrent} concurrent{rate}, "
-            f"answers {row['answer_kb']:.1f} KB on average"
+            f"answers {row['answer_kb']:.1f} KB on average, {row['reconnects']} reconnects alone"
         )
         server = row["server_alone"]
         print(
@@ -300,6 +303,12 @@ def main() -> None:
     parser.add_argument("--server", choices=["gunicorn", "runserver"], default="gunicorn")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--keep-alive",
+        type=int,
+        default=2,
+        help="gunicorn's --keep-alive: seconds an idle connection stays open",
+    )
     parser.add_argument(
         "--torch-threads",
         type=int,
