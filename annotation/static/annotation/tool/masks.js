@@ -7,34 +7,80 @@ export const PALETTE = [
   [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
 ];
 
-/** [x0, y0, x1, y1] (inclusive) of the set pixels, or null for an empty mask. */
-export function maskBox(mask, width, height) {
-  let x0 = width;
-  let y0 = height;
-  let x1 = -1;
-  let y1 = -1;
-  for (let y = 0; y < height; y++) {
-    const row = y * width;
-    let first = -1;
-    let last = -1;
-    for (let x = 0; x < width; x++) {
-      if (mask[row + x]) {
-        if (first < 0) first = x;
-        last = x;
-      }
-    }
-    if (first >= 0) {
-      if (y < y0) y0 = y;
-      y1 = y;
-      if (first < x0) x0 = first;
-      if (last > x1) x1 = last;
-    }
-  }
-  return x1 < 0 ? null : [x0, y0, x1, y1];
+/** The mask's bytes as 32-bit words (4 pixels each) where its offset allows, else null:
+ *  zero words are skipped four pixels at a time. */
+function wordView(mask) {
+  return mask.byteOffset % 4 === 0 ? new Uint32Array(mask.buffer, mask.byteOffset, mask.length >> 2) : null;
 }
 
-export function maskArea(mask) {
+/** Index of the first set pixel, or -1. */
+function firstSet(mask) {
+  const words = wordView(mask);
+  let i = 0;
+  if (words) {
+    let w = 0;
+    while (w < words.length && words[w] === 0) w++;
+    i = w * 4;
+  }
+  for (; i < mask.length; i++) if (mask[i]) return i;
+  return -1;
+}
+
+/** Index of the last set pixel, or -1. */
+function lastSet(mask) {
+  const words = wordView(mask);
+  let i = mask.length - 1;
+  if (words) {
+    for (; i >= words.length * 4; i--) if (mask[i]) return i; // the bytes after the last word
+    let w = words.length - 1;
+    while (w >= 0 && words[w] === 0) w--;
+    i = w * 4 + 3;
+  }
+  for (; i >= 0; i--) if (mask[i]) return i;
+  return -1;
+}
+
+/** [x0, y0, x1, y1] (inclusive) of the set pixels, or null for an empty mask.
+ *  On the click path for every new mask: the first and last set pixels give the rows, skipping
+ *  empty space a word at a time; then each row in between is read only from its ends up to the
+ *  columns found so far (a whole-image scan took ~1.8 ms at 1500 x 1000). */
+export function maskBox(mask, width, height) {
+  const first = firstSet(mask.subarray(0, width * height));
+  if (first < 0) return null;
+  const y0 = Math.floor(first / width);
+  const y1 = Math.floor(lastSet(mask.subarray(0, width * height)) / width);
+  let x0 = width;
+  let x1 = -1;
+  for (let y = y0; y <= y1; y++) {
+    const row = y * width;
+    for (let x = 0; x < x0; x++) {
+      if (mask[row + x]) {
+        x0 = x;
+        break;
+      }
+    }
+    for (let x = width - 1; x > x1; x--) {
+      if (mask[row + x]) {
+        x1 = x;
+        break;
+      }
+    }
+  }
+  return [x0, y0, x1, y1];
+}
+
+/** Number of set pixels; within `box` (maskBox's, of this mask) when given, which is exact
+ *  and reads only the box. */
+export function maskArea(mask, width = 0, box = null) {
   let area = 0;
+  if (box) {
+    const [x0, y0, x1, y1] = box;
+    for (let y = y0; y <= y1; y++) {
+      const end = y * width + x1;
+      for (let i = y * width + x0; i <= end; i++) area += mask[i];
+    }
+    return area;
+  }
   for (let i = 0; i < mask.length; i++) area += mask[i];
   return area;
 }

@@ -171,7 +171,7 @@ class Tool extends ToolBase {
     ctx.clearRect(0, 0, width, height);
     const box = this.work.mask ? maskBox(this.work.mask, width, height) : null;
     if (box) paintRect(ctx, this.work.mask, width, box, WORK_COLOR);
-    this.work.area = this.work.mask ? maskArea(this.work.mask) : 0;
+    this.work.area = box ? maskArea(this.work.mask, width, box) : 0;
     if (this.pendingLatency) this.pendingLatency.drawn = true;
     this.updatePanel();
     this.requestFrame();
