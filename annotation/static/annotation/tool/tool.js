@@ -210,7 +210,9 @@ class Tool extends ToolBase {
 
   endStroke(stroke) {
     this.work.events.push({ kind: stroke.mode, radius: stroke.radius, points: stroke.points.length, t: Math.round(this.work.timer.seconds() * 1000) });
-    this.work.area = maskArea(this.work.mask);
+    const { width, height } = this.image;
+    const box = maskBox(this.work.mask, width, height);
+    this.work.area = box ? maskArea(this.work.mask, width, box) : 0;
     if (this.work.area === 0) this.workCanvas.getContext("2d").clearRect(0, 0, this.image.width, this.image.height);
     this.updatePanel();
     this.requestFrame();
