@@ -36,16 +36,20 @@ print(json.dumps({"applied": applied, "faults": faults, "env": tuned_env()}))
 """
 
 
-def _probe(**env: str) -> dict[str, object]:
-    clean = {
+def _clean_env() -> dict[str, str]:
+    """This environment without glibc's malloc variables and the opt-out."""
+    return {
         k: v
         for k, v in os.environ.items()
-        if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MASKLOOP_TUNE_MALLOC")
+        if not k.startswith("MALLOC_") and k != "MASKLOOP_TUNE_MALLOC"
     }
+
+
+def _probe(**env: str) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-c", _PROBE],
         cwd=REPO,
-        env={**clean, "OMP_NUM_THREADS": "1", **env},
+        env={**_clean_env(), "OMP_NUM_THREADS": "1", **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -98,11 +102,7 @@ def test_the_web_server_and_the_worker_tune_it_at_start() -> None:
                 f"import {module}, engine.sam.malloc as m; print(bool(m.tuned_env()))",
             ],
             cwd=REPO,
-            env={
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith("MALLOC_") and k != "MASKLOOP_TUNE_MALLOC"
-            },
+            env=_clean_env(),
             capture_output=True,
             text=True,
             timeout=120,

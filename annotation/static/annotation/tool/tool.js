@@ -213,7 +213,7 @@ class Tool extends ToolBase {
     const { width, height } = this.image;
     const box = maskBox(this.work.mask, width, height);
     this.work.area = box ? maskArea(this.work.mask, width, box) : 0;
-    if (this.work.area === 0) this.workCanvas.getContext("2d").clearRect(0, 0, this.image.width, this.image.height);
+    if (this.work.area === 0) this.workCanvas.getContext("2d").clearRect(0, 0, width, height);
     this.updatePanel();
     this.requestFrame();
   }
