@@ -70,19 +70,15 @@ export function maskBox(mask, width, height) {
   return [x0, y0, x1, y1];
 }
 
-/** Number of set pixels; within `box` (maskBox's, of this mask) when given, which is exact
- *  and reads only the box. */
-export function maskArea(mask, width = 0, box = null) {
+/** Number of set pixels of `mask`, read within `box` (maskBox's of this mask; null: empty). */
+export function maskArea(mask, width, box) {
+  if (!box) return 0;
+  const [x0, y0, x1, y1] = box;
   let area = 0;
-  if (box) {
-    const [x0, y0, x1, y1] = box;
-    for (let y = y0; y <= y1; y++) {
-      const end = y * width + x1;
-      for (let i = y * width + x0; i <= end; i++) area += mask[i];
-    }
-    return area;
+  for (let y = y0; y <= y1; y++) {
+    const end = y * width + x1;
+    for (let i = y * width + x0; i <= end; i++) area += mask[i];
   }
-  for (let i = 0; i < mask.length; i++) area += mask[i];
   return area;
 }
 

@@ -171,7 +171,7 @@ class Tool extends ToolBase {
     ctx.clearRect(0, 0, width, height);
     const box = this.work.mask ? maskBox(this.work.mask, width, height) : null;
     if (box) paintRect(ctx, this.work.mask, width, box, WORK_COLOR);
-    this.work.area = box ? maskArea(this.work.mask, width, box) : 0;
+    this.work.area = maskArea(this.work.mask, width, box);
     if (this.pendingLatency) this.pendingLatency.drawn = true;
     this.updatePanel();
     this.requestFrame();
@@ -211,8 +211,7 @@ class Tool extends ToolBase {
   endStroke(stroke) {
     this.work.events.push({ kind: stroke.mode, radius: stroke.radius, points: stroke.points.length, t: Math.round(this.work.timer.seconds() * 1000) });
     const { width, height } = this.image;
-    const box = maskBox(this.work.mask, width, height);
-    this.work.area = box ? maskArea(this.work.mask, width, box) : 0;
+    this.work.area = maskArea(this.work.mask, width, maskBox(this.work.mask, width, height));
     if (this.work.area === 0) this.workCanvas.getContext("2d").clearRect(0, 0, width, height);
     this.updatePanel();
     this.requestFrame();
