@@ -1,11 +1,11 @@
 """In the real browser: click -> mask overlay drawn, decoding on the server vs in the browser.
 
-    .venv/bin/python bench/browser_latency.py          # tiny + vit_b + seed, 1500 x 1000, 40 clicks
+    .venv/bin/python bench/browser_latency.py  # tiny, vit_b, official, seed; 1500x1000, 40 clicks
     .venv/bin/python bench/browser_latency.py --models tiny --clicks 20 --width 800 --height 600
 
 A temporary platform (SQLite, local blobs, ``DJANGO_DEBUG=0``, static files collected) served
 by gunicorn on loopback, and Debian's chromium (headless, through Playwright) running the
-annotation tool. Two model versions, each the deployed version of its own project, with one
+annotation tool. Four model versions, each the deployed version of its own project, with one
 synthetic image:
 
 * ``tiny``: the golden vit_tiny checkpoint of the tests, with the embedding its encoder computes;
@@ -13,10 +13,14 @@ synthetic image:
   MLP 2048, 8 heads; its ONNX decoder exported by ``engine/sam/onnx_export.py`` at import) with
   a seeded random 1 x 256 x 64 x 64 embedding stored as a worker would. Decoding time does not
   depend on the weights' values;
+* ``official``: the official decoder (the same size) with trained weights on vit_tiny's
+  encoder (bench/trained_decoder.py, trained once and cached under var/), on a synthetic scene
+  of its domain: the decoder of every official checkpoint, answering with real masks;
 * ``seed``: the trained seed model (training/seed, vit_tiny) on a synthetic scene of its domain,
-  embedded by its encoder. The two above answer with noise-like masks (hundreds of thousands of
-  runs to send, decode and draw); the seed's masks are real objects, so its rows are the
-  figures an annotator meets.
+  embedded by its encoder. ``tiny`` and ``vit_b`` answer with noise-like masks (hundreds of
+  thousands of runs to send, decode and draw); the masks of ``official`` and the seed are real
+  objects, so their rows are the figures an annotator meets (with official weights and the
+  demo model).
 
 For each model and path (``?decoder=server``: ``POST /api/images/{id}/decode/``;
 ``?decoder=browser``: onnxruntime-web, WebAssembly, in the page, running the version's low-res
@@ -61,12 +65,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.platform_setup import (  # noqa: E402 - after the path insert
+    MODELS,
     bench_checkpoint,
+    bench_png,
     free_port,
     platform_env,
-    scene_png,
     store_random_embedding,
-    synthetic_png,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -93,13 +97,13 @@ def build_platform(root: Path, models: list[str], width: int, height: int) -> di
     projects = {}
     for name in models:
         project = project_create(name=f"bench-{name}", creator=user)
-        png = (scene_png if name == "seed" else synthetic_png)(width, height, seed=7)
+        png = bench_png(name, width, height)
         [outcome] = images_ingest_batch(project=project, files=[("bench.png", png)])
         assert outcome.image is not None
         image = outcome.image
         path = bench_checkpoint(name, root)
         version = model_version_import(project=project, path_or_file=path, deploy=True)
-        if name in ("tiny", "seed"):
+        if name != "vit_b":  # the others' encoders are quick: their own embedding
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
             path.unlink()
@@ -170,7 +174,7 @@ def measure(page: Any, url: str, path: str, clicks: int, seed: int) -> list[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--models", default="tiny,vit_b,seed", help="comma list of tiny, vit_b, seed"
+        "--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}"
     )
     parser.add_argument("--clicks", type=int, default=40, help="measured clicks per model/path")
     parser.add_argument("--width", type=int, default=1500)
@@ -178,7 +182,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if set(models) - {"tiny", "vit_b", "seed"}:
+    if set(models) - set(MODELS):
         parser.error(f"unknown models {models}")
     from playwright.sync_api import sync_playwright
 

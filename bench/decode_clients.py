@@ -19,17 +19,47 @@ class Target:
     name: str
     version_id: int
     image_id: int
+    # The image's objects (its scene's masks) where known: clicks then land on objects, as an
+    # annotator's do; otherwise anywhere in the image.
+    objects: list[np.ndarray] | None = None
 
 
 # --- the simulated annotator ----------------------------------------------------------------------
 
 
-def clicks(seed: int, width: int, height: int, count: int) -> list[tuple[float, float, int]]:
+def clicks(
+    seed: int,
+    width: int,
+    height: int,
+    count: int,
+    *,
+    objects: list[np.ndarray] | None = None,
+    per_object: int = 1,
+) -> list[tuple[float, float, int]]:
+    """``count`` (x, y, label) clicks, 80 % positive (label 1). Without ``objects`` anywhere in
+    the image. With them (bool H x W masks), each run of ``per_object`` clicks is one object's:
+    the first on it, then positive ones on it and negative ones beside it (in its bounding box
+    but off the object), as an annotator refines a mask."""
     rng = np.random.default_rng(seed)
-    return [
-        (float(rng.uniform(0, width)), float(rng.uniform(0, height)), int(rng.random() < 0.8))
-        for _ in range(count)
-    ]
+    if objects is None:
+        return [
+            (float(rng.uniform(0, width)), float(rng.uniform(0, height)), int(rng.random() < 0.8))
+            for _ in range(count)
+        ]
+    result: list[tuple[float, float, int]] = []
+    inside = beside = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    for index in range(count):
+        if index % per_object == 0:
+            mask = objects[int(rng.integers(len(objects)))]
+            ys, xs = np.nonzero(mask)
+            y0, x0 = int(ys.min()), int(xs.min())
+            off_y, off_x = np.nonzero(~mask[y0 : int(ys.max()) + 1, x0 : int(xs.max()) + 1])
+            inside, beside = (ys, xs), (off_y + y0, off_x + x0)
+        label = 1 if index % per_object == 0 else int(rng.random() < 0.8)
+        pool = inside if label == 1 or len(beside[0]) == 0 else beside
+        pick = int(rng.integers(len(pool[0])))
+        result.append((float(pool[1][pick]) + 0.5, float(pool[0][pick]) + 0.5, label))
+    return result
 
 
 def prompt_steps(

@@ -1,33 +1,39 @@
 """Click -> mask on the server endpoint, next to the bare decoder call, in the same run.
 
-    .venv/bin/python bench/decode_latency.py                # tiny + vit_b + seed, 1500 x 1000
+    .venv/bin/python bench/decode_latency.py     # tiny, vit_b, official, seed; 1500 x 1000
     .venv/bin/python bench/decode_latency.py --models tiny --requests 50 --clicks 5
 
 A real server process (gunicorn, as in production: ``config.wsgi``; ``--server runserver`` for
 Django's) on loopback, on a temporary SQLite database and blob folder, serves
-``POST /api/images/{id}/decode/`` with token authentication. Three model versions:
+``POST /api/images/{id}/decode/`` with token authentication. Four model versions:
 
 * ``tiny``: the golden vit_tiny checkpoint of the tests, with the embedding its encoder computes
   for a synthetic image (what a worker stores);
 * ``vit_b``: a seeded random-weight vit_b checkpoint (the official decoder's size: 256
   channels, MLP 2048, 8 heads) with a seeded random 1 x 256 x 64 x 64 embedding stored as a
-  worker would (float16 blob). Decoder timing does not depend on the weights' values;
-* ``seed``: the trained seed model (training/seed, vit_tiny) on a synthetic scene of its
-  domain, embedded by its encoder: the only model here whose masks look like real ones (the
-  others give noise-like masks of hundreds of thousands of runs, encoded in full; real masks
-  are mostly constant tiles, decided from the low-res logits: engine.sam.boundary_masks).
+  worker would (float16 blob). The decoder's arithmetic does not depend on the weights'
+  values, but its masks are noise-like: hundreds of thousands of runs, encoded in full;
+* ``official``: the official decoder (the same size) with trained weights, on vit_tiny's
+  encoder (bench/trained_decoder.py: trained once, about 10 minutes, then cached under var/),
+  on a synthetic scene of its domain: what a click costs with an official vit_b / vit_l /
+  vit_h checkpoint, whose decoders are all this one, and its real-looking masks;
+* ``seed``: the trained seed model (training/seed, vit_tiny: a 64-channel decoder) on a
+  synthetic scene of its domain, embedded by its encoder: the demo's model. Real masks are
+  mostly constant tiles, decided from the low-res logits (engine.sam.boundary_masks).
 
 The reference is the bare decoder call, ``SamPredictor.predict`` on the same embedding (set
 once) with the same prompts, in this process with the same torch thread count. Each simulated
 annotator works like the tool: a first click (multimask, three candidates), then clicks that
 add a point and send the best candidate's ``mask_ref`` back; every ``--clicks`` clicks a new
-object. Round trip = request sent -> JSON answer parsed, on one keep-alive connection per
-annotator (as a browser), after warm-up requests that load the model and the embedding.
-``--think-ms`` pauses before each click, on both sides alike: a person looks at the mask
-between clicks, and meanwhile an idle process's threads go to sleep (back to back, they never
-do; on a VM their wake-ups cost milliseconds). A connection the server closed while idle
-(gunicorn's ``--keep-alive``, 2 s by default, as ``make run``) is reopened, as a browser does,
-and that click is timed from the reconnect; the report counts them.
+object. On the scenes (``official``, ``seed``) the clicks land on the scene's objects (positive
+on the object, negative in its box beside it); on the synthetic images anywhere. Round trip =
+request sent -> JSON answer parsed, on one keep-alive connection per annotator (as a browser),
+after warm-up requests that load the model and the embedding. ``--think-ms`` pauses before
+each click, on both sides alike: a person looks at the mask between clicks, and meanwhile an
+idle process's threads go to sleep (back to back, they never do; on a VM their wake-ups cost
+milliseconds). A connection the server closed while idle (gunicorn's ``--keep-alive``, 2 s by
+default, as ``make run``) is reopened, as a browser does, and that click is timed from the
+reconnect; the report counts them.
 
 Measured for each model: alone (one annotator, ``--requests`` clicks back to back, in blocks of
 ``--block`` clicks sent over HTTP and then, the same prompts, to the bare decoder: the machine's
@@ -70,12 +76,13 @@ from bench.decode_clients import (  # noqa: E402 - after the path insert
     run_threads,
 )
 from bench.platform_setup import (  # noqa: E402 - after the path insert
+    MODELS,
     bench_checkpoint,
+    bench_objects,
+    bench_png,
     free_port,
     platform_env,
-    scene_png,
     store_random_embedding,
-    synthetic_png,
 )
 
 # --- the temporary platform -----------------------------------------------------------------------
@@ -110,7 +117,7 @@ def build_platform(
         # One project per model with its version deployed: the tool asks for the deployed
         # version, which the image query reads along (a non-deployed one costs a query more).
         project = project_create(name=f"bench-{name}", creator=user)
-        png = (scene_png if name == "seed" else synthetic_png)(width, height, seed=7)
+        png = bench_png(name, width, height)
         (ingested,) = images_ingest_batch(project=project, files=[(f"{name}.png", png)])
         image = ingested.image
         assert image is not None
@@ -128,13 +135,13 @@ def build_platform(
             sha256=sha256,
         )
         model_version_deploy(project=project, version=version)
-        if name in ("tiny", "seed"):
+        if name != "vit_b":  # the others' encoders are quick: their own embedding
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
             store_random_embedding(
                 version_id=version.pk, image_sha256=image.sha256, width=width, height=height
             )
-        targets.append(Target(name, version.pk, image.pk))
+        targets.append(Target(name, version.pk, image.pk, bench_objects(name, width, height)))
     return token, targets
 
 
@@ -178,7 +185,12 @@ def measure(
     args: argparse.Namespace, port: int, token: str, target: Target, width: int, height: int
 ) -> dict[str, Any]:
     bare = BareDecoder(target)
-    warm = prompt_steps(clicks(999, width, height, 5), args.clicks)
+
+    def sequence(seed: int, count: int) -> list[tuple[list[list[float]], list[int], bool]]:
+        placed = clicks(seed, width, height, count, objects=target.objects, per_object=args.clicks)
+        return prompt_steps(placed, args.clicks)
+
+    warm = sequence(999, 5)
     warmer = Annotator(port, token, target)
     for step in warm:  # loads the model and the embedding in the server
         warmer.click(*step)
@@ -192,7 +204,7 @@ def measure(
     alone = Annotator(port, token, target, think=think)
     http_alone: list[float] = []
     bare_alone: list[float] = []
-    steps = prompt_steps(clicks(1, width, height, args.requests), args.clicks)
+    steps = sequence(1, args.requests)
     block = args.clicks * max(1, -(-args.block // args.clicks))
     for start in range(0, len(steps), block):
         http_alone += [alone.click(*step) for step in steps[start : start + block]]
@@ -204,10 +216,7 @@ def measure(
     wall = 0.0
     if args.annotators > 0:
         each = max(1, args.requests // args.annotators)
-        sessions = [
-            prompt_steps(clicks(100 + index, width, height, each), args.clicks)
-            for index in range(args.annotators)
-        ]
+        sessions = [sequence(100 + index, each) for index in range(args.annotators)]
 
         def annotate(index: int) -> list[float]:
             annotator = Annotator(port, token, target)
@@ -279,7 +288,7 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--models", default="tiny,vit_b,seed", help="comma-separated: tiny, vit_b, seed"
+        "--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}"
     )
     parser.add_argument("--size", default="1500x1000", help="image width x height")
     parser.add_argument("--requests", type=int, default=100, help="clicks per phase per model")
@@ -325,7 +334,7 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     models = [name.strip() for name in args.models.split(",") if name.strip()]
-    if set(models) - {"tiny", "vit_b", "seed"}:
+    if set(models) - set(MODELS):
         parser.error(f"unknown models {models}")
     torch.set_grad_enabled(False)
     if args.torch_threads > 0:

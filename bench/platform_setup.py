@@ -17,6 +17,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "engine" / "sam" / "goldens" / "tiny_sam.pth"
 SEED = REPO / "training" / "seed" / "seed_vit_tiny_domain_a.pth"  # trained: real masks
+# The benchmarks' models (see bench/decode_latency.py). "official" and "seed" are trained and
+# answer with object masks on a domain-A scene; "tiny" and "vit_b" get a synthetic image.
+MODELS = ("tiny", "vit_b", "official", "seed")
+REAL_MASKS = frozenset({"official", "seed"})
+SCENE_SEED = 7
 
 
 def platform_env(root: Path, cache_url: str = "") -> dict[str, str]:
@@ -31,7 +36,7 @@ def platform_env(root: Path, cache_url: str = "") -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{root / 'bench.sqlite3'}",
         "STORAGE_BACKEND": "local",
         "BLOB_ROOT": str(root / "blobs"),
-        "CELERY_BROKER_URL": "filesystem://",
+        "CELERY_BROKER_URL": "filesystem://localhost//",
         "MASKLOOP_CACHE_URL": cache_url,
         "MASKLOOP_DEVICE": "cpu",
         "LOG_LEVEL": "WARNING",
@@ -66,13 +71,33 @@ def scene_png(width: int, height: int, seed: int) -> bytes:
     return out.getvalue()
 
 
+def bench_png(name: str, width: int, height: int) -> bytes:
+    """The benchmark image of model `name`."""
+    return (scene_png if name in REAL_MASKS else synthetic_png)(width, height, seed=SCENE_SEED)
+
+
+def bench_objects(name: str, width: int, height: int) -> list[np.ndarray] | None:
+    """The objects of model `name`'s image (its scene's masks, bool H x W), None where the image
+    is synthetic_png's."""
+    if name not in REAL_MASKS:
+        return None
+    from training.loop.scenes import generate_scene
+
+    return list(generate_scene(SCENE_SEED, "A", (height, width)).masks)
+
+
 def bench_checkpoint(name: str, root: Path) -> Path:
-    """ "tiny": the golden checkpoint; "seed": the trained seed model; anything else: seeded
-    random vit_b weights under root."""
+    """ "tiny": the golden checkpoint; "seed": the trained seed model; "official": the official
+    decoder trained (bench/trained_decoder.py, cached under var/); "vit_b": seeded random vit_b
+    weights, written under root (the only one a caller may delete)."""
     if name == "tiny":
         return GOLDEN
     if name == "seed":
         return SEED
+    if name == "official":
+        from bench.trained_decoder import official_decoder_checkpoint
+
+        return official_decoder_checkpoint()
     from engine.sam.build import build_sam
     from engine.sam.checkpoint import save_sam
     from engine.sam.config import CONFIGS

@@ -177,7 +177,8 @@ MASKLOOP_SA1B_SHARD_SIZE = env_int("MASKLOOP_SA1B_SHARD_SIZE", 1000)
 
 # --- Celery ------------------------------------------------------------------------------
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+# The folder transport ignores the host; naming one keeps kombu from warning at every connect.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(CELERY_BROKER_DIR),

@@ -35,6 +35,15 @@ from training.loop.trainer import TrainConfig, TrainProgress, TrainResult, train
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", choices=sorted(CONFIGS), default="vit_tiny")
+    parser.add_argument(
+        "--set",
+        dest="config_set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one field of --arch's configuration for a new model, e.g. "
+        "prompt_embed_dim=256 (repeatable; tuples as 1,3); an --init checkpoint keeps its own",
+    )
     parser.add_argument("--domain", choices=DOMAINS, default="A")
     parser.add_argument("--scenes", type=int, default=200, help="number of synthetic scenes")
     parser.add_argument("--first-scene", type=int, default=0, help="seed of the first scene")
@@ -82,7 +91,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--image-size must be a multiple of 16, at least 64: {args.image_size}")
     if args.scenes < 1:
         parser.error(f"--scenes must be at least 1, got {args.scenes}")
+    if args.config_set and args.init is not None:
+        parser.error("--set describes a new model; an --init checkpoint carries its configuration")
+    try:
+        args.config = config_with(CONFIGS[args.arch], args.config_set)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def config_with(base: SamConfig, assignments: Sequence[str]) -> SamConfig:
+    """``base`` with ``FIELD=VALUE`` assignments applied, each value read as its field's type;
+    ValueError names an unknown field or a value that does not parse."""
+    values = dataclasses.asdict(base)
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep or name not in values:
+            known = ", ".join(sorted(values))
+            raise ValueError(
+                f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of {known}"
+            )
+        current = values[name]
+        try:
+            if isinstance(current, tuple):
+                values[name] = tuple(int(part) for part in text.split(",") if part.strip())
+            else:
+                values[name] = type(current)(text)
+        except ValueError:
+            kind = (
+                "comma-separated integers" if isinstance(current, tuple) else type(current).__name__
+            )
+            raise ValueError(f"--set {assignment!r}: {name} takes {kind}") from None
+    return SamConfig.from_dict(values)
 
 
 def _init_distributed(device: str) -> tuple[int, int, int]:
@@ -108,16 +148,18 @@ def _device(choice: str, local_rank: int) -> torch.device:
 
 
 def _model(args: argparse.Namespace) -> tuple[Sam, SamConfig]:
-    config = CONFIGS[args.arch]
-    if args.image_size is not None:
-        config = dataclasses.replace(config, image_size=args.image_size)
+    # Default input size: the architecture's (1024), also when resuming a smaller-input stage.
+    image_size = args.image_size or args.config.image_size
     if args.init is not None:
         loaded = read_checkpoint(args.init, arch=args.arch)
-        if loaded.config.image_size == config.image_size:
+        if loaded.config.image_size == image_size:
             return sam_from_state_dict(loaded.state_dict, loaded.config), loaded.config
+        # The architecture the weights were trained in (with any --set of theirs), resized.
+        config = dataclasses.replace(loaded.config, image_size=image_size)
         model = build_sam_from_config(config)
         load_resized(model, loaded.state_dict, config)
         return model, config
+    config = dataclasses.replace(args.config, image_size=image_size)
     torch.manual_seed(args.seed)  # every rank builds the same initial weights
     return build_sam_from_config(config), config
 
