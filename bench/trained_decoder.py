@@ -18,6 +18,7 @@ with native bf16 (an estimate for fp32: 2-3 times that).
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,7 @@ def official_decoder_checkpoint(cache: Path = CACHE) -> Path:
         previous = stage_out
     assert previous is not None
     previous.replace(out)
+    shutil.rmtree(work)  # the stages' resumable states, no longer needed
     return out
 
 
