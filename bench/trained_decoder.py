@@ -65,7 +65,7 @@ def official_decoder_checkpoint(cache: Path = CACHE) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     print(
         f"training the official-decoder benchmark model once ({'bf16' if bf16 else 'fp32'}), "
-        f"cached as {out.relative_to(REPO)}",
+        f"cached as {out}",
         flush=True,
     )
     previous: Path | None = None
