@@ -27,7 +27,8 @@ For each model and path (``?decoder=server``: ``POST /api/images/{id}/decode/``;
 decoder variant ``GET .../onnx/?variant=low_res`` and resizing only the shown candidate in
 JavaScript, ``annotation/static/annotation/tool/upscale.js``) the tool is opened, warmed up
 with a few clicks (model load, wasm compile), then clicked ``--clicks`` times at seeded random
-points, each a fresh first click (Esc in between: one point, three candidates). The figure is
+points (on the scene's objects for ``official`` and ``seed``, as an annotator clicks), each a
+fresh first click (Esc in between: one point, three candidates). The figure is
 the tool's own measurement: from the click's ``pointerup`` event to the end of the animation
 frame that draws the new mask (``window.maskloopTool.latencies``), i.e. decode + upscale of the
 chosen candidate + drawing. Prints p50 / p95 / mean per model and path.
@@ -64,9 +65,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.decode_clients import clicks as object_clicks  # noqa: E402 - after the path insert
 from bench.platform_setup import (  # noqa: E402 - after the path insert
     MODELS,
     bench_checkpoint,
+    bench_objects,
     bench_png,
     free_port,
     platform_env,
@@ -138,8 +141,16 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def measure(page: Any, url: str, path: str, clicks: int, seed: int) -> list[float]:
-    """Open the tool on one decoding path and return its click -> overlay latencies (ms)."""
+def measure(
+    page: Any,
+    url: str,
+    path: str,
+    clicks: int,
+    seed: int,
+    objects: list[np.ndarray] | None = None,
+) -> list[float]:
+    """Open the tool on one decoding path and return its click -> overlay latencies (ms); with
+    the image's `objects` (bool H x W masks) each click lands on one, else anywhere."""
     page.goto(url)
     page.wait_for_function(
         "document.getElementById('tool').dataset.state === 'ready'", timeout=300_000
@@ -151,10 +162,16 @@ def measure(page: Any, url: str, path: str, clicks: int, seed: int) -> list[floa
     width, height = page.evaluate(
         "[window.maskloopTool.image.width, window.maskloopTool.image.height]"
     )
-    for _ in range(WARMUP_CLICKS + clicks):
+    count = WARMUP_CLICKS + clicks
+    if objects is not None:
+        points = [(x, y) for x, y, _ in object_clicks(seed, width, height, count, objects=objects)]
+    else:
+        points = [
+            (rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height) for _ in range(count)
+        ]
+    for x, y in points:
         page.keyboard.press("Escape")
         before = page.evaluate("window.maskloopTool.latencies.length")
-        x, y = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
         sx, sy = page.evaluate(
             """([x, y]) => {
                 const tool = window.maskloopTool;
@@ -191,6 +208,7 @@ def main() -> None:
         env = platform_env(root)
         os.environ.update(env)
         projects = build_platform(root, models, args.width, args.height)
+        objects = {model: bench_objects(model, args.width, args.height) for model in models}
 
         port = free_port()
         log = root / "web.log"
@@ -213,7 +231,7 @@ def main() -> None:
                 for model in models:
                     for path in ("server", "browser"):
                         url = f"{base}/projects/{projects[model]}/annotate/?decoder={path}"
-                        ms = measure(page, url, path, args.clicks, args.seed)
+                        ms = measure(page, url, path, args.clicks, args.seed, objects[model])
                         if path == "browser":
                             threads = page.evaluate("window.maskloopTool.decoder.threads")
                         rows.append((model, path, ms))
