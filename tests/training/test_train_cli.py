@@ -52,6 +52,14 @@ def test_bad_set_and_set_with_init_are_usage_errors(
     with pytest.raises(SystemExit):
         parse_args([*SMALL_RUN, *out, *WIDE_DECODER, "--init", str(tmp_path / "a.pth")])
     assert "an --init checkpoint carries its configuration" in capsys.readouterr().err
+    # The input size is checked against the patch size of the model being built.
+    with pytest.raises(SystemExit):
+        parse_args([*SMALL_RUN, *out, "--image-size", "72"])
+    assert "multiple of 16, at least 64: 72" in capsys.readouterr().err
+    assert parse_args([*SMALL_RUN, *out, "--set", "patch_size=8", "--image-size", "72"])
+    with pytest.raises(SystemExit):
+        parse_args([*SMALL_RUN, *out, "--set", "patch_size=8", "--image-size", "76"])
+    assert "multiple of 8, at least 64: 76" in capsys.readouterr().err
 
 
 def test_set_model_trains_and_keeps_its_architecture_at_the_next_input_size(

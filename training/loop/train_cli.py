@@ -85,18 +85,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args(argv)
-    if args.image_size is not None and (
-        args.image_size < 64 or args.image_size % CONFIGS[args.arch].patch_size
-    ):
-        parser.error(f"--image-size must be a multiple of 16, at least 64: {args.image_size}")
-    if args.scenes < 1:
-        parser.error(f"--scenes must be at least 1, got {args.scenes}")
     if args.config_set and args.init is not None:
         parser.error("--set describes a new model; an --init checkpoint carries its configuration")
     try:
         args.config = config_with(CONFIGS[args.arch], args.config_set)
     except ValueError as exc:
         parser.error(str(exc))
+    patch = args.config.patch_size
+    if args.image_size is not None and (args.image_size < 64 or args.image_size % patch):
+        parser.error(f"--image-size must be a multiple of {patch}, at least 64: {args.image_size}")
+    if args.scenes < 1:
+        parser.error(f"--scenes must be at least 1, got {args.scenes}")
     return args
 
 
