@@ -14,7 +14,7 @@ Django's) on loopback, on a temporary SQLite database and blob folder, serves
   worker would (float16 blob). The decoder's arithmetic does not depend on the weights'
   values, but its masks are noise-like: hundreds of thousands of runs, encoded in full;
 * ``official``: the official decoder (the same size) with trained weights, on vit_tiny's
-  encoder (bench/trained_decoder.py: trained once, about 10 minutes, then cached under var/),
+  encoder (bench/trained_decoder.py: trained once, 7.5 minutes here, then cached under var/),
   on a synthetic scene of its domain: what a click costs with an official vit_b / vit_l /
   vit_h checkpoint, whose decoders are all this one, and its real-looking masks;
 * ``seed``: the trained seed model (training/seed, vit_tiny: a 64-channel decoder) on a

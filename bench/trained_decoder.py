@@ -10,8 +10,8 @@ the seed: a first stage at the 256 input, a short one at 1024. Its masks are obj
 a click costs what it costs with a real checkpoint.
 
 Trained on first use and kept under ``var/bench-models/``, named by a hash of the training
-commands and the precision (bf16 where the CPU has it natively): about 10 minutes on 2 cores
-with native bf16 (an estimate for fp32: 2-3 times that).
+commands and the precision (bf16 where the CPU has it natively): 7.5 minutes on a 2-core Zen 5
+VM with native bf16, measured; on CPUs without it fp32, by estimate 2-3 times that.
 
     .venv/bin/python -m bench.trained_decoder        # train now (or print the cached path)
 """
