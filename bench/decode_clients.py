@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Annotator:
         self.target = target
         self.mask_ref: str | None = None
         self.answer_bytes: list[int] = []
+        self.candidates = 0  # masks answered, and how many of them were empty (area 0)
+        self.empty = 0
         self.server_ms: list[dict[str, float]] = []  # the answers' Server-Timing durations
         self.reconnects = 0  # idle connections the server had closed
 
@@ -131,6 +134,11 @@ class Annotator:
             raise SystemExit(f"decode answered {response.status}: {answer}")
         best = max(answer["masks"], key=lambda mask: mask["score"])
         self.mask_ref = best["mask_ref"]
+        # How realistic the answers are: trained checkpoints rarely answer an empty candidate.
+        self.candidates += len(answer["masks"])
+        self.empty += sum(
+            int(mask_utils.area(mask["rle"])) == 0 for mask in answer["masks"] if "rle" in mask
+        )
         return elapsed
 
 

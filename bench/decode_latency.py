@@ -232,6 +232,7 @@ def measure(
         "http_concurrent": percentiles(http_many) if http_many else None,
         "throughput": len(http_many) / wall if wall else None,
         "answer_kb": float(np.mean(alone.answer_bytes)) / 1024,
+        "empty": (alone.empty, alone.candidates),
         "reconnects": alone.reconnects,
         # Alone, p50 ms: the server's decoder call and its whole view (after authentication).
         "server_alone": {
@@ -275,7 +276,8 @@ def report(
         rate = f" at {row['throughput']:.1f} req/s" if row["throughput"] else ""
         print(
             f"{row['model']:<7} {'':<28} {alone} requests alone, {concurrent} concurrent{rate}, "
-            f"answers {row['answer_kb']:.1f} KB on average, {row['reconnects']} reconnects alone"
+            f"answers {row['answer_kb']:.1f} KB on average ({row['empty'][0]} of "
+            f"{row['empty'][1]} candidates empty), {row['reconnects']} reconnects alone"
         )
         server = row["server_alone"]
         print(
