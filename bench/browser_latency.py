@@ -68,6 +68,7 @@ sys.path.insert(0, str(REPO))
 from bench.decode_clients import clicks as object_clicks  # noqa: E402 - after the path insert
 from bench.platform_setup import (  # noqa: E402 - after the path insert
     MODELS,
+    RANDOM_EMBEDDING,
     bench_checkpoint,
     bench_objects,
     bench_png,
@@ -106,7 +107,7 @@ def build_platform(root: Path, models: list[str], width: int, height: int) -> di
         image = outcome.image
         path = bench_checkpoint(name, root)
         version = model_version_import(project=project, path_or_file=path, deploy=True)
-        if name != "vit_b":  # the others' encoders are quick: their own embedding
+        if name not in RANDOM_EMBEDDING:
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
             path.unlink()

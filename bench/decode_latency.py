@@ -77,6 +77,7 @@ from bench.decode_clients import (  # noqa: E402 - after the path insert
 )
 from bench.platform_setup import (  # noqa: E402 - after the path insert
     MODELS,
+    RANDOM_EMBEDDING,
     bench_checkpoint,
     bench_objects,
     bench_png,
@@ -135,7 +136,7 @@ def build_platform(
             sha256=sha256,
         )
         model_version_deploy(project=project, version=version)
-        if name != "vit_b":  # the others' encoders are quick: their own embedding
+        if name not in RANDOM_EMBEDDING:
             embedding_compute(image_id=image.pk, model_version_id=version.pk)
         else:
             store_random_embedding(
