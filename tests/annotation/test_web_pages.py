@@ -394,3 +394,12 @@ def test_the_stats_page_of_someone_outside_the_project_is_404(project, reviewer,
         logged_in(reviewer).get(f"/projects/{project.pk}/stats/annotators/999999/").status_code
         == 404
     )
+
+
+def test_favicon_redirects_to_the_logo_for_pages_that_name_no_icon() -> None:
+    from django.contrib.staticfiles import finders
+
+    response = Client().get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("/annotation/logo.svg")
+    assert finders.find("annotation/logo.svg") is not None

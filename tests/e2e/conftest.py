@@ -110,15 +110,19 @@ def browser_context(
         )
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         console: list[str] = []
-        context.on(
-            "page",
-            lambda page: page.on("console", lambda m: console.append(f"{m.type}: {m.text}")),
-        )
+        uncaught: list[str] = []
+
+        def watch(page: Any) -> None:
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda error: uncaught.append(f"{page.url}: {error}"))
+
+        context.on("page", watch)
         try:
             yield context
         finally:
             report = getattr(request.node, "report_call", None)
-            if report is None or report.failed:
+            failed = report is None or report.failed
+            if failed:
                 print("browser console:\n" + "\n".join(console[-50:]))
                 for index, page in enumerate(context.pages):
                     target = artifacts_dir / f"{request.node.name}-{index}.png"
@@ -132,6 +136,9 @@ def browser_context(
             # ORM calls made while Playwright runs may have opened a connection of their own
             # (another context); close it, or the test database cannot be dropped at the end.
             connections.close_all()
+        # A script that throws is a bug even when the test's own checks passed.
+        if not failed and uncaught:
+            pytest.fail("uncaught exceptions in the browser:\n" + "\n".join(uncaught))
 
 
 STATIC_ROOT_IN_CHECKOUT = REPO / "annotation" / "static"

@@ -129,6 +129,7 @@ def test_an_admin_launches_and_cancels_rounds_one_queued_one_running_live(
     expect(page.locator("#rounds-table tbody")).to_contain_text("No rounds yet.")
     expect(page.locator(".page-head")).to_contain_text("(1 image, frozen")
     expect(page.locator("#loss-curve svg.chart")).to_have_count(0)
+    expect(page.locator("#curve-empty")).to_contain_text("as it trains")
 
     # Launch: the round is queued with the steps asked for; launching again is disabled.
     launch(page, steps=3)
@@ -139,6 +140,7 @@ def test_an_admin_launches_and_cancels_rounds_one_queued_one_running_live(
     expect(page.locator("#active-round")).to_contain_text("Round 1 is queued")
     expect(page.locator("#launch-form button[type=submit]")).to_be_disabled()
     expect(page.locator("#loss-curve svg.chart")).to_contain_text("no training steps yet")
+    expect(page.locator("#curve-empty")).to_have_count(0)
     expect(page.locator("#rounds-live")).to_have_text("updating live")
     # The page keeps polling: its update leaves the server's rendering as it was.
     page.wait_for_timeout(2_500)

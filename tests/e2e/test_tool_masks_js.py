@@ -1,6 +1,7 @@
 """masks.js's bounding box and area (on the click path of every new mask) against numpy, in the
 browser: they skip empty space four pixels at a time, so sizes that are not a multiple of 4 and
-masks that start at an unaligned byte offset are the cases to get right."""
+masks that start at an unaligned byte offset are the cases to get right. And render.js's frame
+while an image is still loading."""
 
 import numpy as np
 
@@ -55,3 +56,26 @@ def test_mask_box_and_area_match_numpy(browser_context) -> None:
     for case, result, (box, area) in zip(cases, results, expected, strict=True):
         assert result["box"] == box, (case["h"], case["w"], case["offset"])
         assert result["area"] == area
+
+
+def test_frame_while_the_image_loads_draws_the_background_only(browser_context) -> None:
+    """An image chosen but its pixels not decoded yet (a resize or a panel update asks for a
+    frame meanwhile): the frame is the empty background, not an exception."""
+    page = static_module_page(browser_context, "render")
+    corner = page.evaluate(
+        """async () => {
+            const { drawFrame } = await import('/static/annotation/tool/render.js');
+            const canvas = document.createElement('canvas');
+            canvas.width = 40;
+            canvas.height = 30;
+            const tool = {
+                canvas,
+                view: { scale: 1, tx: 0, ty: 0 },
+                image: { id: 1, width: 400, height: 300 },
+                imageElement: null,
+            };
+            drawFrame(tool);
+            return Array.from(canvas.getContext('2d').getImageData(0, 0, 1, 1).data);
+        }"""
+    )
+    assert corner == [0x1D, 0x23, 0x30, 255]  # the tool's background colour

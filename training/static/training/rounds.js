@@ -79,6 +79,7 @@ async function showCurve(number) {
   const round = await response.json();
   if (number !== selected) return; // another round was picked while this one loaded
   figure.querySelector("svg.chart")?.remove();
+  document.getElementById("curve-empty")?.remove();
   figure.prepend(drawCurve(round.loss_curve));
   title.textContent = `round ${round.number} · ${round.status}`;
 }

@@ -177,6 +177,7 @@ export class ToolBase {
   }
 
   clearImageState() {
+    this.imageElement = null;
     this.work = newWork(this.idleCap);
     this.history = [];
     this.accepted = [];

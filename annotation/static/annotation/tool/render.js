@@ -12,7 +12,9 @@ export function drawFrame(tool) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#1d2330";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  if (!tool.image) return;
+  // Between choosing an image and its pixels arriving there is nothing to draw (the previous
+  // image's element was dropped, so it cannot show under the new image's view either).
+  if (!tool.image || !tool.imageElement) return;
   ctx.setTransform(dpr * view.scale, 0, 0, dpr * view.scale, dpr * view.tx, dpr * view.ty);
   ctx.imageSmoothingEnabled = view.scale < 2; // crisp pixels when zoomed in
   ctx.drawImage(tool.imageElement, 0, 0);
