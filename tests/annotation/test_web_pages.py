@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from annotation.models import Image, Mask, Project
 from annotation.services.leases import image_lease_take, image_mark_done
@@ -403,3 +404,31 @@ def test_favicon_redirects_to_the_logo_for_pages_that_name_no_icon() -> None:
     assert response.status_code == 301
     assert response["Location"].endswith("/annotation/logo.svg")
     assert finders.find("annotation/logo.svg") is not None
+
+
+def test_a_page_beyond_the_users_role_says_which_role_it_needs(project, annotator_user):
+    response = logged_in(annotator_user).get(f"/projects/{project.pk}/review/")
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert 'id="error-page" data-status="403"' in html
+    assert escape(f"this needs the reviewer role in project {project.name!r}") in html
+    assert 'href="/"' in html  # back to the project list, inside the site's frame
+    assert annotator_user.username in html
+
+
+def test_a_hidden_project_answers_the_sites_not_found_page(project, outsider_user):
+    response = logged_in(outsider_user).get(f"/projects/{project.pk}/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert 'id="error-page" data-status="404"' in html
+    assert f"/projects/{project.pk}/" in html
+
+
+def test_the_server_error_page_renders_without_a_request() -> None:
+    from django.test import RequestFactory
+    from django.views.defaults import server_error
+
+    # Django renders 500.html with an empty context: no user, no messages.
+    response = server_error(RequestFactory().get("/projects/1/"))
+    assert response.status_code == 500
+    assert b'data-status="500"' in response.content
