@@ -432,3 +432,15 @@ def test_the_server_error_page_renders_without_a_request() -> None:
     response = server_error(RequestFactory().get("/projects/1/"))
     assert response.status_code == 500
     assert b'data-status="500"' in response.content
+
+
+def test_a_form_sent_without_its_csrf_token_gets_the_sites_expired_form_page(
+    project, admin_user
+):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = client.post(f"/projects/{project.pk}/stage/", {"stage": "semi_automatic"})
+    assert response.status_code == 403
+    assert b'data-status="403-csrf"' in response.content
+    project.refresh_from_db()
+    assert project.stage != "semi_automatic"
