@@ -434,9 +434,7 @@ def test_the_server_error_page_renders_without_a_request() -> None:
     assert b'data-status="500"' in response.content
 
 
-def test_a_form_sent_without_its_csrf_token_gets_the_sites_expired_form_page(
-    project, admin_user
-):
+def test_a_form_sent_without_its_csrf_token_gets_the_sites_expired_form_page(project, admin_user):
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
     response = client.post(f"/projects/{project.pk}/stage/", {"stage": "semi_automatic"})
