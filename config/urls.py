@@ -22,3 +22,6 @@ urlpatterns = [
     path("", include("training.urls_promotion")),
     path("", include("training.urls")),
 ]
+
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"

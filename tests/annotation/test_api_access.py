@@ -208,3 +208,34 @@ def test_a_reviewer_is_still_refused_admin_only_endpoints(world, outsider_user):
     )
     assert response.status_code == 403
     assert Job.objects.filter(project=world.project).count() == 2
+
+
+def test_an_unknown_api_url_answers_json_in_the_api_error_shape() -> None:
+    response = APIClient().get("/api/no-such-endpoint/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["code"] == "not_found"
+    assert "/api/no-such-endpoint/" in body["detail"]
+
+
+def test_an_unknown_page_outside_the_api_answers_the_sites_page() -> None:
+    from django.test import Client
+
+    response = Client().get("/no-such-page/")
+    assert response.status_code == 404
+    assert b'data-status="404"' in response.content
+
+
+def test_a_crash_under_the_api_answers_json_and_elsewhere_the_sites_page() -> None:
+    from django.test import RequestFactory
+
+    from config.errors import server_error
+
+    api = server_error(RequestFactory().get("/api/projects/"))
+    assert api.status_code == 500
+    assert api["Content-Type"] == "application/json"
+    assert b'"code": "server_error"' in api.content
+    page = server_error(RequestFactory().get("/projects/"))
+    assert page.status_code == 500
+    assert b'data-status="500"' in page.content
