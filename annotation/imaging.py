@@ -285,6 +285,36 @@ def load_rgb_array(data: bytes) -> np.ndarray:
     return array
 
 
+# Pixels a browser draws exactly as load_rgb decodes them: 8-bit grey, RGB or palette, without
+# transparency. Anything else (16-bit grey, CMYK, alpha) goes through load_rgb's conversions.
+_BROWSER_SAFE_MODES = {"1", "L", "P", "RGB"}
+
+
+def browser_draws_as_decoded(data: bytes) -> bool:
+    """Whether a browser shows these original bytes exactly as :func:`load_rgb` does, so the
+    annotation tool can draw them as they are (header only, no pixels decoded).
+
+    Not so for TIFF (browsers do not decode it), for the pixel modes :func:`load_rgb` converts
+    (16-bit or float grey, CMYK, transparency), and for an EXIF orientation outside JPEG
+    (Chromium ignores it in WebP, which would put every click off the model's pixels).
+    """
+    with _open(data) as image:
+        fmt = _FORMAT_ALIASES.get(image.format or "", image.format or "")
+        if fmt not in {"JPEG", "PNG", "WEBP"}:
+            return False
+        if image.mode not in _BROWSER_SAFE_MODES or "transparency" in image.info:
+            return False
+        return fmt == "JPEG" or _orientation(image) == 1
+
+
+def display_png(data: bytes) -> bytes:
+    """A PNG of :func:`load_rgb`: the pixels the model sees, for a browser to draw as they are.
+    Fast compression: it is made on request (and cached by the browser), not stored."""
+    out = io.BytesIO()
+    load_rgb(data).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
 def thumbnail_jpeg(data: bytes, *, max_side: int = 256, quality: int = 85) -> bytes:
     """A JPEG of the upright image whose longer side is at most ``max_side`` pixels."""
     if max_side < 1:

@@ -1,8 +1,10 @@
-"""Images: list, multi-file upload (project admins), retrieve, original bytes, thumbnail."""
+"""Images: list, multi-file upload (project admins), retrieve, original bytes, the pixels to
+display, thumbnail."""
 
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db.models import QuerySet
 from django.http import (
     FileResponse,
@@ -21,7 +23,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.imaging import ACCEPTED_FORMATS, thumbnail_jpeg
+from annotation.imaging import (
+    ACCEPTED_FORMATS,
+    browser_draws_as_decoded,
+    display_png,
+    thumbnail_jpeg,
+)
 from annotation.models import Image, Project
 from annotation.permissions import require_admin
 from annotation.selectors.images import images_for_project
@@ -35,7 +42,10 @@ _CACHE_CONTROL = "private, max-age=86400"
 
 class ImageOutput(serializers.ModelSerializer[Image]):
     project = serializers.PrimaryKeyRelatedField[Project](read_only=True)
-    content_url = serializers.SerializerMethodField()
+    content_url = serializers.SerializerMethodField(help_text="the original bytes")
+    display_url = serializers.SerializerMethodField(
+        help_text="what a browser should draw: the model's pixels (see the endpoint)"
+    )
     thumbnail_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -52,12 +62,16 @@ class ImageOutput(serializers.ModelSerializer[Image]):
             "status",
             "created_at",
             "content_url",
+            "display_url",
             "thumbnail_url",
         ]
         read_only_fields = fields
 
     def get_content_url(self, image: Image) -> str:
         return reverse("api-image-content", args=[image.pk])
+
+    def get_display_url(self, image: Image) -> str:
+        return reverse("api-image-display", args=[image.pk])
 
     def get_thumbnail_url(self, image: Image) -> str:
         return reverse("api-image-thumbnail", args=[image.pk])
@@ -138,6 +152,29 @@ def _not_modified(request: HttpRequest, etag: str) -> bool:
     return etag in {tag.strip() for tag in sent.split(",")}
 
 
+def _original_response(request: HttpRequest, image: Image) -> HttpResponseBase:
+    """The uploaded bytes: a redirect to a presigned URL, or streamed from the blob store."""
+    store = get_blob_store()
+    presigned = store.url(
+        image.blob_key,
+        expires=settings.S3_PRESIGN_SECONDS,
+        filename=image.file_name or None,
+    )
+    if presigned:
+        return HttpResponseRedirect(presigned)
+    etag = f'"{image.sha256}"'
+    if _not_modified(request, etag):
+        return HttpResponseNotModified(headers={"ETag": etag})
+    response = FileResponse(
+        store.open(image.blob_key),
+        content_type=ACCEPTED_FORMATS.get(image.format, "application/octet-stream"),
+        filename=image.file_name or f"{image.sha256}",
+    )
+    response["ETag"] = etag
+    response["Cache-Control"] = _CACHE_CONTROL
+    return response
+
+
 class ImageContentApi(APIView):
     @extend_schema(
         operation_id="images_content",
@@ -150,22 +187,49 @@ class ImageContentApi(APIView):
     )
     def get(self, request: Request, image_id: int) -> HttpResponseBase:
         image = image_get_for_user(user=request.user, image_id=image_id)
-        store = get_blob_store()
-        presigned = store.url(
-            image.blob_key,
-            expires=settings.S3_PRESIGN_SECONDS,
-            filename=image.file_name or None,
-        )
-        if presigned:
-            return HttpResponseRedirect(presigned)
-        etag = f'"{image.sha256}"'
-        if _not_modified(request, etag):
+        return _original_response(request, image)
+
+
+_DRAWN_AS_IS_PREFIX = "image-drawn-as-is:"  # + sha256: the bytes never change, nor the answer
+
+
+def _display_bytes(image: Image) -> bytes | None:
+    """None when the original bytes are what a browser should draw; else the PNG to draw.
+    The decision is cached by sha256 (the bytes never change), so only the first request of
+    an image drawn as is reads it here."""
+    cache = caches["default"]
+    key = f"{_DRAWN_AS_IS_PREFIX}{image.sha256}"
+    if cache.get(key) is True:
+        return None
+    data = get_blob_store().get_bytes(image.blob_key)
+    as_is = browser_draws_as_decoded(data)
+    cache.set(key, as_is, timeout=None)
+    return None if as_is else display_png(data)
+
+
+class ImageDisplayApi(APIView):
+    @extend_schema(
+        operation_id="images_display",
+        responses={
+            (200, "image/png"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="the original bytes when a browser draws them as the model sees "
+                "them (JPEG; PNG and WebP in 8-bit grey, RGB or palette without transparency "
+                "or EXIF rotation); otherwise a PNG of the model's pixels (TIFF, 16-bit grey, "
+                "CMYK, transparency composited on white, EXIF rotation applied)",
+            ),
+            302: OpenApiResponse(description="redirect to a presigned URL of the original"),
+        },
+    )
+    def get(self, request: Request, image_id: int) -> HttpResponseBase:
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        etag = f'"{image.sha256}-display"'
+        if _not_modified(request, etag):  # only the rendered PNG carries this tag
             return HttpResponseNotModified(headers={"ETag": etag})
-        response = FileResponse(
-            store.open(image.blob_key),
-            content_type=ACCEPTED_FORMATS.get(image.format, "application/octet-stream"),
-            filename=image.file_name or f"{image.sha256}",
-        )
+        data = _display_bytes(image)
+        if data is None:
+            return _original_response(request, image)
+        response = HttpResponse(data, content_type="image/png")
         response["ETag"] = etag
         response["Cache-Control"] = _CACHE_CONTROL
         return response

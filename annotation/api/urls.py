@@ -7,6 +7,7 @@ from annotation.api.exports import ExportCreateApi
 from annotation.api.images import (
     ImageContentApi,
     ImageDetailApi,
+    ImageDisplayApi,
     ImageListUploadApi,
     ImageThumbnailApi,
 )
@@ -44,6 +45,7 @@ urlpatterns = [
     ),
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:image_id>/content/", ImageContentApi.as_view(), name="api-image-content"),
+    path("images/<int:image_id>/display/", ImageDisplayApi.as_view(), name="api-image-display"),
     path(
         "images/<int:image_id>/thumbnail/",
         ImageThumbnailApi.as_view(),

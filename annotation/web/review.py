@@ -67,7 +67,7 @@ def review_queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
                 "id": item.image.pk,
                 "width": item.image.width,
                 "height": item.image.height,
-                "content_url": reverse("api-image-content", args=[item.image.pk]),
+                "display_url": reverse("api-image-display", args=[item.image.pk]),
                 "masks": [_mask_data(mask, item.image) for mask in item.masks],
             }
             for item in items

@@ -254,7 +254,7 @@ def test_the_review_queue_lists_images_with_unreviewed_masks_and_their_rles(
     (entry,) = data["images"]
     assert entry["id"] == pending_image.pk
     assert (entry["width"], entry["height"]) == (pending_image.width, pending_image.height)
-    assert entry["content_url"] == f"/api/images/{pending_image.pk}/content/"
+    assert entry["display_url"] == f"/api/images/{pending_image.pk}/display/"
     assert [m["id"] for m in entry["masks"]] == [first.pk, second.pk]
     first.refresh_from_db()
     assert entry["masks"][0]["rle"] == {

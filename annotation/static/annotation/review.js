@@ -78,7 +78,7 @@ class ReviewPage {
     this.canvas.dataset.ready = "0";
     const picture = new Image();
     picture.decoding = "async";
-    picture.src = entry.content_url;
+    picture.src = entry.display_url;
     try {
       await picture.decode();
     } catch (error) {

@@ -200,7 +200,7 @@ export class ToolBase {
     this.setState("loading", "Loading the image…");
     const element = new Image();
     element.crossOrigin = "anonymous";
-    element.src = image.content_url;
+    element.src = image.display_url;
     const [, masks, proposed] = await Promise.all([
       element.decode(),
       session.acceptedMasks(image.id),
