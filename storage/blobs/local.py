@@ -12,6 +12,12 @@ from typing import BinaryIO
 from storage.blobs.base import BlobNotFound, BlobStore, validate_key
 
 _CHUNK = 1024 * 1024
+# mkstemp creates 0600 files; a blob gets the mode open() would give it (0666 less the umask),
+# so exports copied out of the store are readable as the user's other files are. The umask is
+# read once here: os.umask can only be read by setting it, which is not thread-safe later.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 class LocalBlobStore(BlobStore):
@@ -40,6 +46,7 @@ class LocalBlobStore(BlobStore):
                     out.write(chunk)
                     written += len(chunk)
                 out.flush()
+                os.fchmod(out.fileno(), _FILE_MODE)
                 os.fsync(out.fileno())
             os.replace(tmp_name, path)
         except BaseException:

@@ -175,3 +175,15 @@ def test_presigned_url_downloads_the_object_with_plain_http(store: BlobStore) ->
         assert response.read() == b'{"images": []}'
         disposition = response.headers["Content-Disposition"]
     assert disposition.startswith('attachment; filename="my export.json"')
+
+
+def test_local_blobs_get_the_mode_open_would_give_them(tmp_path: Path) -> None:
+    """Not mkstemp's 0600: an export copied out of the store must be readable as the user's
+    other files are (0666 less the process's umask: 0644 under the usual 022)."""
+    from storage.blobs import local
+
+    store = LocalBlobStore(tmp_path / "store")
+    store.put_bytes("exports/1/coco.json", b"{}")
+    mode = (tmp_path / "store" / "exports" / "1" / "coco.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~local._UMASK
+    assert local._UMASK == 0o077 or mode != 0o600
