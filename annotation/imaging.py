@@ -125,20 +125,22 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
+# Pillow's bomb *warning* is left to our limit, checked from the header: ignored process-wide.
+# (warnings.catch_warnings around each open is not thread-safe: with import_images' threads,
+# one thread's restored filters let another's warning through to the console.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def _open(data: bytes) -> Image.Image:
-    """Open lazily with only the accepted plugins; Pillow's bomb *warning* is left to our limit."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    """Open lazily with only the accepted plugins."""
+    return Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
 
 
 def _identify_other(data: bytes) -> str | None:
     """The format name Pillow would give bytes we refuse, for the message (header only)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as other:
-                return other.format
+        with Image.open(io.BytesIO(data)) as other:
+            return other.format
     except Exception:  # anything unreadable is simply "not an image"
         return None
 

@@ -80,6 +80,11 @@ def _binary_pixels(binary: object, *, height: int, width: int) -> np.ndarray:
     return binary
 
 
+# As in annotation.imaging: Pillow's bomb warning is ignored process-wide (the size check below
+# refuses what matters, and per-call catch_warnings is not thread-safe).
+warnings.filterwarnings("ignore", category=PilImage.DecompressionBombWarning)
+
+
 def _png_pixels(png: object, *, height: int, width: int) -> np.ndarray:
     """Decode a base64 PNG mask; its size is checked from the header before any pixel."""
     if not isinstance(png, str):
@@ -89,18 +94,17 @@ def _png_pixels(png: object, *, height: int, width: int) -> np.ndarray:
     except (binascii.Error, ValueError) as exc:
         raise InvalidMask("png is not valid base64") from exc
     try:
-        with warnings.catch_warnings():
-            # A decompression-bomb warning must fail here, not pass: the size check follows.
-            warnings.simplefilter("error", PilImage.DecompressionBombWarning)
-            picture = PilImage.open(io.BytesIO(data), formats=["PNG"])
-            if picture.size != (width, height):
-                raise InvalidMask(
-                    f"png size {picture.size[0]}x{picture.size[1]} does not match the image "
-                    f"{width}x{height} (width x height)"
-                )
-            if picture.mode not in {"1", "L"}:
-                raise InvalidMask(f"png must be 1-bit or 8-bit greyscale, not mode {picture.mode}")
-            pixels = np.asarray(picture.convert("L"))
+        # Header only: a PNG of another size than the image (whose pixels are bounded at import)
+        # is refused before any pixel is decoded, a bomb included.
+        picture = PilImage.open(io.BytesIO(data), formats=["PNG"])
+        if picture.size != (width, height):
+            raise InvalidMask(
+                f"png size {picture.size[0]}x{picture.size[1]} does not match the image "
+                f"{width}x{height} (width x height)"
+            )
+        if picture.mode not in {"1", "L"}:
+            raise InvalidMask(f"png must be 1-bit or 8-bit greyscale, not mode {picture.mode}")
+        pixels = np.asarray(picture.convert("L"))
     except InvalidMask:
         raise
     except (OSError, ValueError, SyntaxError, PilImage.DecompressionBombError, Warning) as exc:

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from annotation.models import Image, Membership, Project
 from engine.models import Job
-from tests.annotation.test_imaging import jpeg_bytes
+from tests.annotation.test_imaging import jpeg_bytes, png_bomb
 from tests.factories import manage_in_child
 from tests.s3server import s3_test_client
 
@@ -230,3 +230,16 @@ def test_exit_code_is_non_zero_for_an_unknown_project(tmp_path):
     assert done.returncode == 1
     assert "unknown project 'ghost'" in done.stderr
     assert not (tmp_path / "blobs").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_bomb_prints_no_pillow_warning(tmp_path):
+    """Pillow's own bomb warning (above its 89 Mpx) is left to our limit: only the rejection
+    line is printed, from every import thread."""
+    Project.objects.create(name="bombs")
+    source = make_folder(tmp_path / "src", 3)
+    (source / "bomb.png").write_bytes(png_bomb(20_000, 10_000))
+    done = manage("import_images", "bombs", str(source), blob_root=tmp_path / "blobs")
+    assert done.returncode == 1
+    assert "bomb.png: " in done.stdout
+    assert "DecompressionBombWarning" not in done.stderr, done.stderr
