@@ -167,6 +167,14 @@ def test_import_images_from_a_missing_folder_fails_clearly(project, tmp_path):
     assert Job.objects.count() == 0
 
 
+def test_a_source_that_is_not_a_folder_prints_its_error_without_a_progress_bar(project, tmp_path):
+    (tmp_path / "one.png").write_bytes(jpeg_bytes())
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="is not a folder"):
+        call_command("import_images", "proj", str(tmp_path / "one.png"), stderr=err)
+    assert err.getvalue() == ""
+
+
 def test_import_images_from_an_s3_prefix(project, s3_endpoint, s3_bucket):
     client = s3_test_client(s3_endpoint)
     for i in range(8):

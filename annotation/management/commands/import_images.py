@@ -34,9 +34,20 @@ class Command(BaseCommand):
         user = user_from_name(options["user"]) if options["user"] else None
         # tqdm redraws one line with "\r"; Django's OutputWrapper would add a newline per write.
         stream = getattr(self.stderr, "_out", sys.stderr)
-        bar = tqdm(unit="img", file=stream, disable=options["no_progress"], dynamic_ncols=True)
+        bars: list[tqdm[Any]] = []  # made at the first file: a bad source prints its error alone
 
         def progress(done: int, total: int, outcome: IngestOutcome) -> None:
+            if not bars:
+                bars.append(
+                    tqdm(
+                        unit="img",
+                        file=stream,
+                        disable=options["no_progress"],
+                        dynamic_ncols=True,
+                        total=total,
+                    )
+                )
+            bar = bars[0]
             if bar.total != total:
                 bar.total = total
             bar.update(1)
@@ -48,7 +59,8 @@ class Command(BaseCommand):
         except (DomainError, BlobError) as exc:
             raise CommandError(str(getattr(exc, "message", exc))) from exc
         finally:
-            bar.close()
+            for bar in bars:
+                bar.close()
         self.stdout.write(summary.line)
         if summary.skipped:
             self.stdout.write(f"skipped {summary.skipped} hidden or non-regular entries")
