@@ -5,12 +5,15 @@ would import or call anything but tensors and plain containers is refused before
 Keys are strict; shapes are compared against the architecture before any weight is copied.
 
 Our format is a dict {"format": "maskloop-sam/1", "arch", "config", "state_dict"}; its sha256
-(of the file's bytes) is verified when the caller passes the expected value.
+(of the file's bytes) is verified when the caller passes the expected value. Its "arch" label
+must be a known architecture and agree with the weights when they are of a known size.
+
+A file read without an expected sha256 (an import) is checked in full: zip members against
+their CRC-32, weights for NaN or infinity. The bytes themselves are read by
+`engine.sam.checkpoint_file`.
 """
 
 import hashlib
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from engine.sam.build import build_sam_from_config
+from engine.sam.checkpoint_file import CheckpointError as CheckpointError
+from engine.sam.checkpoint_file import read_payload
 from engine.sam.config import CONFIGS, SamConfig
 from engine.sam.modeling import ImageEncoderViT, Sam
 
@@ -27,13 +32,8 @@ PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 NECK_KEY = "image_encoder.neck.0.weight"
 BLOCK_PREFIX = "image_encoder.blocks."
 ENCODER_PREFIX = "image_encoder."
-_PICKLE_PROTOCOL_2 = b"\x80\x02"
-_ZIP_MAGIC = b"PK\x03\x04"
 _LIST_LIMIT = 20
-
-
-class CheckpointError(ValueError):
-    """The file is not a usable SAM checkpoint; the message says why."""
+_FINITE_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -54,38 +54,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_payload(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head == _ZIP_MAGIC:
-        if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{path}: truncated or corrupt checkpoint (zip is incomplete)")
-        with zipfile.ZipFile(path) as archive:
-            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
-                raise CheckpointError(f"{path}: not a checkpoint (a zip without a torch data.pkl)")
-    elif not head.startswith(_PICKLE_PROTOCOL_2):
-        raise CheckpointError(
-            f"{path}: not a checkpoint (neither a torch zip archive nor a legacy torch pickle; "
-            f"starts with {head!r})"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
-        if "WeightsUnpickler error: Unsupported" in str(exc) or "persistent_load" in detail:
-            raise CheckpointError(
-                f"{path}: refused, the pickle would run code or build objects that are not "
-                f"tensors ({detail})"
-            ) from exc
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({detail})") from exc
-    except MemoryError:
-        raise
-    except Exception as exc:  # any other failure to parse the bytes
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc!r})") from exc
-
-
 def _as_state_dict(payload: Any, path: Path) -> dict[str, Tensor]:
     if not isinstance(payload, dict) or not payload:
         raise CheckpointError(f"{path}: not a state dict (got {type(payload).__name__})")
@@ -101,17 +69,21 @@ def _listed(keys: list[str]) -> str:
     return f"[{shown}{f', ... {more} more' if more > 0 else ''}]"
 
 
-def detect_arch(state_dict: dict[str, Tensor]) -> str:
-    """The registered architecture whose encoder width and depth match the weights."""
+def encoder_size(state_dict: dict[str, Tensor]) -> tuple[int, int]:
+    """(width, depth) of the image encoder the weights are for."""
     if PATCH_KEY not in state_dict:
         raise CheckpointError(f"not a SAM state dict: no {PATCH_KEY!r}")
-    embed_dim = int(state_dict[PATCH_KEY].shape[0])
     blocks = {
         int(key[len(BLOCK_PREFIX) :].split(".", 1)[0])
         for key in state_dict
         if key.startswith(BLOCK_PREFIX)
     }
-    depth = max(blocks) + 1 if blocks else 0
+    return int(state_dict[PATCH_KEY].shape[0]), max(blocks) + 1 if blocks else 0
+
+
+def detect_arch(state_dict: dict[str, Tensor]) -> str:
+    """The registered architecture whose encoder width and depth match the weights."""
+    embed_dim, depth = encoder_size(state_dict)
     out_chans = int(state_dict[NECK_KEY].shape[0]) if NECK_KEY in state_dict else None
     for name, config in CONFIGS.items():
         if (
@@ -148,34 +120,89 @@ def check_state_dict(state_dict: dict[str, Tensor], config: SamConfig) -> None:
         raise CheckpointError("shape mismatch: " + "; ".join(mismatched[:_LIST_LIMIT]))
 
 
+def check_finite(state_dict: dict[str, Tensor]) -> None:
+    """Raise CheckpointError naming the floating tensors that hold NaN or infinity (a diverged
+    training run writes them; every mask decoded from them would be garbage)."""
+    bad: list[str] = []
+    for key, value in state_dict.items():
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        count = value.numel() - int(torch.isfinite(value).sum())
+        bad.append(f"{key} ({count} of {value.numel()} values)")
+    if bad:
+        shown = "; ".join(bad[:_FINITE_LIMIT])
+        more = f"; ... {len(bad) - _FINITE_LIMIT} more tensors" if len(bad) > _FINITE_LIMIT else ""
+        raise CheckpointError(f"non-finite weights (NaN or infinity) in {shown}{more}")
+
+
 def read_checkpoint(
     path: str | Path, *, arch: str | None = None, expected_sha256: str | None = None
 ) -> LoadedCheckpoint:
     """Read and validate a checkpoint without building the model.
 
     `arch` (if given) must agree with what the weights are; `expected_sha256` (if given) must
-    equal the file's sha256.
+    equal the file's sha256. Without `expected_sha256` the file is checked in full: its zip
+    members against their CRC-32 and its weights for NaN or infinity. A matching sha256 names
+    bytes that passed those checks when they were imported, so they are not repeated.
     """
     path = Path(path)
+    verified = False
     if expected_sha256 is not None:
         actual = file_sha256(path) if path.is_file() else None
         if actual is not None and actual != expected_sha256.lower():
             raise CheckpointError(
                 f"{path}: sha256 {actual} does not match the expected {expected_sha256}"
             )
-    payload = _read_payload(path)
+        verified = actual is not None
+    payload = read_payload(path, verify_members=not verified)
     if isinstance(payload, dict) and payload.get("format") == OUR_FORMAT:
+        loaded = _read_ours(payload, path, arch)
+    else:
+        loaded = _read_official(payload, path, arch)
+    if not verified:
         try:
-            config = SamConfig.from_dict(payload["config"])
-            stored_arch = str(payload["arch"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: malformed {OUR_FORMAT} header ({exc})") from exc
-        state_dict = _as_state_dict(payload.get("state_dict"), path)
-        if arch is not None and arch != stored_arch:
-            raise CheckpointError(f"{path}: checkpoint is {stored_arch}, not {arch}")
-        check_state_dict(state_dict, config)
-        return LoadedCheckpoint(state_dict, stored_arch, config, is_official=False)
+            check_finite(loaded.state_dict)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    return loaded
 
+
+def _read_ours(payload: dict[str, Any], path: Path, arch: str | None) -> LoadedCheckpoint:
+    try:
+        config = SamConfig.from_dict(payload["config"])
+        label = str(payload["arch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed {OUR_FORMAT} header ({exc})") from exc
+    state_dict = _as_state_dict(payload.get("state_dict"), path)
+    _check_label(label, state_dict, path)
+    if arch is not None and arch != label:
+        raise CheckpointError(f"{path}: checkpoint is {label}, not {arch}")
+    check_state_dict(state_dict, config)
+    return LoadedCheckpoint(state_dict, label, config, is_official=False)
+
+
+def _check_label(label: str, state_dict: dict[str, Tensor], path: Path) -> None:
+    """Our header's "arch" becomes the version's architecture, so it must be a known one and
+    must not contradict the weights. Weights of no known size (a `train_cli --set` model) keep
+    their label: it names the architecture they were derived from."""
+    if label not in CONFIGS:
+        raise CheckpointError(
+            f"{path}: labelled {label!r}, which is not a known architecture "
+            f"(known: {sorted(CONFIGS)})"
+        )
+    try:
+        detected = detect_arch(state_dict)
+    except CheckpointError:
+        return  # no known size, or not SAM at all: check_state_dict says what differs
+    if detected != label:
+        width, depth = encoder_size(state_dict)
+        raise CheckpointError(
+            f"{path}: labelled {label} but its weights are {detected}'s "
+            f"(encoder width {width}, depth {depth})"
+        )
+
+
+def _read_official(payload: Any, path: Path, arch: str | None) -> LoadedCheckpoint:
     state_dict = _as_state_dict(payload, path)
     if arch is not None and arch not in CONFIGS:
         raise CheckpointError(f"unknown architecture {arch!r}; known: {sorted(CONFIGS)}")

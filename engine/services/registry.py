@@ -2,8 +2,9 @@
 
 ``model_version_import`` streams the file to a temporary folder (hashing it on the way), reads it
 with the checked loader of ``engine.sam.checkpoint`` (``weights_only=True``: a pickle that would
-run code is refused before it runs; strict keys; architecture detected or checked), exports and
-verifies the ONNX decoder, stores both as content-addressed blobs
+run code is refused before it runs; zip members against their CRC-32; strict keys; architecture
+detected or checked; no NaN or infinite weights), exports and verifies the ONNX decoder, stores
+both as content-addressed blobs
 
     checkpoints/<sha256>.pth     the file, byte for byte
     onnx/<sha256>.onnx           prompt encoder + mask decoder (engine/sam/onnx_export.py)
@@ -11,9 +12,10 @@ verifies the ONNX decoder, stores both as content-addressed blobs
                                  browser's decoder; derived on first request for versions
                                  imported before it existed: ``onnx_variant_key_ensure``)
 
-and registers the row. The same file imported twice into a project returns the first row. The
-heavy file work runs outside any transaction; the row is written in a short one. Nothing is left
-half-done: on any failure the blobs this call created are removed and no row exists.
+and registers the row. The same file imported twice into a project returns the first row (an
+``arch`` that contradicts the row's is refused, as on the first import). The heavy file work runs
+outside any transaction; the row is written in a short one. Nothing is left half-done: on any
+failure the blobs this call created are removed and no row exists.
 """
 
 import hashlib
@@ -132,13 +134,17 @@ def model_version_import(
     with _staged(path_or_file, display) as (path, sha256):
         existing = model_version_by_sha(project=project, sha256=sha256)
         if existing is not None:
+            # The same bytes were checked on their first import: only ``arch`` is new here, and
+            # the version's stored architecture answers it without reading the file again.
+            if arch is not None and arch != existing.arch:
+                raise CheckpointRejected(f"{display}: checkpoint is {existing.arch}, not {arch}")
             logger.info("checkpoint %s is already version %s of %s", sha256, existing.pk, project)
             return _deploy_imported(existing, user=user) if deploy else existing
         loaded = _read(path, arch=arch, display=display)
         store = get_blob_store()
         created: list[str] = []
         try:
-            onnx_key, onnx_metrics = _publish(store, path, sha256, loaded, created)
+            onnx_key, onnx_metrics = _publish(store, path, sha256, loaded, created, display)
             version = _register(
                 project=project,
                 sha256=sha256,
@@ -221,14 +227,26 @@ def _put_once(store: BlobStore, key: str, path: Path, created: list[str]) -> Non
 
 
 def _publish(
-    store: BlobStore, path: Path, sha256: str, loaded: LoadedCheckpoint, created: list[str]
+    store: BlobStore,
+    path: Path,
+    sha256: str,
+    loaded: LoadedCheckpoint,
+    created: list[str],
+    display: str,
 ) -> tuple[str, dict[str, object]]:
     """Store the checkpoint and its verified ONNX decoder (and the decoder's low-res variant);
     return (onnx key, check figures)."""
     sam = sam_from_state_dict(loaded.state_dict, loaded.config)
     onnx_path = path.with_suffix(".onnx")
     export_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
-    check = check_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
+    try:
+        check = check_decoder_onnx(sam, onnx_path, opset=DEFAULT_OPSET)
+    except ValueError as exc:
+        # The check feeds the decoder's own output back as a mask prompt; finite weights large
+        # enough to overflow make it NaN or infinite, which the prompt validation refuses.
+        raise CheckpointRejected(
+            f"{display}: the mask decoder gives unusable outputs on the check's prompts ({exc})"
+        ) from exc
     low_res_path = path.with_suffix(".low_res.onnx")
     low_res_path.write_bytes(low_res_decoder_onnx(onnx_path.read_bytes()))
     _put_once(store, checkpoint_key(sha256), path, created)

@@ -1,6 +1,7 @@
 """REST: checkpoint import and deploy (admins), embedding precompute (admins) and requests."""
 
 import pytest
+import torch
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from annotation.services.projects import membership_set, project_create
@@ -46,6 +47,26 @@ def test_a_bad_checkpoint_upload_is_a_400_that_stores_nothing(cats, admin_user):
     assert response.status_code == 400
     assert response.data["error"] == "checkpoint_rejected"
     assert response.data["detail"].startswith("junk.pth: not a checkpoint")
+    assert not ModelVersion.objects.exists()
+    assert list(get_blob_store().list()) == []
+
+
+def test_a_checkpoint_with_nan_weights_is_a_400_that_stores_nothing(cats, admin_user, tmp_path):
+    state = torch.load(GOLDEN_CHECKPOINT, weights_only=True)
+    state["mask_decoder.iou_token.weight"][0, :2] = float("inf")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    response = client_for(admin_user).post(
+        f"/api/projects/{cats.pk}/model-versions/",
+        {"file": upload("diverged.pth", path.read_bytes())},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert response.data["error"] == "checkpoint_rejected"
+    assert response.data["detail"] == (
+        "diverged.pth: non-finite weights (NaN or infinity) in mask_decoder.iou_token.weight "
+        "(2 of 64 values)"
+    )
     assert not ModelVersion.objects.exists()
     assert list(get_blob_store().list()) == []
 

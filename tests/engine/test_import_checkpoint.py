@@ -3,6 +3,7 @@
 import io
 
 import pytest
+import torch
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -61,3 +62,27 @@ def test_a_file_that_is_not_a_checkpoint_is_a_command_error(project, tmp_path):
     with pytest.raises(CommandError, match=r"readme\.txt: not a checkpoint"):
         run(project.name, str(path))
     assert list(get_blob_store().list()) == []
+
+
+def test_nan_weights_are_a_command_error_that_registers_and_stores_nothing(
+    project, golden_path, tmp_path
+):
+    state = torch.load(golden_path, weights_only=True)
+    state["mask_decoder.iou_token.weight"][0, 0] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CommandError) as caught:
+        run(project.name, str(path))
+    assert str(caught.value) == (
+        "diverged.pth: non-finite weights (NaN or infinity) in mask_decoder.iou_token.weight "
+        "(1 of 64 values)"
+    )
+    assert not ModelVersion.objects.exists()
+    assert list(get_blob_store().list()) == []
+
+
+def test_a_wrong_arch_on_a_reimport_is_a_command_error(project, golden_path):
+    run(project.name, str(golden_path))
+    with pytest.raises(CommandError, match="checkpoint is vit_tiny, not vit_h"):
+        run(project.name, str(golden_path), "--arch", "vit_h")
+    assert ModelVersion.objects.count() == 1

@@ -1,7 +1,11 @@
 """Model registry: a checkpoint becomes a stored, verified version; bad files change nothing."""
 
+import dataclasses
 import io
+import os
 import pickle
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,9 @@ import torch
 
 from annotation.models import Project
 from engine.models import ModelVersion
-from engine.sam.checkpoint import file_sha256
+from engine.sam.build import build_sam_from_config
+from engine.sam.checkpoint import file_sha256, sam_from_state_dict, save_sam
+from engine.sam.config import VIT_TINY
 from engine.services.registry import (
     CheckpointRejected,
     DeployRefused,
@@ -110,6 +116,105 @@ def test_a_legacy_pickle_that_would_run_code_is_refused_and_never_executed(proje
     path.write_bytes(pickle.dumps(Payload(marker), protocol=2))
     assert "refused" in rejected_message(project, path)
     assert not marker.exists()
+
+
+def test_a_shell_command_pickle_is_refused_as_such_and_never_executed(project, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil_system.pth"
+    torch.save({"x": ShellPayload(f"touch {marker}")}, path)
+    message = rejected_message(project, path)
+    assert message.startswith("evil_system.pth: refused, the pickle would run code")
+    assert f"(unsupported GLOBAL {os.system.__module__}.system whose module" in message
+    assert not marker.exists()
+
+
+class ShellPayload:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (os.system, (self.command,))
+
+
+def test_a_damaged_tensor_is_rejected_naming_its_zip_member(project, golden_path, tmp_path):
+    path = tmp_path / "damaged.pth"
+    data = bytearray(golden_path.read_bytes())
+    with zipfile.ZipFile(golden_path) as archive:
+        info = max(archive.infolist(), key=lambda member: member.file_size)
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
+    data[start : start + 16] = bytes(byte ^ 0xFF for byte in data[start : start + 16])
+    path.write_bytes(bytes(data))
+    assert rejected_message(project, path) == (
+        f"damaged.pth: truncated or corrupt checkpoint (damaged zip member {info.filename}: "
+        "its bytes do not match the CRC-32 the zip records)"
+    )
+
+
+def ours_from_golden(golden_path: Path, path: Path, *, arch: str) -> Path:
+    sam = sam_from_state_dict(golden_state(golden_path), VIT_TINY)
+    save_sam(sam, path, arch=arch, config=VIT_TINY)
+    return path
+
+
+def test_our_format_labelled_vit_h_with_vit_tiny_weights_is_rejected(
+    project, golden_path, tmp_path
+):
+    path = ours_from_golden(golden_path, tmp_path / "lie.pth", arch="vit_h")
+    assert rejected_message(project, path, arch="vit_h") == (
+        "lie.pth: labelled vit_h but its weights are vit_tiny's (encoder width 64, depth 2)"
+    )
+
+
+def test_our_format_with_an_unknown_label_is_rejected(project, golden_path, tmp_path):
+    path = ours_from_golden(golden_path, tmp_path / "banana.pth", arch="banana")
+    assert "banana.pth: labelled 'banana', which is not a known architecture" in (
+        rejected_message(project, path)
+    )
+
+
+def test_a_wider_encoder_labelled_vit_tiny_is_imported_under_that_label(project, tmp_path):
+    """A ``train_cli --arch vit_tiny --set encoder_embed_dim=128`` model: no known size, so its
+    label names the architecture it derives from."""
+    config = dataclasses.replace(VIT_TINY, encoder_embed_dim=128)
+    torch.manual_seed(0)
+    path = tmp_path / "wide.pth"
+    save_sam(build_sam_from_config(config), path, arch="vit_tiny", config=config)
+    version = model_version_import(project=project, path_or_file=path, arch="vit_tiny")
+    assert (version.arch, version.config["encoder_embed_dim"]) == ("vit_tiny", 128)
+
+
+def test_a_reimport_with_a_wrong_arch_is_rejected_like_the_first(project, golden_path):
+    first = model_version_import(project=project, path_or_file=golden_path)
+    with pytest.raises(CheckpointRejected) as caught:
+        model_version_import(project=project, path_or_file=golden_path, arch="vit_b")
+    assert caught.value.message == f"{golden_path.name}: checkpoint is vit_tiny, not vit_b"
+    again = model_version_import(project=project, path_or_file=golden_path, arch="vit_tiny")
+    assert again.pk == first.pk
+    assert ModelVersion.objects.count() == 1
+
+
+def test_nan_weights_are_rejected_naming_the_tensor(project, golden_path, tmp_path):
+    state = golden_state(golden_path)
+    state["mask_decoder.iou_token.weight"][0, :5] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    assert rejected_message(project, path) == (
+        "nan.pth: non-finite weights (NaN or infinity) in mask_decoder.iou_token.weight "
+        "(5 of 64 values)"
+    )
+
+
+def test_finite_weights_that_overflow_the_decoder_are_rejected(project, golden_path, tmp_path):
+    state = golden_state(golden_path)
+    key = "mask_decoder.output_upscaling.0.weight"
+    state[key] = torch.full(state[key].shape, 3e38)  # finite in float32; the products are not
+    path = tmp_path / "huge.pth"
+    torch.save(state, path)
+    message = rejected_message(project, path)
+    assert message.startswith("huge.pth: the mask decoder gives unusable outputs")
 
 
 def test_a_missing_key_is_listed(project, golden_path, tmp_path):

@@ -1,9 +1,11 @@
 """Checkpoint io: official layout loads unchanged; every kind of bad file is a CheckpointError."""
 
+import dataclasses
 import json
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -213,9 +215,10 @@ def test_our_format_with_a_wrong_sha256_is_refused(tiny_sam: Sam, tmp_path: Path
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one weight byte changed; the file still parses
     copy.write_bytes(bytes(data))
-    assert load_sam(copy).state_dict().keys() == tiny_sam.state_dict().keys()
     with pytest.raises(CheckpointError, match="does not match the expected"):
         load_sam(copy, expected_sha256=file_sha256(path))
+    with pytest.raises(CheckpointError, match="damaged zip member"):
+        load_sam(copy)  # without a sha256 the zip's own checksums catch it
 
 
 def test_our_format_with_a_wrong_arch_is_refused(tiny_sam: Sam, tmp_path: Path) -> None:
@@ -223,6 +226,73 @@ def test_our_format_with_a_wrong_arch_is_refused(tiny_sam: Sam, tmp_path: Path) 
     save_sam(tiny_sam, path, arch="vit_tiny", config=VIT_TINY)
     with pytest.raises(CheckpointError, match="checkpoint is vit_tiny, not vit_l"):
         load_sam(path, arch="vit_l")
+
+
+@pytest.mark.parametrize("label", ["vit_h", "vit_b"])
+def test_our_format_labelled_another_known_arch_than_its_weights_is_refused(
+    tiny_sam: Sam, tmp_path: Path, label: str
+) -> None:
+    path = tmp_path / "ours.pth"
+    save_sam(tiny_sam, path, arch=label, config=VIT_TINY)
+    expected = (
+        f"{path}: labelled {label} but its weights are vit_tiny's (encoder width 64, depth 2)"
+    )
+    for arch in (None, label):
+        with pytest.raises(CheckpointError) as caught:
+            read_checkpoint(path, arch=arch)
+        assert str(caught.value) == expected
+
+
+def test_our_format_with_an_unknown_label_is_refused(tiny_sam: Sam, tmp_path: Path) -> None:
+    path = tmp_path / "ours.pth"
+    save_sam(tiny_sam, path, arch="banana", config=VIT_TINY)
+    with pytest.raises(CheckpointError, match="labelled 'banana', which is not a known arch"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"encoder_embed_dim": 128}, {"prompt_embed_dim": 256}],
+    ids=["wider-encoder", "official-size-decoder"],
+)
+def test_our_format_of_no_known_size_keeps_its_label(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    """What `train_cli --arch vit_tiny --set ...` and the bench's trained decoder write."""
+    config = dataclasses.replace(VIT_TINY, **change)
+    path = tmp_path / "custom.pth"
+    save_sam(build_sam_from_config(config), path, arch="vit_tiny", config=config)
+    loaded = read_checkpoint(path, arch="vit_tiny")
+    assert (loaded.arch, loaded.config, loaded.is_official) == ("vit_tiny", config, False)
+
+
+def non_finite_state(tiny_sam: Sam) -> dict[str, torch.Tensor]:
+    state = {key: value.clone() for key, value in tiny_sam.state_dict().items()}
+    state["mask_decoder.iou_token.weight"][0, :3] = float("nan")
+    state["image_encoder.pos_embed"].view(-1)[7] = float("-inf")
+    return state
+
+
+def test_non_finite_weights_are_refused_naming_each_tensor_and_count(
+    tiny_sam: Sam, tmp_path: Path
+) -> None:
+    path = tmp_path / "diverged.pth"
+    torch.save(non_finite_state(tiny_sam), path)
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    assert str(caught.value) == (
+        f"{path}: non-finite weights (NaN or infinity) in image_encoder.pos_embed "
+        "(1 of 262144 values); mask_decoder.iou_token.weight (3 of 64 values)"
+    )
+
+
+def test_a_load_by_registered_sha256_does_not_scan_the_weights_again(
+    tiny_sam: Sam, tmp_path: Path
+) -> None:
+    path = tmp_path / "registered.pth"
+    torch.save(non_finite_state(tiny_sam), path)
+    loaded = read_checkpoint(path, expected_sha256=file_sha256(path))
+    assert torch.isnan(loaded.state_dict["mask_decoder.iou_token.weight"]).sum() == 3
 
 
 def test_meta_build_allocates_no_weights() -> None:
