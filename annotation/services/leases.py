@@ -56,10 +56,13 @@ def _hold(*, image: Image, user: User, now: dt.datetime) -> ImageLease:
 
 
 def _taken(image: Image, holder: ImageLease) -> LeaseTaken:
+    """The message names a time to the second in UTC; ``expires_at`` and ``holder`` let a client
+    say it in its own words and time zone (the tool does)."""
+    name = holder.user.get_username()
+    until = holder.expires_at.astimezone(dt.UTC)
     return LeaseTaken(
-        f"image #{image.pk} is being annotated by {holder.user.get_username()} until "
-        f"{holder.expires_at.isoformat()}",
-        extra={"expires_at": holder.expires_at.isoformat()},
+        f"image #{image.pk} is being annotated by {name} until {until:%Y-%m-%d %H:%M:%S} UTC",
+        extra={"expires_at": holder.expires_at.isoformat(), "holder": name},
     )
 
 

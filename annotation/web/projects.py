@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.errors import DomainError, ImageRejected
 from annotation.models import Project, Stage
@@ -46,7 +46,6 @@ from annotation.services.ingest import images_ingest_batch
 from annotation.services.projects import project_create, project_stage_change
 from annotation.services.semi_automatic import prefill_settings_resolved, prefill_start
 from annotation.web.automatic import automatic_panel_context
-from engine.models import Job
 
 IMAGES_PER_PAGE = 48
 JOBS_SHOWN = 10
@@ -55,11 +54,12 @@ STATS_DAYS = 30
 
 
 def _project_list_page(
-    request: HttpRequest, *, create_error: str = "", status: int = 200
+    request: HttpRequest, *, create_error: str = "", create_open: bool = False, status: int = 200
 ) -> HttpResponse:
     context = {
         "projects": projects_with_stats(user=request.user),
         "can_create": can_create_projects(request.user),
+        "create_open": create_open or bool(create_error),
         "create_error": create_error,
         "create_name": request.POST.get("name", "") if create_error else "",
         "create_description": request.POST.get("description", "") if create_error else "",
@@ -73,12 +73,15 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return _project_list_page(request)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 def project_create_view(request: HttpRequest) -> HttpResponse:
-    """Staff create a project and become its first admin."""
+    """Staff create a project and become its first admin. A GET (a reload after a refused
+    create, a pasted link) shows the project list with the create form open."""
     if not can_create_projects(request.user):
         raise PermissionDenied("only staff users create projects")
+    if request.method == "GET":
+        return _project_list_page(request, create_open=True)
     try:
         project = project_create(
             name=request.POST.get("name", ""),
@@ -92,11 +95,13 @@ def project_create_view(request: HttpRequest) -> HttpResponse:
 
 
 def jobs_table_context(*, project: Project) -> dict[str, Any]:
-    """What ``_jobs_table.html`` shows: the latest export jobs and whether any still runs."""
-    jobs = list(project_jobs(project=project, kind=Job.Kind.EXPORT)[:JOBS_SHOWN])
+    """What ``_jobs_table.html`` shows: the latest jobs of every kind (exports, imports,
+    embeddings, rounds, prefill and automatic runs), newest first, and whether any still runs."""
+    jobs = list(project_jobs(project=project)[:JOBS_SHOWN])
     return {
         "project": project,
         "jobs": jobs,
+        "jobs_shown": JOBS_SHOWN,
         "jobs_active": any(not job.is_finished for job in jobs),
     }
 

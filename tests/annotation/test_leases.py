@@ -238,3 +238,19 @@ def test_concurrent_takes_of_one_free_image_leave_exactly_one_holder():
     outcomes = run_together([partial(take, user) for user in users])
     assert sorted(outcomes) == ["200"] + ["lease_taken"] * 7
     assert ImageLease.objects.filter(expires_at__gt=timezone.now()).count() == 1
+
+
+def test_lease_taken_names_the_holder_and_a_readable_time(project, annotator_user):
+    """The 409 body keeps ``expires_at`` machine-readable and adds ``holder``, so the tool can
+    say the time in the browser's own locale; the detail is readable as it is (no microseconds,
+    UTC named)."""
+    (image,) = make_images(project, 1)
+    carol = member(project, "carol", "annotator")
+    lease = image_lease_take(image=image, user=annotator_user)
+    response = client_for(carol).post(f"/api/images/{image.pk}/lease/")
+    assert response.status_code == 409
+    assert response.data["holder"] == "bob"
+    assert dt.datetime.fromisoformat(response.data["expires_at"]) == lease.expires_at
+    until = lease.expires_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    detail = f"image #{image.pk} is being annotated by bob until {until} UTC"
+    assert response.data["detail"] == detail

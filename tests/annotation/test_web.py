@@ -223,3 +223,37 @@ def test_the_admin_action_exports_the_selected_projects(
     job = Job.objects.get(project=project)
     assert job.params["format"] == "coco"
     assert job.created_by == root
+
+
+def test_get_projects_new_shows_staff_the_project_list_with_the_create_form_open():
+    """A reload after a refused create (the address bar says /projects/new/) or a pasted link."""
+    staff = User.objects.create_user("sam", password="sam-pass-123", is_staff=True)
+    response = logged_in(staff).get("/projects/new/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<details class="card create-card" id="create-project" open>' in html
+    assert 'action="/projects/new/"' in html
+
+
+def test_get_projects_new_is_the_403_page_for_a_plain_user(annotator_user):
+    response = logged_in(annotator_user).get("/projects/new/")
+    assert response.status_code == 403
+    assert 'id="error-page" data-status="403"' in response.content.decode()
+    assert "only staff users create projects" in response.content.decode()
+
+
+def test_the_jobs_table_lists_the_latest_jobs_of_every_kind_newest_first(project, admin_user):
+    older = [job_create(kind="export", project=project, params={"format": "coco"})]
+    older += [job_create(kind="ingest", project=project) for _ in range(2)]
+    latest = [
+        job_create(kind=kind, project=project, params={"model_version_id": 1})
+        for kind in ["embed", "train", "automatic", "prefill", "ingest", "embed", "train"]
+    ]
+    latest += [job_create(kind="export", project=project, params={"format": "sa1b"})]
+    html = logged_in(admin_user).get(f"/projects/{project.pk}/jobs/").content.decode()
+    rows = re.findall(r'<tr data-job="(\d+)" data-status="queued" data-kind="([a-z]+)"', html)
+    expected = [(str(job.pk), job.kind) for job in [*older[1:], *latest]][::-1]
+    assert rows == expected  # 10 shown: the oldest export is left out
+    assert f'href="/jobs/{latest[0].pk}/"' in html
+    assert "Embedding" in html
+    assert "Dataset export · SA1B" in html

@@ -153,6 +153,9 @@ def static_module_page(browser_context: Any, title: str) -> Any:
         url = route.request.url
         if "/static/" in url:
             path = STATIC_ROOT_IN_CHECKOUT / url.split("/static/", 1)[1]
+            if not path.is_file():  # a 404 fails the import; an unanswered route would hang it
+                route.fulfill(status=404, body=f"no {path.name}")
+                return
             route.fulfill(path=str(path), content_type="text/javascript")
         else:
             route.fulfill(body=f"<!doctype html><title>{title}</title>", content_type="text/html")

@@ -1,6 +1,7 @@
 // maskloop review queue: masks drawn over the image, approve / reject with a reason / fix with a
 // brush and eraser. Talks to the REST API (session auth + CSRF header). No dependencies.
 import { api, ApiError } from "./tool/api.js";
+import { shortcutKey, typesText } from "./keys.js";
 import { MaskLayer } from "./mask-layer.js";
 
 const PALETTE = [
@@ -362,17 +363,21 @@ class ReviewPage {
   }
 
   onKey(event) {
-    if (event.target.closest && event.target.closest("input, textarea, select")) return;
+    // Keys with Ctrl/Cmd/Alt are the browser's (reload, find, select all); text fields type.
+    if (event.ctrlKey || event.metaKey || event.altKey || typesText(event.target)) return;
+    const key = shortcutKey(event);
+    // A focused button or link keeps Enter for itself (Cancel must cancel, not save).
+    if (key === "Enter" && event.target.closest?.("button, a[href]")) return;
     if (this.fix) {
-      if (event.key === "Escape") this.endFix();
-      else if (event.key === "Enter") this.saveFix();
-      else if (event.key === "b" || event.key === "e") {
-        const tool = event.key === "b" ? "brush" : "eraser";
+      if (key === "Escape") this.endFix();
+      else if (key === "Enter") this.saveFix();
+      else if (key === "b" || key === "e") {
+        const tool = key === "b" ? "brush" : "eraser";
         this.fixBar.querySelector(`input[value=${tool}]`).checked = true;
         this.fix.tool = tool;
-      } else if (event.key === "[" || event.key === "]") {
+      } else if (key === "[" || key === "]") {
         const size = document.getElementById("fix-size");
-        size.value = String(Number(size.value) + (event.key === "]" ? 4 : -4));
+        size.value = String(Number(size.value) + (key === "]" ? 4 : -4));
         size.dispatchEvent(new Event("input"));
       } else return;
       event.preventDefault();
@@ -381,11 +386,11 @@ class ReviewPage {
     if (!this.current || this.focusId === null) return;
     const ids = this.current.entry.masks.map((mask) => mask.id);
     const at = ids.indexOf(this.focusId);
-    if (event.key === "a") this.approve(this.focusId);
-    else if (event.key === "r") this.openReject(this.focusId);
-    else if (event.key === "f") this.beginFix(this.focusId);
-    else if (event.key === "j" || event.key === "k") {
-      this.focusId = ids[(at + (event.key === "j" ? 1 : ids.length - 1)) % ids.length];
+    if (key === "a") this.approve(this.focusId);
+    else if (key === "r") this.openReject(this.focusId);
+    else if (key === "f") this.beginFix(this.focusId);
+    else if (key === "j" || key === "k") {
+      this.focusId = ids[(at + (key === "j" ? 1 : ids.length - 1)) % ids.length];
       this.markFocus();
       this.draw();
     } else return;

@@ -134,7 +134,8 @@ export class ToolBase {
     try {
       if (requested) {
         const opened = await session.openImage(requested);
-        if (opened.leaseError) this.say(`${opened.leaseError.message} You can look, but someone else is working here.`, "warn");
+        const taken = opened.leaseError && session.leaseTakenText(opened.leaseError, requested);
+        if (taken) this.say(`${taken} You can look, but someone else is working here.`, "warn");
         await this.load(opened.image, opened.lease);
       } else {
         await this.next({ markDone: false });

@@ -4,6 +4,7 @@
 // box. Brush/eraser mode: drag paints (right button erases). Wheel zooms at the cursor; space
 // + drag or middle-button drag pans.
 
+import { shortcutKey, typesText } from "../keys.js";
 import { bitmapHit } from "./masks.js";
 
 const DRAG_THRESHOLD_PX = 5;
@@ -127,10 +128,9 @@ export function bindInput(tool) {
   });
 
   document.addEventListener("keydown", (event) => {
-    const target = event.target;
-    if (target instanceof HTMLElement && target.matches("input[type=text], input[type=number], textarea, select")) return;
+    if (typesText(event.target)) return;
     tool.work.timer.touch();
-    const key = event.key;
+    const key = shortcutKey(event); // letters in lower case: Shift and Caps Lock change nothing
     const ctrl = event.ctrlKey || event.metaKey;
     if (key === " ") {
       if (!spaceDown) canvas.dataset.cursor = "grab";
@@ -142,7 +142,7 @@ export function bindInput(tool) {
     } else if (key === "Escape") {
       if (!tool.$("#help-overlay").hidden) toggleHelp(tool, false);
       else tool.clear();
-    } else if (ctrl && (key === "z" || key === "Z")) {
+    } else if (ctrl && key === "z") {
       event.preventDefault();
       tool.undo();
     } else if (key === "Tab") {
@@ -152,7 +152,7 @@ export function bindInput(tool) {
       return;
     } else if (key === "1" || key === "2" || key === "3") {
       tool.selectCandidate(Number(key) - 1);
-    } else if (key === "n" || key === "N") {
+    } else if (key === "n") {
       tool.next({ markDone: true });
     } else if (key === "p" || key === "v") {
       setMode(tool, "prompt");

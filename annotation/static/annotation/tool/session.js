@@ -23,6 +23,19 @@ export async function openImage(imageId) {
   }
 }
 
+/**
+ * A lease_taken answer as a sentence, its time in the browser's locale and time zone ("Image #3
+ * is being annotated by carol until 14:05."); the date is added when it is not today.
+ */
+export function leaseTakenText(error, imageId, now = new Date()) {
+  const { holder, expires_at: expiresAt } = error.body || {};
+  const until = new Date(expiresAt);
+  if (!holder || Number.isNaN(until.getTime())) return `${error.message}.`;
+  const today = until.toDateString() === now.toDateString();
+  const when = until.toLocaleString([], { dateStyle: today ? undefined : "medium", timeStyle: "short" });
+  return `Image #${imageId} is being annotated by ${holder} until ${when}.`;
+}
+
 export async function renewLease(imageId) {
   const { data } = await api("POST", `/api/images/${imageId}/lease/`);
   return data;

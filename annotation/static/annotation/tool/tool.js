@@ -9,6 +9,7 @@
 import { ApiError, uuid4 } from "./api.js";
 import { BrowserDecoder, ServerDecoder, maskOf, wantsMultimask } from "./decoder.js";
 import { ToolBase, newWork } from "./frame.js";
+import { historyWithoutMask } from "./history.js";
 import { maskArea, maskBox, paintRect, paintSegment } from "./masks.js";
 import { encodeMask } from "./rle.js";
 import * as session from "./session.js";
@@ -287,6 +288,8 @@ class Tool extends ToolBase {
     }
     const work = this.work;
     const t = Math.round(work.timer.seconds() * 1000);
+    const stale = (action.type === "prompt" && !work.prompts.length) || (action.type === "stroke" && !work.strokes.length);
+    if (stale) return this.undo(); // its step is gone already (a failed decode): undo the one before
     if (action.type === "prompt") {
       const entry = work.prompts.pop();
       work.events.push({ kind: "undo", undid: entry.kind, t });
@@ -367,7 +370,7 @@ class Tool extends ToolBase {
     }
     this.accepted = this.accepted.filter((item) => item.id !== maskId);
     this.coverageDirty = true;
-    this.history = this.history.filter((action) => !(action.type === "accept" && action.maskId === maskId));
+    this.history = historyWithoutMask(this.history, maskId); // deleting cannot be undone
     if (this.hoveredId === maskId) this.hoveredId = null;
     this.say(`Mask #${maskId} deleted.`);
     this.updatePanel();
