@@ -91,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # DEBUG on: JSON, not the HTML debug page, for an /api/ view's uncaught exception.
+    "config.errors.ApiDebugErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -2,9 +2,11 @@
 
 from django.contrib import admin
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.errors import api_not_found
 
 urlpatterns = [
     # Browsers ask for /favicon.ico wherever a page names no icon (the API docs, JSON answers).
@@ -21,6 +23,8 @@ urlpatterns = [
     path("", include("annotation.web.urls")),
     path("", include("training.urls_promotion")),
     path("", include("training.urls")),
+    # Last: an /api/ URL no endpoint above matched answers the JSON 404, DEBUG on or off.
+    re_path(r"^api/", api_not_found, name="api-not-found"),
 ]
 
 handler404 = "config.errors.not_found"

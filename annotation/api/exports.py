@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.models import Mask, Stage
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
@@ -34,9 +35,8 @@ class ExportInput(serializers.Serializer[Any]):
         max_value=100_000,
         help_text=f"SA-1B: images per tar shard (default {settings.MASKLOOP_SA1B_SHARD_SIZE})",
     )
-    job = serializers.IntegerField(
+    job = IdField(
         required=False,
-        min_value=1,
         help_text="only the masks of this automatic or prefill run of the project (its id)",
     )
     include_images = serializers.BooleanField(

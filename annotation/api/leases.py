@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.api.images import ImageOutput
 from annotation.api.masks import MaskOutput
 from annotation.models import Image, ImageLease
@@ -55,7 +56,7 @@ class LeasedImageOutput(serializers.Serializer[Any]):
 
 class NextImageInput(serializers.Serializer[Any]):
     skip = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=IdField(),
         required=False,
         default=list,
         max_length=MAX_SKIP,

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.models import Image, Mask, Stage
 from annotation.permissions import ANNOTATOR, acting_user, require_role
 from annotation.selectors.projects import (
@@ -24,7 +25,7 @@ from annotation.selectors.projects import (
     project_get_for_user,
     project_masks,
 )
-from annotation.services.masks import mask_accept, mask_delete
+from annotation.services.masks import MAX_COUNT, MAX_SECONDS, mask_accept, mask_delete
 from engine.models import ModelVersion
 
 
@@ -104,7 +105,7 @@ class MaskAcceptInput(MaskPixelsInput):
         choices=[Mask.Source.ASSISTED, Mask.Source.MANUAL],
         help_text="assisted: model prompts were used; manual: drawn with the brush only",
     )
-    model_version = serializers.IntegerField(
+    model_version = IdField(
         required=False,
         allow_null=True,
         help_text="the model version that assisted (of this project; a deleted one is "
@@ -113,11 +114,18 @@ class MaskAcceptInput(MaskPixelsInput):
     prompts = serializers.JSONField(
         required=False, default=dict, help_text="free JSON: points, labels, box, history"
     )
-    clicks = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    brush_strokes = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    # The service's bounds, checked here so that each field answers one code (invalid).
+    clicks = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_COUNT
+    )
+    brush_strokes = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_COUNT
+    )
     seconds_spent = serializers.FloatField(
         required=False,
         allow_null=True,
+        min_value=0.0,
+        max_value=MAX_SECONDS,
         help_text="active seconds from the first prompt to accept, measured by the client "
         "(idle time capped), 0 to 86400",
     )
@@ -136,11 +144,11 @@ class MaskFilterInput(serializers.Serializer[Any]):
         choices=Mask.Source.choices, required=False
     )
     stage = serializers.ChoiceField(choices=Stage.choices, required=False)
-    annotator = serializers.IntegerField(required=False, min_value=1, help_text="a user id")
+    annotator = IdField(required=False, help_text="a user id")
 
 
 class ProjectMaskFilterInput(MaskFilterInput):
-    image = serializers.IntegerField(required=False, min_value=1, help_text="an image id")
+    image = IdField(required=False, help_text="an image id")
 
 
 def _filters(serializer_class: type[MaskFilterInput], params: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.api.images import ImageOutput
 from annotation.api.masks import MaskOutput, MaskPixelsInput
 from annotation.models import Image, Mask
@@ -34,9 +35,7 @@ class ReviewItemOutput(serializers.Serializer[Any]):
 
 
 class ReviewQueueInput(serializers.Serializer[Any]):
-    annotator = serializers.IntegerField(
-        required=False, min_value=1, help_text="only images with this user's pending masks"
-    )
+    annotator = IdField(required=False, help_text="only images with this user's pending masks")
 
 
 class ReviewQueueApi(generics.ListAPIView[Image]):

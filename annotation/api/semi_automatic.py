@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.api.masks import MaskOutput
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import mask_get_for_user, project_get_for_user
@@ -25,7 +26,7 @@ from engine.api import JobOutput
 
 class PrefillStartInput(serializers.Serializer[Any]):
     image_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=IdField(),
         required=False,
         allow_empty=False,
         max_length=100_000,
@@ -43,7 +44,7 @@ class PrefillSettingsOutput(serializers.Serializer[Any]):
 class PrefillSettingsInput(serializers.Serializer[Any]):
     settings = serializers.DictField(
         help_text="generator settings overriding the defaults, e.g. "
-        '{"pred_iou_thresh": 0.9}; {} returns to the defaults'
+        '{"pred_iou_thresh": 0.9}; {"settings": {}} returns to the defaults'
     )
 
 
@@ -62,7 +63,8 @@ class PrefillStartApi(APIView):
         responses={202: JobOutput},
         description="Prefill images with the deployed model's confident masks (admins; the "
         "project must be semi_automatic). 400 `prefill_refused` when there is nothing to "
-        "prefill, `automatic_refused` without a deployed model or for foreign image ids.",
+        "prefill, for ids that are not images of the project or for done images; "
+        "`automatic_refused` without a deployed model.",
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_get_for_user(user=request.user, project_id=project_id)

@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
+from annotation.ids import id_in_range
 from annotation.models import Image, Mask, Membership, Project
 from annotation.permissions import ADMIN, is_superuser
 from engine.models import Job, ModelVersion
@@ -93,6 +94,8 @@ def project_members(*, project: Project) -> QuerySet[Membership]:
 
 
 def membership_get(*, project: Project, user_id: int) -> Membership:
+    if not id_in_range(user_id):  # no row can have it; the driver would overflow
+        raise Http404("no such member")
     membership = (
         Membership.objects.select_related("user").filter(project=project, user_id=user_id).first()
     )

@@ -19,6 +19,7 @@ from django.db.models import Avg, Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from annotation.ids import id_in_range
 from annotation.models import Image, Mask, Membership, Project
 
 MAX_DAYS = 366
@@ -228,6 +229,8 @@ def annotator_stats(
 
 def has_worked_in(*, project: Project, user_id: int) -> bool:
     """Whether the user is a member of ``project`` or made masks in it (a former member)."""
+    if not id_in_range(user_id):  # no row can have it; the driver would overflow
+        return False
     return (
         Membership.objects.filter(project=project, user_id=user_id).exists()
         or Mask.objects.filter(project=project, annotator_id=user_id).exists()

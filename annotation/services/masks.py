@@ -31,8 +31,9 @@ from engine.models import ModelVersion
 
 _IDEMPOTENCY_KEY_MAX = 100
 # Counters are stored as PostgreSQL integers; seconds_spent of one accept is at most a day.
-_MAX_COUNT = 2**31 - 1
-_MAX_SECONDS = 86400.0
+# Public: the accept API's serializer answers with the same bounds.
+MAX_COUNT = 2**31 - 1
+MAX_SECONDS = 86400.0
 
 # A bulk record holds its mask under one of these keys, plus any of the optional fields that
 # _extras() takes; "area" and "bbox" (as in SAM's generator records) are ignored: recomputed.
@@ -59,7 +60,7 @@ def _extras(
         raise InvalidMask(f"prompts must be a list or an object, got {type(prompts).__name__}")
     for name, count in (("clicks", clicks), ("brush_strokes", brush_strokes)):
         if count is not None and (
-            isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_COUNT
+            isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT
         ):
             raise InvalidMask(f"{name} must be a non-negative integer, got {count!r}")
     return {
@@ -324,7 +325,7 @@ def mask_accept(
         if stored is not None:
             return _own(stored, annotator=annotator), False
     check_choice(source, name="source", allowed=ACCEPT_SOURCES)
-    check_number(seconds_spent, name="seconds_spent", low=0.0, high=_MAX_SECONDS)
+    check_number(seconds_spent, name="seconds_spent", low=0.0, high=MAX_SECONDS)
     mask = _row(
         image=image,
         mask={"rle": rle, "png": png},

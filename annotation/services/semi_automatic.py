@@ -26,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotation.errors import DomainError
+from annotation.ids import id_in_range
 from annotation.imaging import load_rgb_array
 from annotation.models import Image, Mask, Project, Stage
 from annotation.permissions import ADMIN, ANNOTATOR, has_role
@@ -121,9 +122,10 @@ def prefill_start(
     """Start a prefill run with the deployed model over ``image_ids`` (None: the todo images not
     prefilled yet, :func:`prefill_todo_image_ids`); returns its Job (kind ``prefill``).
 
-    Refused (:class:`PrefillRefused`, or the run's own AutomaticRefused /
-    InvalidAutomaticSettings; nothing written) when the project is not semi-automatic, has no
-    deployed model version or nothing to prefill.
+    Refused (nothing written) with :class:`PrefillRefused` when the project is not
+    semi-automatic, an id is not an image of the project, an image is done or there is
+    nothing to prefill; with the run's own AutomaticRefused / InvalidAutomaticSettings when the
+    project has no deployed model version or its prefill settings are bad.
     """
     if project.stage != Stage.SEMI_AUTOMATIC:
         raise PrefillRefused(
@@ -131,6 +133,14 @@ def prefill_start(
             "semi-automatic stage"
         )
     ids = list(image_ids) if image_ids is not None else prefill_todo_image_ids(project=project)
+    if image_ids is not None:
+        # Checked here, not left to the run's own check, so the refusal is a prefill's.
+        in_range = [i for i in ids if id_in_range(i)]  # others are no image (would overflow)
+        found = Image.objects.filter(project=project, pk__in=in_range).values_list("id", flat=True)
+        missing = sorted(set(ids) - set(found))
+        if missing:
+            shown = ", ".join(map(str, missing[:20]))
+            raise PrefillRefused(f"no images {shown} in project {project.name!r}")
     done = list(
         Image.objects.filter(project=project, pk__in=ids, status=Image.Status.DONE)
         .order_by("id")

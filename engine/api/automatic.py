@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import job_get_for_user, project_get_for_user
 from engine.api.jobs import JobOutput
@@ -117,7 +118,7 @@ class RunStartInput(serializers.Serializer[Any]):
         required=False, default="all", help_text=f"which images: {IMAGE_FILTERS}"
     )
     image_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=IdField(),
         required=False,
         min_length=1,
         help_text="explicit image ids (instead of `images`)",

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from annotation.api.ids import IdField
 from annotation.permissions import acting_user
 from engine.api.common import (
     ErrorOutput,
@@ -68,7 +69,7 @@ class BoxField(PromptJSONField):
 
 
 class DecodeInput(serializers.Serializer[Any]):
-    model_version = serializers.IntegerField(
+    model_version = IdField(
         required=False,
         allow_null=True,
         default=None,

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.models import Image, Project
 from annotation.permissions import ANNOTATOR, acting_user, require_admin, require_role
 from annotation.selectors.projects import image_get_for_user, project_get_for_user
@@ -41,7 +42,7 @@ from engine.services.serving import (
 
 
 class EmbeddingPrecomputeInput(serializers.Serializer[Any]):
-    model_version = serializers.IntegerField(
+    model_version = IdField(
         required=False, help_text="a version of the project (default: the deployed one)"
     )
 
@@ -65,10 +66,10 @@ class EmbeddingPrecomputeApi(APIView):
 
 class EmbeddingRequestInput(serializers.Serializer[Any]):
     image_ids = serializers.ListField(
-        child=serializers.IntegerField(), min_length=1, max_length=100,
+        child=IdField(), min_length=1, max_length=100,
         help_text="images about to be opened, most urgent first",
     )  # fmt: skip
-    model_version = serializers.IntegerField(
+    model_version = IdField(
         required=False, help_text="a version of the project (default: the deployed one)"
     )
 
@@ -118,7 +119,7 @@ def _version_of(project: Project, version_id: int | None) -> ModelVersion | None
 
 
 class ImageEmbeddingQuery(serializers.Serializer[Any]):
-    model_version = serializers.IntegerField(
+    model_version = IdField(
         required=False,
         allow_null=True,
         default=None,

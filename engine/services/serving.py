@@ -32,6 +32,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from annotation.errors import DomainError
+from annotation.ids import id_in_range
 from annotation.models import Image, Membership, Project
 from annotation.permissions import ADMIN, ANNOTATOR, ROLE_RANK, is_superuser
 from annotation.selectors.raw_rows import Columns, RawRowQuery
@@ -51,7 +52,8 @@ T = TypeVar("T")
 
 
 class ModelVersionGone(DomainError):
-    """The version asked for was deleted, belongs to no visible project or is retired."""
+    """The version asked for is not one of the project's (deleted, never existed, another
+    project's) or is retired."""
 
     status_code = 409
     code = "model_version_gone"
@@ -98,7 +100,13 @@ def serving_version(*, project: Project, version_id: int | None) -> ModelVersion
         return deployed  # the tool names the deployed version: read with the project already
     version = model_version_for_project(project=project, version_id=version_id)
     if version is None or version.status != ModelVersion.Status.READY:
-        state = "was deleted" if version is None else f"is {version.status}"
+        # Deleted, another project's or no version at all: the one thing known is that it is
+        # not this project's (and whether another project has it is not ours to say).
+        state = (
+            f"is not a version of project {project.name!r}"
+            if version is None
+            else f"is {version.status}"
+        )
         raise ModelVersionGone(
             f"model version {version_id} {state}; reload the tool with the deployed version",
             deployed_version=deployed,
@@ -244,7 +252,8 @@ def decode_image_get(*, user: User, image_id: int) -> Image:
     ORM's joined query took 1.31 ms, on every click of the tool. Dates and JSON fields load on
     first access.
     """
-    found = _DECODE_IMAGE.first([user.pk, image_id])
+    # An id no row can have is no image (and the raw query would overflow SQLite's driver).
+    found = _DECODE_IMAGE.first([user.pk, image_id]) if id_in_range(image_id) else None
     if found is None:
         raise Http404("no such image")
     image, project, deployed, membership = found

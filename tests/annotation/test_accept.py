@@ -191,7 +191,9 @@ def test_an_rgb_png_is_refused(project, annotator_user):
         ({"seconds_spent": -1}, "seconds_spent"),
         ({"seconds_spent": 86401}, "seconds_spent"),
         ({"clicks": -2}, "clicks"),
+        ({"clicks": 10**20}, "clicks"),
         ({"brush_strokes": "many"}, "brush_strokes"),
+        ({"brush_strokes": 10**12}, "brush_strokes"),
         ({"source": "automatic"}, "source"),
         ({"idempotency_key": "k" * 101}, "idempotency_key"),
     ],
@@ -200,7 +202,9 @@ def test_out_of_range_fields_are_400_and_store_nothing(project, annotator_user, 
     (image,) = make_images(project, 1)
     response = _accept(annotator_user, image.pk, **body)
     assert response.status_code == 400
-    assert field in response.data["detail"]
+    # One code per field, whichever way it is out of range (as docs/api.md says).
+    assert response.data["code"] == "invalid"
+    assert response.data["detail"].startswith(f"{field}: ")
     assert not Mask.objects.exists()
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from annotation.models import Image, Mask, Membership, Project
@@ -239,3 +240,75 @@ def test_a_crash_under_the_api_answers_json_and_elsewhere_the_sites_page() -> No
     page = server_error(RequestFactory().get("/projects/"))
     assert page.status_code == 500
     assert b'data-status="500"' in page.content
+
+
+# --- with DEBUG on (`make run`'s default): the API still answers JSON ---------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/nonexistent/", "/api/projects/abc/", "/api/jobs/2/files/"])
+def test_with_debug_on_an_unknown_api_url_answers_the_json_404(path: str) -> None:
+    with override_settings(DEBUG=True):
+        response = APIClient().get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "not_found"
+    assert path in response.json()["detail"]
+
+
+def test_the_api_catch_all_keeps_slash_redirects_and_ignores_csrf(admin_user: User) -> None:
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    for debug in (True, False):
+        with override_settings(DEBUG=debug):
+            moved = client.get("/api/projects?limit=1")
+            assert (moved.status_code, moved["Location"]) == (301, "/api/projects/?limit=1")
+            posted = client.post("/api/nonexistent/", {})  # no CSRF token: still a 404
+            assert (posted.status_code, posted.json()["code"]) == (404, "not_found")
+    with override_settings(DEBUG=True):
+        page = client.get("/no-such-page/")  # web pages keep Django's debug page
+    assert (page.status_code, page["Content-Type"].split(";")[0]) == (404, "text/html")
+
+
+def test_with_debug_on_a_crash_under_the_api_answers_the_json_500_and_logs_it(
+    admin_user: User, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from annotation.api.projects import ProjectListCreateApi
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom in the view")
+
+    monkeypatch.setattr(ProjectListCreateApi, "get", crash)
+    client = client_for(admin_user)
+    with override_settings(DEBUG=True), caplog.at_level("ERROR", logger="config.errors"):
+        response = client.get("/api/projects/")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "server_error"
+    (record,) = [r for r in caplog.records if r.name == "config.errors"]
+    assert record.exc_info is not None
+    assert "boom in the view" in str(record.exc_info[1])
+    # DEBUG off: Django's handler500 answers, so the test client re-raises as before.
+    with pytest.raises(RuntimeError, match="boom in the view"):
+        client.get("/api/projects/")
+
+
+def test_the_debug_middleware_leaves_web_pages_and_client_errors_to_django() -> None:
+    from django.core.exceptions import PermissionDenied
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from config.errors import ApiDebugErrorsMiddleware
+
+    middleware = ApiDebugErrorsMiddleware(lambda request: HttpResponse())
+    factory = RequestFactory()
+    with override_settings(DEBUG=True):
+        assert middleware.process_exception(factory.get("/projects/"), RuntimeError()) is None
+        api = factory.get("/api/projects/")
+        assert middleware.process_exception(api, PermissionDenied()) is None
+        answer = middleware.process_exception(api, RuntimeError())
+        assert answer is not None
+        assert answer.status_code == 500
+    with override_settings(DEBUG=False):
+        assert middleware.process_exception(api, RuntimeError()) is None

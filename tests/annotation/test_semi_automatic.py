@@ -117,8 +117,10 @@ def test_prefill_settings_are_validated_and_stored(semi, admin_user, annotator_u
     resolved = prefill_settings_resolved(project=semi)
     assert resolved["pred_iou_thresh"] == 0.9
     assert resolved["stability_score_thresh"] == PREFILL_DEFAULTS["stability_score_thresh"]
-    for bad in ({"pred_iou": 0.9}, {"box_nms_thresh": 2.0}, {"points_per_side": 0}):
-        with pytest.raises(InvalidAutomaticSettings):
+    for bad in ({"pred_iou": 0.9}, {"box_nms_thresh": 2.0}, {"points_per_side": 0},
+                {"pred_iou_thresh": 5}, {"stability_score_thresh": -3},
+                {"stability_score_offset": 0}):  # fmt: skip
+        with pytest.raises(InvalidAutomaticSettings, match=next(iter(bad))):
             prefill_settings_set(project=semi, settings=bad, user=admin_user)
     with pytest.raises(PermissionDenied):
         prefill_settings_set(project=semi, settings={}, user=annotator_user)
@@ -208,7 +210,7 @@ def test_api_prefill_start_and_settings(semi, admin_client, annotator_client):
     again = admin_client.post(url, {}, format="json")
     assert (again.status_code, again.json()["code"]) == (400, "prefill_refused")
     bad_ids = admin_client.post(url, {"image_ids": [999_999]}, format="json")
-    assert (bad_ids.status_code, bad_ids.json()["code"]) == (400, "automatic_refused")
+    assert (bad_ids.status_code, bad_ids.json()["code"]) == (400, "prefill_refused")
 
     settings_url = reverse("api-prefill-settings", args=[semi.pk])
     got = admin_client.get(settings_url).json()
@@ -221,6 +223,24 @@ def test_api_prefill_start_and_settings(semi, admin_client, annotator_client):
     assert annotator_client.get(settings_url).status_code == 403
     semi.refresh_from_db()
     assert semi.prefill_settings == {"points_per_side": 16}
+    # As the docs say: {"settings": {}} returns to the defaults; a body without it is 400.
+    assert admin_client.put(settings_url, {}, format="json").status_code == 400
+    reset = admin_client.put(settings_url, {"settings": {}}, format="json")
+    assert (reset.status_code, reset.json()["overrides"]) == (200, {})
+
+
+def test_prefill_of_another_projects_image_is_refused_as_a_prefill(semi, admin_client, admin_user):
+    other = Project.objects.create(name="dogs")
+    (outcome,) = images_ingest_batch(project=other, files=[("d.png", png(9, W, H))])
+    assert outcome.image is not None
+    response = admin_client.post(
+        reverse("api-prefill", args=[semi.pk]),
+        {"image_ids": [first_image(semi).pk, outcome.image.pk]},
+        format="json",
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "prefill_refused")
+    assert f"no images {outcome.image.pk} in project 'cats'" in response.json()["detail"]
+    assert not Job.objects.filter(kind=Job.Kind.PREFILL).exists()
 
 
 # --- stats -----------------------------------------------------------------------------------

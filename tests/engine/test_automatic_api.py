@@ -103,6 +103,9 @@ def test_cancel_and_resume_over_the_api(queue, team, admin_user):
     [
         ({"settings": {"pred_iou_thresh": 2e9, "points_per_side": -1}}, "invalid_settings"),
         ({"settings": {"no_such_setting": 1}}, "invalid_settings"),
+        ({"settings": {"pred_iou_thresh": 5, "points_per_side": 4}}, "invalid_settings"),
+        ({"settings": {"stability_score_thresh": -3}}, "invalid_settings"),
+        ({"settings": {"stability_score_offset": 0}}, "invalid_settings"),
         ({"images": "newest"}, "automatic_refused"),
         ({"image_ids": [987654]}, "automatic_refused"),
         ({"chunk": 0}, "invalid"),

@@ -72,6 +72,8 @@ def test_a_round_trains_evaluates_and_registers_a_child_version(ready, admin_use
     assert not work_dir_for(done.pk).exists()
     assert not store.exists(state_key(done.pk))
     assert done.job.result["model_version_id"] == version.pk
+    # The documented result keys are all there, auto-promotion off included.
+    assert (done.job.result["auto_promote"], done.job.result["promoted"]) == (False, False)
     assert done.job.progress_done == done.job.progress_total == 2
 
 
@@ -137,6 +139,34 @@ def test_a_crash_after_checkpoints_fails_the_job_and_removes_its_blobs(
     assert set(get_blob_store().list()) == blobs_before
     assert not work_dir_for(done.pk).exists()
     assert ModelVersion.objects.filter(round__isnull=False).count() == 0
+
+
+def test_a_diverged_round_fails_naming_its_non_finite_weights(ready, admin_user, monkeypatch):
+    project, parent = ready
+    training_round = _launch(project, admin_user)
+    real_train = run_module.train
+
+    def train_then_diverge(model, *args, **kwargs):
+        result = real_train(model, *args, **kwargs)
+        with torch.no_grad():  # what a NaN loss does: every weight it updates becomes NaN
+            for parameter in model.parameters():
+                parameter.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(run_module, "train", train_then_diverge)
+    blobs_before = set(get_blob_store().list())
+    done = round_run(job_id=training_round.job_id)
+    assert done is not None
+    assert done.job.status == Job.Status.FAILED
+    assert done.job.error.startswith(
+        "CheckpointRejected: child.pth: non-finite weights (NaN or infinity) in "
+        "image_encoder.pos_embed (262144 of 262144 values); "
+    )
+    assert done.job.error.endswith("more tensors")
+    assert set(get_blob_store().list()) == blobs_before
+    assert list(ModelVersion.objects.all()) == [parent]
+    project.refresh_from_db()
+    assert project.deployed_version_id == parent.pk
 
 
 def test_out_of_memory_fails_with_advice_and_is_not_retried(ready, admin_user, monkeypatch):

@@ -168,3 +168,79 @@ def test_the_launch_form_asks_for_augmentation(ready, admin_user):
     assert not TrainingRound.objects.exists()
     admin.post(url, {"augment": "1", "scope": "full", "steps": "3"}, follow=True)
     assert TrainingRound.objects.get().config["augment"] is True
+
+
+# Each setting just past its range; the ranges are training.services.round_limits'.
+OUT_OF_RANGE = [
+    ("steps", 10_000_001, "steps must be an integer from 1 to 10,000,000"),
+    ("lr", 10, "lr must be a number from 1e-12 to 1"),
+    ("lr", 1e-13, "lr must be a number from 1e-12 to 1"),
+    ("masks_per_image", 5000, "masks_per_image must be an integer from 1 to 4,096"),
+    ("promote_margin", 1e308, "promote_margin must be a number from 0 to 1"),
+    ("min_masks", 10_000_001, "min_masks must be an integer from 1 to 10,000,000"),
+    ("every_n_masks", 10_000_001, "every_n_masks must be an integer from 1 to 10,000,000"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), OUT_OF_RANGE)
+def test_round_settings_outside_the_launch_ranges_are_refused(
+    ready, admin_client, name, value, message
+):
+    url = f"/api/projects/{ready.pk}/round-settings/"
+    response = admin_client.put(url, {name: value}, format="json")
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    assert body["code"] == "invalid_round_settings"
+    assert message in body["detail"]
+    assert body["details"]["field"] == name
+    assert not RoundSettings.objects.filter(project=ready).exists()
+
+
+def test_round_settings_at_the_edges_of_their_ranges_are_stored(ready, admin_client):
+    url = f"/api/projects/{ready.pk}/round-settings/"
+    edges = {"steps": 10_000_000, "lr": 1, "masks_per_image": 4096, "promote_margin": 1.0,
+             "min_masks": 10_000_000, "every_n_masks": 1}  # fmt: skip
+    response = admin_client.put(url, edges, format="json")
+    assert response.status_code == 200, response.json()
+    stored = RoundSettings.objects.get(project=ready)
+    assert (stored.steps, stored.lr, stored.masks_per_image) == (10_000_000, 1.0, 4096)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), OUT_OF_RANGE[:4])
+def test_the_launch_refuses_what_the_settings_refuse(ready, admin_client, name, value, message):
+    response = admin_client.post(f"/api/projects/{ready.pk}/rounds/", {name: value}, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert not TrainingRound.objects.exists()
+
+
+def test_stored_settings_out_of_range_refuse_every_launch(ready, admin_client):
+    """A row written around the services (or before the ranges): API, cron and every-n
+    launches are refused and nothing is written."""
+    RoundSettings.objects.create(
+        project=ready, min_masks=5, steps=10_000_001, every_n_masks=1, schedule_cron="0 3 * * *"
+    )
+    response = admin_client.post(f"/api/projects/{ready.pk}/rounds/", {}, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_round_settings"
+    assert "the project's round settings: steps must be an integer" in response.json()["detail"]
+    from training.tasks import scheduled_round
+
+    assert scheduled_round.apply(args=(ready.pk,)).get() is None
+    assert rounds_due() == []
+    assert not TrainingRound.objects.exists()
+    assert not Job.objects.filter(kind="train").exists()
+
+
+def test_the_admin_form_checks_the_same_ranges(ready):
+    from training.admin import RoundSettingsForm
+
+    data = {"project": ready.pk, "min_masks": 20, "steps": 10_000_001, "scope": "decoder",
+            "lr": 0.0001, "masks_per_image": 16, "promote_margin": 0.01, "schedule_cron": "",
+            "every_n_masks": ""}  # fmt: skip
+    form = RoundSettingsForm(data=data)
+    assert not form.is_valid()
+    assert "steps must be an integer from 1 to 10,000,000" in str(form.errors)
+    form = RoundSettingsForm(data={**data, "steps": 300, "schedule_cron": " 0  3 * * * "})
+    assert form.is_valid(), form.errors
+    assert form.save().schedule_cron == "0 3 * * *"

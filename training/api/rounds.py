@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.ids import IdField
 from annotation.models import Project
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
@@ -22,6 +23,7 @@ from engine.models import ModelVersion
 from training.loop.optim import SCOPES
 from training.models import RoundSettings, TrainingRound
 from training.selectors import round_get, round_settings_get, rounds_for_project
+from training.services.round_limits import serializer_bounds
 from training.services.rounds import RoundRefused, round_cancel, round_launch
 from training.services.schedule import EDITABLE, round_settings_update
 
@@ -96,13 +98,17 @@ class RoundDetailOutput(RoundOutput):
 
 
 class RoundLaunchInput(serializers.Serializer[Any]):
-    parent_version = serializers.IntegerField(
+    parent_version = IdField(
         required=False, help_text="the version to train from (default: the deployed one)"
     )
-    steps = serializers.IntegerField(required=False, min_value=1, max_value=10_000_000)
+    # The ranges of the round settings (training.services.round_limits), which the launch
+    # service checks again for callers other than this API.
+    steps = serializers.IntegerField(required=False, **serializer_bounds("steps"))
     scope = serializers.ChoiceField(choices=list(SCOPES), required=False)
-    lr = serializers.FloatField(required=False, min_value=1e-12, max_value=1.0)
-    masks_per_image = serializers.IntegerField(required=False, min_value=1, max_value=4096)
+    lr = serializers.FloatField(required=False, **serializer_bounds("lr"))
+    masks_per_image = serializers.IntegerField(
+        required=False, **serializer_bounds("masks_per_image")
+    )
     augment = serializers.BooleanField(
         required=False,
         help_text="train on images turned by random 90-degree rotations and mirrors (scope full)",

@@ -289,7 +289,7 @@ def _train_and_register(
 def _auto_promote(project: Project, version: ModelVersion) -> dict[str, Any]:
     round_settings = round_settings_get(project=project)
     if not round_settings.auto_promote:
-        return {"auto_promote": False}
+        return {"auto_promote": False, "promoted": False}  # the key is always there (docs)
     from training.services.promotion import version_auto_promote  # R2's module, loaded late
 
     try:

@@ -25,6 +25,11 @@ from training.loop.optim import SCOPES
 from training.loop.trainer import TrainConfig
 from training.models import RoundSettings, TrainingRound, ValidationSplit
 from training.selectors import round_settings_get
+from training.services.round_limits import (
+    ROUND_SETTING_RANGES,
+    InvalidRoundSettings,
+    round_setting_checked,
+)
 from training.services.snapshot import ids_to_ranges, ranges_count
 
 logger = logging.getLogger(__name__)
@@ -53,7 +58,10 @@ class RoundAlreadyActive(ConflictError):
 
 
 def _check_value(name: str, value: Any, default: Any) -> Any:
-    """One TrainConfig override, checked against the type of its default."""
+    """One TrainConfig override, checked against the range of its round setting, else against
+    the type of its default."""
+    if name in ROUND_SETTING_RANGES:
+        return round_setting_checked(name, value)
     if name == "scope":
         if value not in SCOPES:
             raise RoundRefused(f"scope must be one of {list(SCOPES)}, not {value!r}")
@@ -65,14 +73,12 @@ def _check_value(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise RoundRefused(f"{name} must be a non-negative integer, not {value!r}")
-        if value == 0 and name in {"steps", "images_per_step", "masks_per_image", "accumulate"}:
+        if value == 0 and name in {"images_per_step", "accumulate"}:
             raise RoundRefused(f"{name} must be at least 1")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
             raise RoundRefused(f"{name} must be a non-negative number, not {value!r}")
-        if name == "lr" and value == 0:
-            raise RoundRefused("lr must be positive")
         return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple) or not all(
@@ -86,13 +92,24 @@ def _check_value(name: str, value: Any, default: Any) -> Any:
 def train_config_for(
     *, round_settings: RoundSettings, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """The project's settings (steps, scope, lr, masks_per_image) plus checked overrides."""
+    """The project's settings (steps, scope, lr, masks_per_image) plus checked overrides.
+
+    The stored settings are checked too: a row saved before the ranges were enforced (or
+    written around the services) refuses the launch instead of training with its values."""
     values: dict[str, Any] = {
         "steps": round_settings.steps,
         "scope": round_settings.scope,
-        "lr": float(round_settings.lr),
+        "lr": round_settings.lr,
         "masks_per_image": round_settings.masks_per_image,
     }
+    try:
+        for name in ("steps", "lr", "masks_per_image"):
+            values[name] = round_setting_checked(name, values[name])
+    except InvalidRoundSettings as exc:
+        raise InvalidRoundSettings(
+            f"the project's round settings: {exc.message}; change them before launching",
+            details=exc.details,
+        ) from exc
     defaults = TrainConfig()
     for name, value in (overrides or {}).items():
         if name not in OVERRIDABLE:

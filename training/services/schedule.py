@@ -11,7 +11,6 @@
 
 import json
 import logging
-import math
 from typing import Any
 
 from celery.schedules import crontab
@@ -26,6 +25,11 @@ from annotation.models import Project
 from training.loop.optim import SCOPES
 from training.models import RoundSettings, TrainingRound
 from training.selectors import round_settings_get
+from training.services.round_limits import (
+    ROUND_SETTING_RANGES,
+    InvalidRoundSettings,
+    round_setting_checked,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +46,6 @@ EDITABLE = (
     "schedule_cron",
     "every_n_masks",
 )
-
-
-class InvalidRoundSettings(DomainError):
-    code = "invalid_round_settings"
 
 
 def periodic_task_name(project_id: int) -> str:
@@ -67,31 +67,18 @@ def parse_cron(expression: str) -> dict[str, str]:
     return fields
 
 
-def _checked(values: dict[str, Any]) -> dict[str, Any]:
+def round_settings_checked(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (some editable settings) checked and normalised; InvalidRoundSettings names
+    the first bad one."""
     unknown = sorted(set(values) - set(EDITABLE))
     if unknown:
         raise InvalidRoundSettings(f"unknown round settings: {unknown}")
     out = dict(values)
-    for name in ("min_masks", "steps", "masks_per_image"):
-        if name in out and (
-            isinstance(out[name], bool) or not isinstance(out[name], int) or out[name] < 1
-        ):
-            raise InvalidRoundSettings(f"{name} must be a positive integer, not {out[name]!r}")
-    if "every_n_masks" in out and out["every_n_masks"] is not None:
-        value = out["every_n_masks"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidRoundSettings("every_n_masks must be a positive integer or null")
+    for name in ROUND_SETTING_RANGES:
+        if name in out and not (name == "every_n_masks" and out[name] is None):  # null: off
+            out[name] = round_setting_checked(name, out[name])
     if "scope" in out and out["scope"] not in SCOPES:
         raise InvalidRoundSettings(f"scope must be one of {list(SCOPES)}, not {out['scope']!r}")
-    for name, minimum in (("lr", None), ("promote_margin", 0.0)):
-        if name in out:
-            value = out[name]
-            bad = isinstance(value, bool) or not isinstance(value, int | float)
-            if bad or not math.isfinite(value) or not value >= (minimum or 0.0):
-                raise InvalidRoundSettings(f"{name} must be a number >= 0, not {value!r}")
-            if minimum is None and value == 0:
-                raise InvalidRoundSettings(f"{name} must be positive")
-            out[name] = float(value)
     if "auto_promote" in out and not isinstance(out["auto_promote"], bool):
         raise InvalidRoundSettings("auto_promote must be true or false")
     if "schedule_cron" in out:
@@ -106,7 +93,7 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
 def round_settings_update(*, project: Project, values: dict[str, Any]) -> RoundSettings:
     """Change some of a project's round settings (checked first: nothing changes on a bad
     value) and sync its cron schedule."""
-    checked = _checked(values)
+    checked = round_settings_checked(values)
     round_settings = round_settings_get(project=project)
     for name, value in checked.items():
         setattr(round_settings, name, value)

@@ -52,10 +52,16 @@ def check_parameters(params: dict[str, Any]) -> None:
             f"point_grids={'None' if params['point_grids'] is None else 'a list'}"
         )
     _count("points_per_batch", params["points_per_batch"], 1)
-    for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset"):
-        _finite(name, params[name])
-    for name in ("box_nms_thresh", "crop_nms_thresh"):
+    # The official generator documents the two score thresholds as "in [0, 1]" (predicted mask
+    # quality, stability: both IoUs); outside, a run keeps every mask or none.
+    for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
         _unit(name, params[name])
+    # Stability compares the masks at mask_threshold +- offset: at 0 or below every mask
+    # would score 1 (or above).
+    if not _finite("stability_score_offset", params["stability_score_offset"]) > 0.0:
+        raise ValueError(
+            f"stability_score_offset must be > 0, got {params['stability_score_offset']!r}"
+        )
     layers = _count("crop_n_layers", params["crop_n_layers"], 0)
     if not 0.0 <= _finite("crop_overlap_ratio", params["crop_overlap_ratio"]) < 1.0:
         raise ValueError(

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.errors import DomainError
+from annotation.ids import id_in_range
 from annotation.models import Image, Mask, Project, Stage
 from engine.models import AutomaticImage, Job
 from engine.services.automatic.params import AUTOMATIC, MODES, PREFILL, resolve_settings
@@ -74,7 +75,8 @@ def _image_ids(project: Project, image_ids: Sequence[int] | None) -> list[int] |
     wanted = sorted({int(i) for i in image_ids})
     if not wanted:
         raise AutomaticRefused("the run has no images: the selection is empty")
-    found = set(Image.objects.filter(project=project, pk__in=wanted).values_list("id", flat=True))
+    in_range = [i for i in wanted if id_in_range(i)]  # others are no image (and would overflow)
+    found = set(Image.objects.filter(project=project, pk__in=in_range).values_list("id", flat=True))
     missing = [i for i in wanted if i not in found]
     if missing:
         shown = ", ".join(str(i) for i in missing[:20])

@@ -239,6 +239,7 @@ def test_the_embedding_status_answers_409_without_a_usable_version(
     gone = client.get(f"/api/images/{image.pk}/embedding/?model_version={version.pk + 1000}")
     assert gone.status_code == 409
     assert gone.json()["code"] == "model_version_gone"
+    assert f"{version.pk + 1000} is not a version of project 'cats'" in gone.json()["detail"]
     assert gone.json()["deployed_version"]["id"] == version.pk
     cats.deployed_version = None
     cats.save(update_fields=["deployed_version"])

@@ -210,7 +210,7 @@ def test_a_deleted_version_is_gone_and_names_the_deployed_one(
         decode(annotator_user, image, model_version_id=old_id, points=[[5, 5]], labels=[1])
     assert caught.value.status_code == 409
     assert caught.value.deployed_version == newer
-    assert f"model version {old_id} was deleted" in caught.value.message
+    assert f"model version {old_id} is not a version of project 'cats'" in caught.value.message
 
 
 def test_a_retired_or_foreign_version_is_gone(cats, image, version, annotator_user, admin_user):
@@ -219,6 +219,10 @@ def test_a_retired_or_foreign_version_is_gone(cats, image, version, annotator_us
     with pytest.raises(ModelVersionGone) as caught:
         decode(annotator_user, image, model_version_id=foreign.pk, points=[[5, 5]], labels=[1])
     assert caught.value.deployed_version == version
+    # It exists, in another project: "deleted" would be false.
+    assert caught.value.message.startswith(
+        f"model version {foreign.pk} is not a version of project 'cats';"
+    )
     ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.RETIRED)
     image.project.refresh_from_db()
     with pytest.raises(ModelVersionGone, match="is retired") as caught:

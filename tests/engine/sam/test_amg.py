@@ -1,5 +1,6 @@
 """The automatic mask generator's parts: grids, crop boxes, boxes, NMS, RLE, clean-up, options."""
 
+import re
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,14 @@ def test_sa1b_settings_are_the_paper_run() -> None:
         ({"points_per_batch": 0}, "points_per_batch must be an integer >= 1, got 0"),
         ({"box_nms_thresh": 1.5}, "box_nms_thresh must be in [0, 1], got 1.5"),
         ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a finite number"),
+        ({"pred_iou_thresh": 5}, "pred_iou_thresh must be in [0, 1], got 5"),
+        ({"stability_score_thresh": -3}, "stability_score_thresh must be in [0, 1], got -3"),
+        ({"stability_score_offset": 0.0}, "stability_score_offset must be > 0, got 0.0"),
+        ({"stability_score_offset": -1}, "stability_score_offset must be > 0, got -1"),
+        ({"crop_nms_thresh": -0.1}, "crop_nms_thresh must be in [0, 1], got -0.1"),
+        ({"crop_n_layers": -1}, "crop_n_layers must be an integer >= 0, got -1"),
+        ({"crop_overlap_ratio": 1.0}, "crop_overlap_ratio must be in [0, 1), got 1.0"),
+        ({"min_mask_region_area": -1}, "min_mask_region_area must be >= 0, got -1"),
         ({"output_mode": "png"}, "output_mode must be one of"),
         ({"max_mask_area_fraction": 0.0}, "max_mask_area_fraction must be in (0, 1]"),
         (
@@ -134,7 +143,7 @@ def test_sa1b_settings_are_the_paper_run() -> None:
 def test_bad_parameters_raise_value_error_naming_them(
     amg_sam: Sam, kwargs: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         SamAutomaticMaskGenerator(amg_sam, **kwargs)
 
 

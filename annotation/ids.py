@@ -1,0 +1,16 @@
+"""Row ids as the tables store them: positive, at most a signed 64-bit integer (``BigAutoField``
+on PostgreSQL and SQLite).
+
+Django turns an out-of-range value in a ``pk=`` lookup into an empty result, but a foreign-key
+lookup (``user_id=``), an ``__in`` list or hand-written SQL hands it to the driver, and SQLite's
+raises OverflowError: a 500. So ids from outside are checked first: request bodies and query
+parameters answer 400 (``annotation.api.ids.IdField``), and selectors treat a path id out of
+range as one with no row (404).
+"""
+
+MAX_ID = 2**63 - 1
+
+
+def id_in_range(value: int) -> bool:
+    """Whether ``value`` can be a row id (1 to 2**63 - 1)."""
+    return 1 <= value <= MAX_ID
