@@ -207,6 +207,14 @@ def _display_bytes(image: Image) -> bytes | None:
     return None if as_is else display_png(data)
 
 
+def _derived_response(data: bytes, *, content_type: str, etag: str) -> HttpResponse:
+    """Bytes made from the image (a thumbnail, a display PNG): cacheable by the browser."""
+    response = HttpResponse(data, content_type=content_type)
+    response["ETag"] = etag
+    response["Cache-Control"] = _CACHE_CONTROL
+    return response
+
+
 class ImageDisplayApi(APIView):
     @extend_schema(
         operation_id="images_display",
@@ -229,10 +237,7 @@ class ImageDisplayApi(APIView):
         data = _display_bytes(image)
         if data is None:
             return _original_response(request, image)
-        response = HttpResponse(data, content_type="image/png")
-        response["ETag"] = etag
-        response["Cache-Control"] = _CACHE_CONTROL
-        return response
+        return _derived_response(data, content_type="image/png", etag=etag)
 
 
 class ImageThumbnailApi(APIView):
@@ -251,7 +256,4 @@ class ImageThumbnailApi(APIView):
         if _not_modified(request, etag):
             return HttpResponseNotModified(headers={"ETag": etag})
         data = thumbnail_jpeg(get_blob_store().get_bytes(image.blob_key), max_side=THUMBNAIL_SIDE)
-        response = HttpResponse(data, content_type="image/jpeg")
-        response["ETag"] = etag
-        response["Cache-Control"] = _CACHE_CONTROL
-        return response
+        return _derived_response(data, content_type="image/jpeg", etag=etag)
