@@ -4,19 +4,18 @@
 // the decode result it produced and the candidate chosen from it), the brush strokes painted
 // on top, the counters and the active-time timer. `this.history` is the undo stack across
 // prompts, strokes, clears and accepts. The image, its lease and embedding are handled in
-// frame.js (the base class), input in input.js, drawing in render.js, the panel in panel.js.
+// frame.js (the base class), brush and eraser strokes in strokes.js, input in input.js, drawing in render.js, the panel in panel.js.
 
 import { ApiError, uuid4 } from "./api.js";
 import { BrowserDecoder, ServerDecoder, maskOf, wantsMultimask } from "./decoder.js";
-import { ToolBase, newWork } from "./frame.js";
+import { newWork } from "./frame.js";
 import { historyWithoutMask } from "./history.js";
-import { maskArea, maskBox, paintRect, paintSegment } from "./masks.js";
+import { maskArea, maskBox, paintRect } from "./masks.js";
 import { encodeMask } from "./rle.js";
 import * as session from "./session.js";
+import { StrokeTool, WORK_COLOR, applyStroke } from "./strokes.js";
 
-const WORK_COLOR = [46, 144, 250];
-
-class Tool extends ToolBase {
+class Tool extends StrokeTool {
   // --- prompts and decoding --------------------------------------------------------------------
 
   /** Entry of the latest prompt that has a decode result (what is shown). */
@@ -174,46 +173,6 @@ class Tool extends ToolBase {
     if (box) paintRect(ctx, this.work.mask, width, box, WORK_COLOR);
     this.work.area = maskArea(this.work.mask, width, box);
     if (this.pendingLatency) this.pendingLatency.drawn = true;
-    this.updatePanel();
-    this.requestFrame();
-  }
-
-  // --- brush and eraser --------------------------------------------------------------------
-
-  beginStroke(mode, x, y, startedAt) {
-    const { width, height } = this.image;
-    const work = this.work;
-    work.timer.start(startedAt);
-    if (!work.mask) work.mask = new Uint8Array(width * height);
-    const stroke = { mode, radius: this.brushSize, points: [[x, y]] };
-    work.strokes.push(stroke);
-    work.strokeCount += 1;
-    work.acceptKey = null;
-    this.history.push({ type: "stroke" });
-    this.paintStroke(stroke, x, y, x, y);
-    return stroke;
-  }
-
-  extendStroke(stroke, x, y) {
-    const [lx, ly] = stroke.points[stroke.points.length - 1];
-    if (lx === x && ly === y) return;
-    stroke.points.push([x, y]);
-    this.paintStroke(stroke, lx, ly, x, y);
-  }
-
-  paintStroke(stroke, ax, ay, x, y) {
-    const { width, height } = this.image;
-    const rect = paintSegment(this.work.mask, width, height, ax, ay, x, y, stroke.radius, stroke.mode === "brush" ? 1 : 0);
-    if (rect) paintRect(this.workCanvas.getContext("2d"), this.work.mask, width, rect, WORK_COLOR);
-    this.work.area = 1; // exact area is counted when the stroke ends
-    this.requestFrame();
-  }
-
-  endStroke(stroke) {
-    this.work.events.push({ kind: stroke.mode, radius: stroke.radius, points: stroke.points.length, t: Math.round(this.work.timer.seconds() * 1000) });
-    const { width, height } = this.image;
-    this.work.area = maskArea(this.work.mask, width, maskBox(this.work.mask, width, height));
-    if (this.work.area === 0) this.workCanvas.getContext("2d").clearRect(0, 0, width, height);
     this.updatePanel();
     this.requestFrame();
   }
@@ -421,16 +380,6 @@ function bestIndex(candidates) {
     if (c.score > candidates[best].score) best = i;
   });
   return best;
-}
-
-function applyStroke(mask, width, height, stroke) {
-  const value = stroke.mode === "brush" ? 1 : 0;
-  let [ax, ay] = stroke.points[0];
-  paintSegment(mask, width, height, ax, ay, ax, ay, stroke.radius, value);
-  for (const [bx, by] of stroke.points.slice(1)) {
-    paintSegment(mask, width, height, ax, ay, bx, by, stroke.radius, value);
-    [ax, ay] = [bx, by];
-  }
 }
 
 const root = document.getElementById("tool");
