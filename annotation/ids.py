@@ -14,3 +14,12 @@ MAX_ID = 2**63 - 1
 def id_in_range(value: int) -> bool:
     """Whether ``value`` can be a row id (1 to 2**63 - 1)."""
     return 1 <= value <= MAX_ID
+
+
+def id_from_query(raw: str | None) -> int | None:
+    """A web page's optional ``?name=<id>`` parameter: the id, or None for anything that cannot
+    be a row id (the page then ignores it, as it does a missing one)."""
+    if raw is None or not raw.isascii() or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if id_in_range(value) else None

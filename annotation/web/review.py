@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from annotation.ids import id_from_query
 from annotation.models import Image, Mask
 from annotation.permissions import REVIEWER, require_role
 from annotation.selectors.projects import project_get_for_user
@@ -24,13 +25,6 @@ IMAGES_PER_PAGE = 20
 class ReviewItem:
     image: Image
     masks: list[Mask]  # the ones still waiting for a verdict
-
-
-def _annotator_id(raw: str | None) -> int | None:
-    """``?annotator=<user id>`` narrows the queue; anything else means everyone."""
-    if raw is None or not raw.isdigit() or int(raw) < 1:
-        return None
-    return int(raw)
 
 
 def _pending(image: Image, annotator_id: int | None) -> list[Mask]:
@@ -53,7 +47,7 @@ def review_queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
     """One page of the queue; the browser draws the masks from the embedded RLEs."""
     project = project_get_for_user(user=request.user, project_id=project_id)
     require_role(user=request.user, project=project, role=REVIEWER)
-    annotator_id = _annotator_id(request.GET.get("annotator"))
+    annotator_id = id_from_query(request.GET.get("annotator"))
     queue = review_queue(project=project, annotator_id=annotator_id)
     page = Paginator(queue, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     items = [ReviewItem(image=image, masks=_pending(image, annotator_id)) for image in page]

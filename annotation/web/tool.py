@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from annotation.ids import id_from_query
 from annotation.permissions import ANNOTATOR, require_role, role_in
 from annotation.selectors.projects import project_get_for_user
 
@@ -20,13 +21,6 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
 }
-
-
-def _image_id(raw: str | None) -> int | None:
-    """``?image=<id>`` opens that image; anything that is not a positive id is ignored."""
-    if raw is None or not raw.isdigit() or int(raw) < 1:
-        return None
-    return int(raw)
 
 
 @require_GET
@@ -41,7 +35,7 @@ def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
     context = {
         "project": project,
         "role": role_in(user=request.user, project=project),
-        "image_id": _image_id(request.GET.get("image")),
+        "image_id": id_from_query(request.GET.get("image")),
         "decoder": decoder if decoder in DECODER_CHOICES else "auto",
         "idle_cap_seconds": settings.MASKLOOP_TOOL_IDLE_CAP_SECONDS,
     }

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
+from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
 from annotation.models import Image, Membership, Project, Stage
@@ -147,3 +147,20 @@ def test_the_largest_id_is_still_an_id(world):
     assert (masks.status_code, masks.json()["count"]) == (200, 0)
     response = world.client.delete(f"/api/projects/{world.project.pk}/members/{largest}/")
     assert response.status_code == 404
+
+
+@pytest.mark.django_db(databases=VENDORS)
+@pytest.mark.parametrize("big", [TOO_BIG, HUGE])
+@pytest.mark.parametrize(
+    ("page", "parameter", "context_key"),
+    [("review", "annotator", "annotator_id"), ("annotate", "image", "image_id")],
+)
+def test_web_pages_ignore_an_id_beyond_the_range(world, big, page, parameter, context_key):
+    """The review page's ``?annotator=`` and the tool's ``?image=`` are optional narrowings:
+    a value that cannot be an id is ignored like any other bad value (it crashed the review
+    page on SQLite)."""
+    browser = Client()
+    browser.force_login(User.objects.get(username="alice"))
+    response = browser.get(f"/projects/{world.project.pk}/{page}/", {parameter: str(big)})
+    assert response.status_code == 200
+    assert response.context[context_key] is None
