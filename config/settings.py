@@ -341,6 +341,11 @@ else:
     }
 # --- end Decoding and embeddings (H1) --------------------------------------------------------
 
+# Password guessing: after this many failed sign-ins for one username from one address within
+# the window, that pair is refused until the window ends (annotation.services.login_limits).
+MASKLOOP_LOGIN_MAX_FAILURES = env_int("MASKLOOP_LOGIN_MAX_FAILURES", 10)
+MASKLOOP_LOGIN_WINDOW_SECONDS = env_int("MASKLOOP_LOGIN_WINDOW_SECONDS", 900)
+
 # --- Annotation tool (H3) ----------------------------------------------------------------------
 # Gaps between an annotator's interactions count as active time up to this many seconds each
 # (a mask's seconds_spent runs from its first prompt to accept, idle time capped).

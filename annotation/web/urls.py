@@ -4,11 +4,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from annotation.web import automatic, jobs, projects, review, stats, tool
+from annotation.web.login import LimitedAuthenticationForm
 
 urlpatterns = [
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        auth_views.LoginView.as_view(
+            authentication_form=LimitedAuthenticationForm, redirect_authenticated_user=True
+        ),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
