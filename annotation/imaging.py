@@ -35,6 +35,13 @@ ACCEPTED_FORMATS = {
     "WEBP": "image/webp",
     "TIFF": "image/tiff",
 }
+# The file name extensions a saved copy may keep for each format (the first is added otherwise).
+_EXTENSIONS = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "PNG": (".png",),
+    "WEBP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+}
 # Pillow's name for a format → the name we store (MPO is a JPEG with extra pictures).
 _FORMAT_ALIASES = {"MPO": "JPEG"}
 # Pillow opens only these plugins; anything else is named for the message, never decoded.
@@ -114,6 +121,16 @@ def safe_file_name(name: str) -> str:
             details={"file_name": name, "reason": f"unsafe file name: {reason}"},
         )
     return base
+
+
+def download_name(file_name: str, fmt: str) -> str:
+    """The name to offer a browser for an image's bytes: ``file_name`` when its extension fits
+    the format, else with the format's extension added (``poly.html`` -> ``poly.html.png``), so
+    a saved copy never opens as another kind of file than it is."""
+    extensions = _EXTENSIONS.get(fmt)
+    if not extensions or file_name.lower().endswith(extensions):
+        return file_name
+    return f"{file_name}{extensions[0]}"
 
 
 def _orientation(image: Image.Image) -> int:

@@ -27,6 +27,7 @@ from annotation.imaging import (
     ACCEPTED_FORMATS,
     browser_draws_as_decoded,
     display_png,
+    download_name,
     thumbnail_jpeg,
 )
 from annotation.models import Image, Project
@@ -155,11 +156,8 @@ def _not_modified(request: HttpRequest, etag: str) -> bool:
 def _original_response(request: HttpRequest, image: Image) -> HttpResponseBase:
     """The uploaded bytes: a redirect to a presigned URL, or streamed from the blob store."""
     store = get_blob_store()
-    presigned = store.url(
-        image.blob_key,
-        expires=settings.S3_PRESIGN_SECONDS,
-        filename=image.file_name or None,
-    )
+    name = download_name(image.file_name or image.sha256, image.format)
+    presigned = store.url(image.blob_key, expires=settings.S3_PRESIGN_SECONDS, filename=name)
     if presigned:
         return HttpResponseRedirect(presigned)
     etag = f'"{image.sha256}"'
@@ -168,7 +166,7 @@ def _original_response(request: HttpRequest, image: Image) -> HttpResponseBase:
     response = FileResponse(
         store.open(image.blob_key),
         content_type=ACCEPTED_FORMATS.get(image.format, "application/octet-stream"),
-        filename=image.file_name or f"{image.sha256}",
+        filename=name,
     )
     response["ETag"] = etag
     response["Cache-Control"] = _CACHE_CONTROL

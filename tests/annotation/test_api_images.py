@@ -115,6 +115,33 @@ def test_content_redirects_to_a_presigned_url_on_s3(project, annotator_client, s
         assert fetched.read() == data
 
 
+def named(project: Project, name: str, data: bytes) -> Image:
+    (outcome,) = images_ingest_batch(project=project, files=[(name, data)])
+    assert outcome.image is not None
+    return outcome.image
+
+
+def test_content_is_offered_under_a_name_whose_extension_is_its_format(project, annotator_client):
+    """A PNG uploaded as ``poly.html`` (bytes after the image end are kept) must not be saved as
+    an HTML file: the format's extension is added to the offered name."""
+    image = named(project, "poly.html", png(11) + b"<html><script>alert(1)</script></html>")
+    response = annotator_client.get(f"/api/images/{image.pk}/content/")
+    assert response["Content-Type"] == "image/png"
+    assert response["Content-Disposition"] == 'inline; filename="poly.html.png"'
+    kept = named(project, "Cat.PNG", png(12))
+    response = annotator_client.get(f"/api/images/{kept.pk}/content/")
+    assert response["Content-Disposition"] == 'inline; filename="Cat.PNG"'
+
+
+def test_the_presigned_url_names_the_download_with_the_formats_extension(
+    project, annotator_client, s3_settings
+):
+    image = named(project, "poly.html", png(13))
+    response = annotator_client.get(f"/api/images/{image.pk}/content/")
+    with urllib.request.urlopen(response["Location"], timeout=10) as fetched:
+        assert 'filename="poly.html.png"' in fetched.headers["Content-Disposition"]
+
+
 def test_thumbnail_is_a_small_jpeg(project, annotator_client):
     (image,) = ingest(project, png(3, 600, 300))
     response = annotator_client.get(f"/api/images/{image.pk}/thumbnail/")
