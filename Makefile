@@ -25,18 +25,20 @@ install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP)
 
 ## onnxruntime-web for the tool's browser-side decoding, pinned by package-lock.json (npm ci),
-## copied to vendor/static/ (served as static files). Without npm the tool decodes on the server.
+## copied to vendor/static/ (served as static files). Without npm, or when npm fails (no registry),
+## the tool decodes on the server; the next make tries again.
 ORT_DIST := node_modules/onnxruntime-web/dist
 ORT_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
 WEB_STAMP := vendor/static/onnxruntime-web/.installed
 
 $(WEB_STAMP): package.json package-lock.json
-	@if command -v npm >/dev/null 2>&1; then \
-	  npm ci --no-audit --no-fund --loglevel=error && \
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: the annotation tool will decode on the server (make system-deps installs it)"; \
+	elif npm ci --no-audit --no-fund --loglevel=error; then \
 	  mkdir -p $(@D) && \
 	  for f in $(ORT_FILES); do cp $(ORT_DIST)/$$f $(@D)/; done && touch $@; \
 	else \
-	  echo "npm not found: the annotation tool will decode on the server (make system-deps installs it)"; \
+	  echo "npm ci failed (see above): the annotation tool will decode on the server; the next make tries again"; \
 	fi
 
 web-deps: $(WEB_STAMP)

@@ -23,6 +23,13 @@ cores=$(nproc)
 WEB_TORCH_THREADS=${WEB_TORCH_THREADS:-$(( cores / WEB_WORKERS > 0 ? cores / WEB_WORKERS : 1 ))}
 
 echo "maskloop: http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs/)"
+case "$HOST" in
+  127.*|localhost|::1|\[::1\]) ;;
+  *) if [ -z "${DJANGO_ALLOWED_HOSTS:-}" ]; then
+       echo "maskloop: other machines get 400 until DJANGO_ALLOWED_HOSTS names the host they use," \
+            "e.g. DJANGO_ALLOWED_HOSTS=myhost.example make run HOST=$HOST (docs/configuration.md)"
+     fi ;;
+esac
 OMP_NUM_THREADS=$WEB_TORCH_THREADS MKL_NUM_THREADS=$WEB_TORCH_THREADS \
   "$BIN/gunicorn" config.wsgi --bind "$HOST:$PORT" --workers "$WEB_WORKERS" --threads 4 \
   --timeout 120 --access-logfile -

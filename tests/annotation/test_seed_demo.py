@@ -114,6 +114,8 @@ def test_half_of_the_images_carry_accepted_manual_masks_the_rest_stay_todo(var_d
             assert image.status == "done"
             assert masks.count() == len(demo_image(index).masks) >= 3
             assert set(masks.values_list("status", "source")) == {("accepted", "manual")}
+            # Ground truth, not the admin's work: no annotator, so no one's stats count it.
+            assert set(masks.values_list("annotator", flat=True)) == {None}
         else:
             assert image.status == "todo"
             assert masks.count() == 0
