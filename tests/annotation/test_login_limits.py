@@ -1,5 +1,7 @@
 """Failed sign-ins are limited per (username, address), on the web form and the token API."""
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import caches
@@ -17,7 +19,7 @@ def carol() -> User:
     return User.objects.create_user("carol", password=PASSWORD)
 
 
-def token(client: APIClient, username: str, password: str, address: str = "10.0.0.1") -> object:
+def token(client: APIClient, username: str, password: str, address: str = "10.0.0.1") -> Any:
     return client.post(
         "/api/auth/token/",
         {"username": username, "password": password},
