@@ -66,4 +66,6 @@ class ExportCreateApi(APIView):
             user=acting_user(request.user),
             **options,
         )
-        return Response(JobOutput(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            JobOutput(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )

@@ -76,7 +76,9 @@ class PrefillStartApi(APIView):
             user=acting_user(request.user),
             image_ids=data.validated_data.get("image_ids"),
         )
-        return Response(JobOutput(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            JobOutput(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class PrefillSettingsApi(APIView):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from annotation.ids import id_in_range
 from annotation.models import Image, Mask, Membership, Project
-from annotation.permissions import ADMIN, is_superuser
+from annotation.permissions import ADMIN, has_role, is_superuser
 from engine.models import Job, ModelVersion
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -207,3 +207,32 @@ def model_version_get_for_user(*, user: AnyUser, version_id: int) -> ModelVersio
     if version is None:
         raise Http404("no such model version")
     return version
+
+
+# Job fields that name places on the server or in the object store (the folder or prefix an
+# import read, an export's --out): shown to the project's admins, who chose them, and left out
+# for the other members, who see the job's progress but need not learn the server's layout.
+_LOCATION_PARAMS: dict[str, tuple[str, ...]] = {"ingest": ("source",), "export": ("out",)}
+_LOCATION_RESULTS: dict[str, tuple[str, ...]] = {"export": ("out",)}
+
+
+def job_may_manage(*, user: AnyUser, job: Job) -> bool:
+    """Whether ``user`` administers ``job`` (its project's admins; superusers for jobs without
+    a project): cancels it, downloads its files, sees where it read or wrote."""
+    if job.project is None:
+        return is_superuser(user)
+    return has_role(user=user, project=job.project, role=ADMIN)
+
+
+def job_shown_fields(*, job: Job, may_manage: bool) -> tuple[Any, Any]:
+    """(params, result) of ``job`` as a member may see them."""
+    params, result = job.params, job.result
+    if may_manage:
+        return params, result
+    if isinstance(params, dict):
+        hidden = _LOCATION_PARAMS.get(job.kind, ())
+        params = {key: value for key, value in params.items() if key not in hidden}
+    if isinstance(result, dict):
+        hidden = _LOCATION_RESULTS.get(job.kind, ())
+        result = {key: value for key, value in result.items() if key not in hidden}
+    return params, result

@@ -320,7 +320,7 @@ def images_import(
         params={"source": source},
         created_by=user,
         total=len(names),
-        message=f"importing {len(names)} files from {files.location}",
+        message=f"importing {len(names)} files",  # where from: params (admins only)
     )
     job_start(job_id=job.pk)
     summary = ImportSummary(source=files.location, job_id=job.pk, skipped=files.skipped)

@@ -6,8 +6,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation.permissions import ADMIN, has_role, is_superuser, require_admin
-from annotation.selectors.projects import job_get_for_user, project_get_for_user
+from annotation.permissions import require_admin
+from annotation.selectors.projects import (
+    job_get_for_user,
+    job_may_manage,
+    job_shown_fields,
+    project_get_for_user,
+)
 from annotation.web.projects import jobs_table_context
 from engine.api import job_files_for_display
 from engine.models import Job
@@ -15,9 +20,7 @@ from engine.services.jobs import job_cancel
 
 
 def _may_manage(request: HttpRequest, job: Job) -> bool:
-    if job.project is None:
-        return is_superuser(request.user)
-    return has_role(user=request.user, project=job.project, role=ADMIN)
+    return job_may_manage(user=request.user, job=job)
 
 
 @require_GET
@@ -35,8 +38,10 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     """The job page; with ``?partial=1`` only its status panel (for the page's own refresh)."""
     job = job_get_for_user(user=request.user, job_id=job_id)
     may_manage = _may_manage(request, job)
+    params, _result = job_shown_fields(job=job, may_manage=may_manage)
     context = {
         "job": job,
+        "params": params,
         "may_manage": may_manage,
         "files": job_files_for_display(job) if may_manage else [],
     }

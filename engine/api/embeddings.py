@@ -61,7 +61,9 @@ class EmbeddingPrecomputeApi(APIView):
         data.is_valid(raise_exception=True)
         version = _version_of(project, data.validated_data.get("model_version"))
         job = embeddings_precompute_start(project=project, model_version=version, user=user)
-        return Response(JobOutput(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            JobOutput(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class EmbeddingRequestInput(serializers.Serializer[Any]):

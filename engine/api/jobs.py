@@ -20,6 +20,8 @@ from annotation.permissions import require_admin
 from annotation.selectors.projects import (
     job_file,
     job_get_for_user,
+    job_may_manage,
+    job_shown_fields,
     project_get_for_user,
     project_jobs,
 )
@@ -72,6 +74,25 @@ class JobOutput(serializers.ModelSerializer[Job]):
     def get_files(self, job: Job) -> list[dict[str, Any]]:
         return job_files_for_display(job)
 
+    def to_representation(self, instance: Job) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["params"], data["result"] = job_shown_fields(
+            job=instance, may_manage=self._may_manage(instance)
+        )
+        return data
+
+    def _may_manage(self, job: Job) -> bool:
+        """Per project, once per answer (a list shares its context with each row)."""
+        request = self.context.get("request")
+        if request is None:
+            return False  # no caller known: show what any member may see
+        known: dict[int | None, bool] = self.context.setdefault(  # type: ignore[attr-defined]
+            "job_may_manage", {}
+        )
+        if job.project_id not in known:
+            known[job.project_id] = job_may_manage(user=request.user, job=job)
+        return known[job.project_id]
+
 
 def job_files_for_display(job: Job) -> list[dict[str, Any]]:
     """The output files of a succeeded job with their download paths (empty otherwise)."""
@@ -115,7 +136,7 @@ class JobDetailApi(APIView):
     @extend_schema(operation_id="jobs_retrieve", responses={200: JobOutput})
     def get(self, request: Request, job_id: int) -> Response:
         job = job_get_for_user(user=request.user, job_id=job_id)
-        return Response(JobOutput(job).data)
+        return Response(JobOutput(job, context={"request": request}).data)
 
 
 def _require_job_admin(request: Request, job: Job) -> None:
@@ -130,7 +151,7 @@ class JobCancelApi(APIView):
         job = job_get_for_user(user=request.user, job_id=job_id)
         _require_job_admin(request, job)
         job = job_cancel(job_id=job.pk)
-        return Response(JobOutput(job).data)
+        return Response(JobOutput(job, context={"request": request}).data)
 
 
 class JobFileApi(APIView):
