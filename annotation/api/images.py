@@ -1,7 +1,7 @@
 """Images: list, multi-file upload (project admins), retrieve, original bytes, the pixels to
 display, thumbnail."""
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
@@ -38,6 +38,7 @@ from annotation.services.ingest import images_ingest_batch
 from storage.blobs import get_blob_store
 
 THUMBNAIL_SIDE = 256
+_Response = TypeVar("_Response", bound=HttpResponseBase)
 _CACHE_CONTROL = "private, max-age=86400"
 
 
@@ -153,6 +154,13 @@ def _not_modified(request: HttpRequest, etag: str) -> bool:
     return etag in {tag.strip() for tag in sent.split(",")}
 
 
+def _browser_cached(response: _Response, etag: str) -> _Response:
+    """An image answer the browser keeps (the bytes behind ``etag`` never change)."""
+    response["ETag"] = etag
+    response["Cache-Control"] = _CACHE_CONTROL
+    return response
+
+
 def _original_response(request: HttpRequest, image: Image) -> HttpResponseBase:
     """The uploaded bytes: a redirect to a presigned URL, or streamed from the blob store."""
     store = get_blob_store()
@@ -168,9 +176,7 @@ def _original_response(request: HttpRequest, image: Image) -> HttpResponseBase:
         content_type=ACCEPTED_FORMATS.get(image.format, "application/octet-stream"),
         filename=name,
     )
-    response["ETag"] = etag
-    response["Cache-Control"] = _CACHE_CONTROL
-    return response
+    return _browser_cached(response, etag)
 
 
 class ImageContentApi(APIView):
@@ -197,20 +203,19 @@ def _display_bytes(image: Image) -> bytes | None:
     an image drawn as is reads it here."""
     cache = caches["default"]
     key = f"{_DRAWN_AS_IS_PREFIX}{image.sha256}"
-    if cache.get(key) is True:
+    as_is = cache.get(key)
+    if as_is is True:
         return None
     data = get_blob_store().get_bytes(image.blob_key)
-    as_is = browser_draws_as_decoded(data)
-    cache.set(key, as_is, timeout=None)
+    if as_is is None:
+        as_is = browser_draws_as_decoded(data)
+        cache.set(key, as_is, timeout=None)
     return None if as_is else display_png(data)
 
 
 def _derived_response(data: bytes, *, content_type: str, etag: str) -> HttpResponse:
-    """Bytes made from the image (a thumbnail, a display PNG): cacheable by the browser."""
-    response = HttpResponse(data, content_type=content_type)
-    response["ETag"] = etag
-    response["Cache-Control"] = _CACHE_CONTROL
-    return response
+    """Bytes made from the image (a thumbnail, a display PNG)."""
+    return _browser_cached(HttpResponse(data, content_type=content_type), etag)
 
 
 class ImageDisplayApi(APIView):

@@ -15,12 +15,7 @@ from annotation.selectors.projects import (
 )
 from annotation.web.projects import jobs_table_context
 from engine.api import job_files_for_display
-from engine.models import Job
 from engine.services.jobs import job_cancel
-
-
-def _may_manage(request: HttpRequest, job: Job) -> bool:
-    return job_may_manage(user=request.user, job=job)
 
 
 @require_GET
@@ -37,7 +32,7 @@ def project_jobs_table(request: HttpRequest, project_id: int) -> HttpResponse:
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     """The job page; with ``?partial=1`` only its status panel (for the page's own refresh)."""
     job = job_get_for_user(user=request.user, job_id=job_id)
-    may_manage = _may_manage(request, job)
+    may_manage = job_may_manage(user=request.user, job=job)
     params, _result = job_shown_fields(job=job, may_manage=may_manage)
     context = {
         "job": job,
