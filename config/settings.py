@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.csp import policy_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -75,6 +77,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "django_celery_beat",
     "storage",
     "engine",
@@ -85,6 +88,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Content-Security-Policy of every answer but static files (config/csp.py).
+    "config.csp.BlobOriginCSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -247,6 +252,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- Content-Security-Policy (config/csp.py) ----------------------------------------------
+# enforce | report-only (violations only reported in the browser's console) | off
+MASKLOOP_CSP = env_str("MASKLOOP_CSP", "enforce").strip().lower()
+try:
+    CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY_REPORT_ONLY = policy_settings(MASKLOOP_CSP)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from exc
 
 # --- Logging -----------------------------------------------------------------------------
 LOGGING = {

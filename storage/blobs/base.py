@@ -83,6 +83,11 @@ class BlobStore(ABC):
     def url(self, key: str, *, expires: int = 3600, filename: str | None = None) -> str | None:
         """A time-limited GET URL for ``key`` (S3 presigned), or None when the app serves it."""
 
+    def browser_origin(self) -> str | None:
+        """The origin (``scheme://host[:port]``) of the URLs :meth:`url` hands to browsers, which
+        the pages' Content-Security-Policy must allow; None when the app serves every blob."""
+        return None
+
     @property
     @abstractmethod
     def location(self) -> str:

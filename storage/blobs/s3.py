@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -276,6 +276,13 @@ class S3BlobStore(BlobStore):
                 "get_object", Params=params, ExpiresIn=seconds
             )
         return url
+
+    def browser_origin(self) -> str | None:
+        """The origin of this store's presigned URLs, read off one signed for a probe key
+        (signing is local: no request is made), so that it is right for every addressing style
+        (AWS virtual-hosted buckets, path-style endpoints, a public endpoint)."""
+        parts = urlsplit(self.url("csp-origin-probe", expires=60) or "")
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 def _for_endpoint(config: Config, endpoint_url: str | None) -> Config:

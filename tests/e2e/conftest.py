@@ -111,9 +111,15 @@ def browser_context(
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         console: list[str] = []
         uncaught: list[str] = []
+        refused: list[str] = []  # what the site's Content-Security-Policy blocked
+
+        def on_console(page: Any, message: Any) -> None:
+            console.append(f"{message.type}: {message.text}")
+            if "Content Security Policy" in message.text:
+                refused.append(f"{page.url}: {message.text}")
 
         def watch(page: Any) -> None:
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("console", lambda message: on_console(page, message))
             page.on("pageerror", lambda error: uncaught.append(f"{page.url}: {error}"))
 
         context.on("page", watch)
@@ -136,9 +142,13 @@ def browser_context(
             # ORM calls made while Playwright runs may have opened a connection of their own
             # (another context); close it, or the test database cannot be dropped at the end.
             connections.close_all()
-        # A script that throws is a bug even when the test's own checks passed.
+        # A script that throws is a bug even when the test's own checks passed, and so is
+        # anything of ours that the site's CSP refuses (a test that provokes a refusal on
+        # purpose is marked `csp_refusals`).
         if not failed and uncaught:
             pytest.fail("uncaught exceptions in the browser:\n" + "\n".join(uncaught))
+        if not failed and refused and request.node.get_closest_marker("csp_refusals") is None:
+            pytest.fail("the Content-Security-Policy refused:\n" + "\n".join(refused))
 
 
 STATIC_ROOT_IN_CHECKOUT = REPO / "annotation" / "static"

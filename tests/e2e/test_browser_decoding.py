@@ -54,7 +54,7 @@ def test_browser_and_server_decoding_give_the_same_masks(
     log_in(page, live_web)
     for image in setup.images:
         page.goto(tool_url(live_web, setup, image=image.pk))
-        page.wait_for_function("document.getElementById('tool').dataset.state === 'ready'")
+        page.wait_for_function("() => document.getElementById('tool').dataset.state === 'ready'")
         assert tool_data(page, "decoder") == "browser"
         for chain in scaled_chains(image.width, image.height):
             browser = page.evaluate("(c) => window.maskloopTool.decodeVia('browser', c)", chain)

@@ -345,7 +345,7 @@ def test_without_webassembly_the_tool_decodes_on_the_server(
     page.add_init_script("delete globalThis.WebAssembly;")
     log_in(page, live_web)
     page.goto(tool_url(live_web, setup))
-    page.wait_for_function("document.getElementById('tool').dataset.state === 'ready'")
+    page.wait_for_function("() => document.getElementById('tool').dataset.state === 'ready'")
     assert tool_data(page, "decoder") == "server"
     from playwright.sync_api import expect
 
@@ -366,7 +366,7 @@ def test_a_deleted_model_version_says_so_and_reloads_the_deployed_one(
     page = browser_context.new_page()
     log_in(page, live_web)
     page.goto(tool_url(live_web, setup, decoder="server"))
-    page.wait_for_function("document.getElementById('tool').dataset.state === 'ready'")
+    page.wait_for_function("() => document.getElementById('tool').dataset.state === 'ready'")
     assert tool_data(page, "version-id") == str(setup.version.pk)
 
     replacement = model_version_import(
@@ -381,7 +381,7 @@ def test_a_deleted_model_version_says_so_and_reloads_the_deployed_one(
 
     expect(page.locator("#status-message")).to_contain_text("was removed")
     expect(page.locator("#tool")).to_have_attribute("data-version-id", str(replacement.pk))
-    page.wait_for_function("document.getElementById('tool').dataset.state === 'ready'")
+    page.wait_for_function("() => document.getElementById('tool').dataset.state === 'ready'")
     expect(page.locator("#model-name")).to_contain_text("tiny-2")
     click_image(page, 147, 135)
     wait_decoded(page, 3)
@@ -393,7 +393,7 @@ def test_a_large_image_zooms_pans_and_takes_prompts(live_web: LiveWeb, browser_c
     log_in(page, live_web)
     page.goto(tool_url(live_web, setup))
     page.wait_for_function(
-        "document.getElementById('tool').dataset.state === 'ready'", timeout=LIVE_TIMEOUT_MS
+        "() => document.getElementById('tool').dataset.state === 'ready'", timeout=LIVE_TIMEOUT_MS
     )
     fitted = page.evaluate("({...window.maskloopTool.view})")
     assert fitted["scale"] < 0.25  # the whole 6000 x 4000 image fits the canvas
@@ -401,7 +401,7 @@ def test_a_large_image_zooms_pans_and_takes_prompts(live_web: LiveWeb, browser_c
     sx, sy = screen_point(page, 2100, 1800)
     page.mouse.move(sx, sy)
     page.mouse.wheel(0, -600)  # zoom in at the cursor: that image point stays under it
-    page.wait_for_function(f"window.maskloopTool.view.scale > {fitted['scale'] * 1.5}")
+    page.wait_for_function(f"() => window.maskloopTool.view.scale > {fitted['scale'] * 1.5}")
     after = screen_point(page, 2100, 1800)
     assert abs(after[0] - sx) < 2
     assert abs(after[1] - sy) < 2

@@ -27,7 +27,7 @@ def open_tool(page: Any, web: LiveWeb, setup: Any, **query: object) -> None:
     log_in(page, web)
     page.goto(tool_url(web, setup, **query))
     page.wait_for_function(
-        "document.getElementById('tool').dataset.state === 'ready'", timeout=LIVE_TIMEOUT_MS
+        "() => document.getElementById('tool').dataset.state === 'ready'", timeout=LIVE_TIMEOUT_MS
     )
 
 
