@@ -154,7 +154,7 @@ def measure(
     the image's `objects` (bool H x W masks) each click lands on one, else anywhere."""
     page.goto(url)
     page.wait_for_function(
-        "document.getElementById('tool').dataset.state === 'ready'", timeout=300_000
+        "() => document.getElementById('tool').dataset.state === 'ready'", timeout=300_000
     )
     active = page.locator("#tool").get_attribute("data-decoder")
     if active != path:
@@ -183,7 +183,9 @@ def measure(
             [x, y],
         )
         page.mouse.click(sx, sy)
-        page.wait_for_function(f"window.maskloopTool.latencies.length > {before}", timeout=300_000)
+        page.wait_for_function(
+            f"() => window.maskloopTool.latencies.length > {before}", timeout=300_000
+        )
     latencies = page.evaluate("window.maskloopTool.latencies.map((l) => [l.path, l.ms])")
     assert all(p == path for p, _ in latencies), latencies
     return [ms for _, ms in latencies[WARMUP_CLICKS:]]
