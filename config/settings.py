@@ -220,6 +220,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": "default"},
     },
+    # Queue again the jobs whose worker died; folder broker only (engine/services/job_recovery.py).
+    "jobs-recover": {
+        "task": "engine.tasks.jobs_recover",
+        "schedule": 60.0,
+        "options": {"queue": "default"},
+    },
     # Retire unused model versions and delete their embeddings (training/housekeeping.py).
     "embeddings-gc": {
         "task": "training.housekeeping.embeddings_gc",

@@ -80,6 +80,10 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     celery_task_id = models.CharField(max_length=255, blank=True)
+    # "host:pid" of the process that started it last (engine.services.job_recovery).
+    runner = models.CharField(max_length=255, blank=True)
+    # Times it was queued again after its process died (engine.services.job_recovery).
+    recoveries = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

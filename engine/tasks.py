@@ -1,9 +1,10 @@
 """Celery tasks of the engine: thin, ids in, one service call each.
 
-Every task here is named ``engine.tasks.gpu_*`` and so routed to the ``gpu`` queue (settings).
-All are idempotent (a stored embedding is skipped, a finished job does nothing), so they are
-acknowledged late: a worker that dies mid-task gets the message redelivered. Only an
-unreachable blob store is retried, with backoff.
+Every task here but ``jobs_recover`` is named ``engine.tasks.gpu_*``, so routed to the ``gpu``
+queue (settings). All are idempotent (a stored embedding is skipped, a finished job does
+nothing), so they are acknowledged late: a worker that dies mid-task gets the message
+redelivered (on the folder broker, ``jobs_recover`` queues its job again). Only an unreachable
+blob store is retried, with backoff.
 """
 
 from typing import Any
@@ -13,6 +14,7 @@ from celery import shared_task
 from annotation.tasks import JobTask
 from engine.services.automatic import automatic_chunk_run
 from engine.services.embeddings import embedding_compute, embeddings_precompute_run
+from engine.services.job_recovery import jobs_recover as jobs_recover_run
 from storage.blobs import BlobStoreUnavailable
 
 _RETRY: dict[str, Any] = {
@@ -42,3 +44,9 @@ def gpu_automatic_chunk(self: JobTask, job_id: int, image_ids: list[int]) -> Non
     """A few images of an automatic or prefill run; the service queues the next chunk. Images
     done already are skipped, so a redelivered chunk redoes only what was not committed."""
     automatic_chunk_run(job_id=job_id, image_ids=list(image_ids), task_id=self.request.id or "")
+
+
+@shared_task(name="engine.tasks.jobs_recover")
+def jobs_recover() -> list[int]:
+    """Queue again the jobs whose process died (the folder broker only; see the service)."""
+    return jobs_recover_run()

@@ -5,6 +5,8 @@ a redelivered task (worker died after finishing, ``acks_late``) does nothing the
 """
 
 import logging
+import os
+import socket
 import traceback
 import uuid
 from typing import Any, Protocol
@@ -58,6 +60,11 @@ def job_enqueue(*, job: Job, task: _Task, queue: str = "default") -> None:
     )
 
 
+def process_identity() -> str:
+    """``host:pid`` of this process, recorded on the jobs it starts."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @transaction.atomic
 def job_start(*, job_id: int, task_id: str = "") -> Job | None:
     """Mark the job running; None when it is finished already (the caller then does nothing)."""
@@ -71,6 +78,7 @@ def job_start(*, job_id: int, task_id: str = "") -> Job | None:
     job.started_at = job.started_at or now
     job.heartbeat_at = now
     job.error = ""
+    job.runner = process_identity()
     if task_id:
         job.celery_task_id = task_id
     job.save()

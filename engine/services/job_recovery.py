@@ -1,0 +1,126 @@
+"""Jobs whose process died, queued again: what the folder broker cannot do by itself.
+
+Redis and RabbitMQ deliver a task again when the worker that took it dies before finishing
+(``acks_late``). ``make run``'s broker, kombu's filesystem transport, deletes a message as a
+worker takes it, so a worker killed in the middle of a job (SIGKILL, the out-of-memory killer,
+a second Ctrl+C) lost the job: its row stayed ``running`` for ever, with nothing behind it.
+
+Every job records the process that started it (``Job.runner``, ``host:pid``, set by
+``job_start``). The folder broker serves one machine, so its worker can tell a dead runner from
+a live one: :func:`jobs_recover`, run by beat every minute (``engine.tasks.jobs_recover``),
+takes every ``running`` job whose runner was a process of this host that no longer exists and
+
+- queues an export, a retrain round or an embedding job again: they are idempotent and resume
+  where they stopped (a round from its last checkpoint, embeddings after the last stored one);
+- fails an automatic or prefill run as interrupted and resumes it at once (its pending images,
+  and the one the worker died on, go to new chunks);
+- fails an image import (it ran in a ``manage.py`` process; running it again skips the files it
+  stored);
+- fails any job whose process died ``MAX_RECOVERIES`` times already: a job that kills its
+  worker (out of memory) is not run for ever.
+
+On other brokers it does nothing: they redeliver the task themselves, and a second copy would
+run the job twice.
+"""
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+
+from engine.models import Job
+from engine.services.jobs import job_fail
+
+logger = logging.getLogger(__name__)
+
+MAX_RECOVERIES = 3
+# The task that runs each kind again from its job id: (task name, queue, priority or None).
+REQUEUED: dict[str, tuple[str, str, int | None]] = {
+    Job.Kind.EXPORT: ("annotation.tasks.export_dataset", "default", None),
+    Job.Kind.TRAIN: ("training.tasks.gpu_train_round", "gpu", None),
+    Job.Kind.EMBED: ("engine.tasks.gpu_precompute_embeddings", "gpu", 9),
+}
+RESUMED = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
+
+
+def folder_broker() -> bool:
+    """Is the Celery broker kombu's filesystem transport (``make run``'s)?"""
+    return str(settings.CELERY_BROKER_URL).startswith("filesystem://")
+
+
+def runner_gone(runner: str) -> bool:
+    """Was ``runner`` (``host:pid``) a process of this host that has ended? False when it is
+    alive, on another host, this process, or not recorded."""
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, run by another user
+        return False
+    return False
+
+
+def jobs_recover() -> list[int]:
+    """Recover every running job whose process died (see the module docstring); the ids."""
+    if not folder_broker():
+        return []
+    candidates = Job.objects.filter(status=Job.Status.RUNNING).exclude(runner="")
+    recovered = []
+    for job_id, runner in candidates.values_list("pk", "runner"):
+        if runner_gone(runner) and _recover(job_id):
+            recovered.append(job_id)
+    return recovered
+
+
+@transaction.atomic
+def _recover(job_id: int) -> bool:
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if job.status != Job.Status.RUNNING or not runner_gone(job.runner):
+        return False  # finished, cancelled or recovered meanwhile
+    why = f"the process running it ({job.runner}) stopped"
+    logger.warning("%s job %s: %s", job.kind, job.pk, why)
+    if job.kind == Job.Kind.INGEST:
+        job_fail(job_id=job.pk, error=f"{why}: run the import again (stored files are skipped)")
+        return True
+    if job.recoveries >= MAX_RECOVERIES:
+        job_fail(
+            job_id=job.pk,
+            error=f"{why}, {job.recoveries + 1} times (killed, or out of memory?): not run again",
+        )
+        return True
+    Job.objects.filter(pk=job.pk).update(recoveries=job.recoveries + 1, runner="")
+    if job.kind in RESUMED:
+        from engine.services.automatic.lifecycle import (
+            RETRIABLE_PREFIX,
+            AutomaticRefused,
+            automatic_resume,
+        )
+
+        job_fail(job_id=job.pk, error=f"{RETRIABLE_PREFIX}{why}")
+        try:
+            automatic_resume(job_id=job.pk)
+        except AutomaticRefused as exc:  # nothing left to do: it stays failed, with the reason
+            logger.info("run %s not resumed: %s", job.pk, exc)
+        return True
+    if job.kind not in REQUEUED:
+        job_fail(job_id=job.pk, error=why)
+        return True
+    name, queue, priority = REQUEUED[job.kind]
+    task_id = job.celery_task_id or str(uuid.uuid4())
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.QUEUED, celery_task_id=task_id, message=f"{why}: queued again"[:500]
+    )
+    options: dict[str, Any] = {} if priority is None else {"priority": priority}
+    transaction.on_commit(
+        lambda: current_app.send_task(name, args=[job.pk], task_id=task_id, queue=queue, **options),
+        robust=False,
+    )
+    return True
