@@ -10,10 +10,12 @@ blob store is retried, with backoff.
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from annotation.tasks import JobTask
 from engine.services.automatic import automatic_chunk_run
 from engine.services.embeddings import embedding_compute, embeddings_precompute_run
+from engine.services.job_recovery import folder_broker
 from engine.services.job_recovery import jobs_recover as jobs_recover_run
 from storage.blobs import BlobStoreUnavailable
 
@@ -50,3 +52,11 @@ def gpu_automatic_chunk(self: JobTask, job_id: int, image_ids: list[int]) -> Non
 def jobs_recover() -> list[int]:
     """Queue again the jobs whose process died (the folder broker only; see the service)."""
     return jobs_recover_run()
+
+
+@worker_ready.connect(dispatch_uid="maskloop-jobs-recover-at-start")
+def _recover_at_start(**_: Any) -> None:
+    """A worker started on the folder broker (a restart after a crash) recovers at once
+    instead of at beat's next minute."""
+    if folder_broker():
+        jobs_recover.apply_async(queue="default")

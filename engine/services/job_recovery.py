@@ -23,10 +23,13 @@ On other brokers it does nothing: they redeliver the task themselves, and a seco
 run the job twice.
 """
 
+import base64
+import json
 import logging
 import os
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 from celery import current_app
@@ -46,6 +49,11 @@ REQUEUED: dict[str, tuple[str, str, int | None]] = {
     Job.Kind.EMBED: ("engine.tasks.gpu_precompute_embeddings", "gpu", 9),
 }
 RESUMED = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
+# Tasks whose first argument is a job id: a message of one of them still waiting in the broker
+# folder will carry its job on (the next chunk of an embedding job or an automatic run).
+JOB_TASKS = frozenset(
+    {name for name, _, _ in REQUEUED.values()} | {"engine.tasks.gpu_automatic_chunk"}
+)
 
 
 def folder_broker() -> bool:
@@ -73,11 +81,35 @@ def jobs_recover() -> list[int]:
     if not folder_broker():
         return []
     candidates = Job.objects.filter(status=Job.Status.RUNNING).exclude(runner="")
-    recovered = []
-    for job_id, runner in candidates.values_list("pk", "runner"):
-        if runner_gone(runner) and _recover(job_id):
-            recovered.append(job_id)
-    return recovered
+    dead = [
+        job_id for job_id, runner in candidates.values_list("pk", "runner") if runner_gone(runner)
+    ]
+    if not dead:
+        return []
+    waiting = queued_job_ids()  # a job with a message in the folder goes on by itself
+    return [job_id for job_id in dead if job_id not in waiting and _recover(job_id)]
+
+
+def queued_job_ids() -> set[int]:
+    """Ids of the jobs that a message waiting in the broker folder will run (JOB_TASKS).
+
+    A message file is JSON (kombu's transport format) whose ``body`` is the task's
+    ``[args, kwargs, embed]``, base64-encoded; files taken by a worker meanwhile, or that are
+    not one of these tasks, are skipped."""
+    folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", "")))
+    found: set[int] = set()
+    for path in folder.glob("*.msg") if folder.is_dir() else ():
+        try:
+            message = json.loads(path.read_bytes())
+            if (message.get("headers") or {}).get("task") not in JOB_TASKS:
+                continue
+            body = message["body"]
+            if (message.get("properties") or {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            found.add(int(json.loads(body)[0][0]))
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            continue
+    return found
 
 
 @transaction.atomic

@@ -86,8 +86,14 @@ def job_start(*, job_id: int, task_id: str = "") -> Job | None:
 
 
 def job_progress(*, job_id: int, done: int, total: int | None = None, message: str = "") -> None:
-    """Record progress (and a heartbeat). Raises :class:`JobCancelled` if it was cancelled."""
-    updates: dict[str, Any] = {"progress_done": done, "heartbeat_at": timezone.now()}
+    """Record progress (and a heartbeat, and this process as its runner). Raises
+    :class:`JobCancelled` if it was cancelled."""
+    # The runner too: a job's later chunks may run in another process than its first.
+    updates: dict[str, Any] = {
+        "progress_done": done,
+        "heartbeat_at": timezone.now(),
+        "runner": process_identity(),
+    }
     if total is not None:
         updates["progress_total"] = total
     if message:

@@ -7,10 +7,13 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 from django.test import override_settings
+from kombu import Connection
 
 from annotation.models import Project
 from annotation.services.export import export_run, export_start
@@ -18,7 +21,7 @@ from engine.models import Job
 from engine.services import job_recovery
 from engine.services.automatic import automatic_start
 from engine.services.job_recovery import MAX_RECOVERIES, jobs_recover, runner_gone
-from engine.services.jobs import job_create, job_start
+from engine.services.jobs import job_create, job_progress, job_start
 from tests.engine.automatic_helpers import FAST, Queue, deployed_project, masks_per_image
 
 pytestmark = pytest.mark.django_db
@@ -212,3 +215,44 @@ def test_an_automatic_run_is_resumed_and_finishes_every_image(
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED
     assert set(masks_per_image(job)) == {image.pk for image in images}
+
+
+def folder_messages(folder: Path, *tasks: tuple[str, list[int], str]) -> None:
+    """Put real task messages (name, args, queue) into a broker folder (a connection of its
+    own: Celery's app takes its broker from $CELERY_BROKER_URL, the tests' Redis)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    app = Celery("folder-test")
+    with Connection("filesystem://localhost//", transport_options=options) as connection:
+        for name, args, queue in tasks:
+            app.send_task(name, args=args, queue=queue, connection=connection)
+    assert len(list(folder.glob("*.msg"))) == len(tasks)
+
+
+def test_a_job_with_a_message_waiting_in_the_folder_goes_on_by_itself(
+    project: Project, sent: SentTasks, tmp_path: Path
+) -> None:
+    """An embedding job between two chunks, its worker restarted: the next chunk's message is
+    still in the folder, so the job is not queued twice."""
+    folder = tmp_path / "broker"
+    waiting = running(Job.Kind.EMBED, f"{HOST}:{ended_pid()}", project)
+    lost = running(Job.Kind.EMBED, f"{HOST}:{ended_pid()}", project)
+    folder_messages(
+        folder,
+        ("engine.tasks.gpu_precompute_embeddings", [waiting.pk], "gpu"),
+        ("engine.tasks.gpu_compute_embedding", [lost.pk, 1], "gpu"),  # not a job's task
+    )
+    (folder / "broken.gpu.msg").write_text("not json")
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    with FOLDER, override_settings(CELERY_BROKER_TRANSPORT_OPTIONS=options):
+        assert job_recovery.queued_job_ids() == {waiting.pk}
+        assert jobs_recover() == [lost.pk]
+    waiting.refresh_from_db()
+    assert waiting.status == Job.Status.RUNNING
+
+
+def test_progress_names_the_process_that_reports_it(project: Project) -> None:
+    job = running(Job.Kind.EMBED, f"{HOST}:{ended_pid()}", project)
+    job_progress(job_id=job.pk, done=3)
+    job.refresh_from_db()
+    assert job.runner == f"{HOST}:{os.getpid()}"

@@ -42,7 +42,13 @@ from engine.models import Job, ModelVersion
 from engine.sam.checkpoint import load_sam, save_sam
 from engine.sam.config import SamConfig
 from engine.sam.modeling import Sam
-from engine.services.jobs import JobCancelled, job_fail, job_start, job_succeed
+from engine.services.jobs import (
+    JobCancelled,
+    job_fail,
+    job_start,
+    job_succeed,
+    process_identity,
+)
 from engine.services.registry import model_version_import
 from storage.blobs import BlobNotFound, BlobStoreUnavailable, get_blob_store
 from training.loop.data import TrainSample
@@ -157,7 +163,12 @@ def _report(job_id: int, message: str, **progress: int) -> None:
     updated = (
         Job.objects.filter(pk=job_id)
         .exclude(status=Job.Status.CANCELLED)
-        .update(message=message[:500], heartbeat_at=timezone.now(), **progress)
+        .update(
+            message=message[:500],
+            heartbeat_at=timezone.now(),
+            runner=process_identity(),
+            **progress,
+        )
     )
     if not updated:
         raise JobCancelled(f"job {job_id} was cancelled")

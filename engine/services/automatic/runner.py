@@ -32,7 +32,7 @@ from engine.sam.embedding import ImageEmbedding
 from engine.services.automatic.generation import RunGenerator, StageTimes
 from engine.services.automatic.lifecycle import RETRIABLE_PREFIX, dispatch
 from engine.services.embeddings import embedding_from_bytes, embedding_key, embedding_to_bytes
-from engine.services.jobs import job_start, job_succeed
+from engine.services.jobs import job_start, job_succeed, process_identity
 from storage.blobs import BlobNotFound, get_blob_store
 
 logger = logging.getLogger(__name__)
@@ -256,6 +256,7 @@ def _count(
         result=result,
         progress_done=processed,
         heartbeat_at=timezone.now(),
+        runner=process_identity(),  # chunks of one run may run in other processes
         message=_progress_message(processed, total, result["failed"], rate, eta),
     )
 

@@ -1,0 +1,60 @@
+"""A real Celery worker on ``make run``'s folder broker finishes the embedding job of a worker
+that died in the middle of it (the state a SIGKILL leaves: the row ``running``, its runner an
+ended process, the taken message gone from the folder): at start it recovers the job and runs
+its remaining chunks to the end."""
+
+from pathlib import Path
+
+import pytest
+
+from engine.models import Job
+from engine.services.embeddings import embedding_load
+from engine.services.jobs import job_create
+from tests.engine.automatic_helpers import deployed_project
+from tests.engine.test_job_recovery import HOST, ended_pid
+from tests.workers import celery_worker, wait_or_fail
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+JOB_TIMEOUT_S = 240
+FOLDER_BROKER = {
+    "CELERY_BROKER_URL": "filesystem://localhost//",
+    "MASKLOOP_DEVICE": "cpu",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def test_a_worker_started_after_a_crash_finishes_the_dead_workers_embedding_job(
+    tmp_path: Path,
+) -> None:
+    project, version, images = deployed_project("worker died", 5)
+    job = job_create(
+        kind=Job.Kind.EMBED,
+        project=project,
+        params={"model_version_id": version.pk, "chunk": 2},
+        total=len(images),
+    )
+    # Where the dead worker stopped: its first chunk done, the second one's message taken.
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.RUNNING,
+        runner=f"{HOST}:{ended_pid()}",
+        celery_task_id="lost-task",
+        attempts=1,
+        result={"cursor": images[1].pk, "done": 2, "computed": 0, "skipped": 0, "failed": {}},
+        progress_done=2,
+    )
+    log = tmp_path / "worker.log"
+    with celery_worker(queue="default,gpu", log=log, extra_env=FOLDER_BROKER):
+
+        def finished() -> bool:
+            job.refresh_from_db()
+            return job.is_finished
+
+        wait_or_fail(finished, JOB_TIMEOUT_S, "the recovered job did not finish", log)
+    assert job.status == Job.Status.SUCCEEDED, (job.status, job.error)
+    assert job.recoveries == 1
+    assert job.result["done"] == len(images)
+    assert "engine.tasks.jobs_recover" in log.read_text()
+    # The images after the dead worker's cursor were embedded by the new worker.
+    for image in images[2:]:
+        assert embedding_load(image=image, model_version=version) is not None
