@@ -60,6 +60,7 @@ class JobOutput(serializers.ModelSerializer[Job]):
             "params",
             "result",
             "attempts",
+            "recoveries",
             "is_finished",
             "files",
             "created_by",

@@ -17,6 +17,7 @@ from kombu import Connection
 
 from annotation.models import Project
 from annotation.services.export import export_run, export_start
+from annotation.services.projects import membership_set
 from engine.models import Job
 from engine.services import job_recovery
 from engine.services.automatic import automatic_start
@@ -256,3 +257,21 @@ def test_progress_names_the_process_that_reports_it(project: Project) -> None:
     job_progress(job_id=job.pk, done=3)
     job.refresh_from_db()
     assert job.runner == f"{HOST}:{os.getpid()}"
+
+
+def test_the_api_shows_how_often_a_job_was_recovered(
+    project: Project,
+    sent: SentTasks,
+    admin_user: Any,
+    admin_client: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    membership_set(project=project, user=admin_user, role="admin")
+    job = running(Job.Kind.EXPORT, f"{HOST}:{ended_pid()}", project, recoveries=1)
+    with FOLDER, django_capture_on_commit_callbacks(execute=True):
+        assert jobs_recover() == [job.pk]
+    answer = admin_client.get(f"/api/jobs/{job.pk}/")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["recoveries"] == 2
+    assert answer.json()["status"] == "queued"
+    assert "runner" not in answer.json()  # host names and pids stay on the server
