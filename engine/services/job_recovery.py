@@ -5,10 +5,11 @@ Redis and RabbitMQ deliver a task again when the worker that took it dies before
 worker takes it, so a worker killed in the middle of a job (SIGKILL, the out-of-memory killer,
 a second Ctrl+C) lost the job: its row stayed ``running`` for ever, with nothing behind it.
 
-Every job records the process that started it (``Job.runner``, ``host:pid``, set by
-``job_start``). The folder broker serves one machine, so its worker can tell a dead runner from
-a live one: :func:`jobs_recover`, run by beat every minute (``engine.tasks.jobs_recover``),
-takes every ``running`` job whose runner was a process of this host that no longer exists and
+Every job records the process that runs it (``Job.runner``, ``host:pid``, set by ``job_start``
+and each progress report). The folder broker serves one machine, so its worker can tell a dead
+runner from a live one: :func:`jobs_recover`, run by beat every minute and when a worker starts
+(``engine.tasks.jobs_recover``), takes every ``running`` job whose runner was a process of this
+host that no longer exists, and that no message waiting in the folder will carry on, and
 
 - queues an export, a retrain round or an embedding job again: they are idempotent and resume
   where they stopped (a round from its last checkpoint, embeddings after the last stored one);
@@ -16,8 +17,8 @@ takes every ``running`` job whose runner was a process of this host that no long
   and the one the worker died on, go to new chunks);
 - fails an image import (it ran in a ``manage.py`` process; running it again skips the files it
   stored);
-- fails any job whose process died ``MAX_RECOVERIES`` times already: a job that kills its
-  worker (out of memory) is not run for ever.
+- fails a job that was recovered ``MAX_RECOVERIES`` times already (its process's fourth
+  death): a job that kills its worker (out of memory) is not run for ever.
 
 On other brokers it does nothing: they redeliver the task themselves, and a second copy would
 run the job twice.
