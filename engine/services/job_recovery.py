@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import transaction
 
 from engine.models import Job
+from engine.services.embeddings import BULK_PRIORITY
 from engine.services.jobs import job_fail
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ MAX_RECOVERIES = 3
 REQUEUED: dict[str, tuple[str, str, int | None]] = {
     Job.Kind.EXPORT: ("annotation.tasks.export_dataset", "default", None),
     Job.Kind.TRAIN: ("training.tasks.gpu_train_round", "gpu", None),
-    Job.Kind.EMBED: ("engine.tasks.gpu_precompute_embeddings", "gpu", 9),
+    Job.Kind.EMBED: ("engine.tasks.gpu_precompute_embeddings", "gpu", BULK_PRIORITY),
 }
 RESUMED = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
 # Tasks whose first argument is a job id: a message of one of them still waiting in the broker

@@ -60,6 +60,12 @@ def review_page(web: LiveWeb, browser_context: Any, setup: Any) -> Any:
     return page
 
 
+def start_fix(page: Any, key: str = "f") -> None:
+    """Press the fix key and wait for the fix toolbar."""
+    page.keyboard.press(key)
+    page.wait_for_selector("#fix-toolbar:not([hidden])")
+
+
 def focused_mask(page: Any) -> int:
     return int(page.locator(".mask-row.is-focus").get_attribute("data-mask-id") or 0)
 
@@ -113,8 +119,7 @@ def test_the_key_labels_on_the_fix_toolbars_buttons_are_readable(
 ) -> None:
     """WCAG AA (4.5:1), on the primary (dark) Save fix button as on the light Cancel button."""
     page = review_page(live_web, browser_context, make_setup())
-    page.keyboard.press("f")
-    page.wait_for_selector("#fix-toolbar:not([hidden])")
+    start_fix(page)
     assert page.evaluate(CONTRAST, "#fix-save kbd") >= 4.5
     assert page.evaluate(CONTRAST, "#fix-cancel kbd") >= 4.5
 
@@ -126,8 +131,7 @@ def test_fix_keys_work_after_a_click_on_the_toolbars_radios_and_slider(
     setup = make_setup()
     first = setup.masks[0]
     page = review_page(live_web, browser_context, setup)
-    page.keyboard.press("f")
-    page.wait_for_selector("#fix-toolbar:not([hidden])")
+    start_fix(page)
 
     # After a click on the Eraser radio, B still picks the brush; after a click on the slider,
     # ] still makes it larger.
@@ -158,8 +162,7 @@ def test_enter_on_the_focused_cancel_button_cancels_the_fix(
     setup = make_setup()
     first = setup.masks[0]
     page = review_page(live_web, browser_context, setup)
-    page.keyboard.press("F")
-    page.wait_for_selector("#fix-toolbar:not([hidden])")
+    start_fix(page, "F")
     drag(page, (100, 100), (160, 100))
     page.focus("#fix-cancel")
     page.keyboard.press("Enter")

@@ -31,6 +31,14 @@ def open_tool(page: Any, web: LiveWeb, setup: Any, **query: object) -> None:
     )
 
 
+def tool_with_one_object(web: LiveWeb, browser_context: Any) -> tuple[Any, Any]:
+    """(page, setup): the tool, ready, on a new image with one object (embedding stored)."""
+    setup = make_setup([(420, 300)], embed=True)
+    page = browser_context.new_page()
+    open_tool(page, web, setup)
+    return page, setup
+
+
 def accept_object_at(page: Any, x: int, y: int, accepted: int) -> None:
     from playwright.sync_api import expect
 
@@ -45,9 +53,7 @@ def test_undo_after_deleting_a_mask_undoes_the_step_before_it(
 ) -> None:
     from playwright.sync_api import expect
 
-    setup = make_setup([(420, 300)], embed=True)
-    page = browser_context.new_page()
-    open_tool(page, live_web, setup)
+    page, setup = tool_with_one_object(live_web, browser_context)
     tool = page.locator("#tool")
     status = page.locator("#status-message")
 
@@ -89,9 +95,7 @@ def test_letters_work_in_either_case_and_after_a_click_on_a_panel_control(
 ) -> None:
     from playwright.sync_api import expect
 
-    setup = make_setup([(420, 300)], embed=True)
-    page = browser_context.new_page()
-    open_tool(page, live_web, setup)
+    page, _ = tool_with_one_object(live_web, browser_context)
     tool = page.locator("#tool")
     # Upper case (Shift, Caps Lock) gives the same shortcuts.
     page.keyboard.press("Shift+B")
