@@ -80,7 +80,8 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     celery_task_id = models.CharField(max_length=255, blank=True)
-    # "host:pid" of the process that started it last (engine.services.job_recovery).
+    # "host:pid" of the process that started it last, or of the worker that took its message
+    # from the folder broker while queued (engine.services.job_recovery).
     runner = models.CharField(max_length=255, blank=True)
     # Times it was queued again after its process died (engine.services.job_recovery).
     recoveries = models.PositiveIntegerField(default=0)

@@ -7,17 +7,21 @@ redelivered (on the folder broker, ``jobs_recover`` queues its job again). Only 
 blob store is retried, with backoff.
 """
 
+import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import task_received, worker_ready
+from django.db import close_old_connections
 
 from annotation.tasks import JobTask
 from engine.services.automatic import automatic_chunk_run
 from engine.services.embeddings import embedding_compute, embeddings_precompute_run
-from engine.services.job_recovery import folder_broker
+from engine.services.job_recovery import JOB_TASKS, folder_broker, job_received
 from engine.services.job_recovery import jobs_recover as jobs_recover_run
 from storage.blobs import BlobStoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 _RETRY: dict[str, Any] = {
     "acks_late": True,
@@ -60,3 +64,16 @@ def _recover_at_start(**_: Any) -> None:
     instead of at beat's next minute."""
     if folder_broker():
         jobs_recover.apply_async(queue="default")
+
+
+@task_received.connect(dispatch_uid="maskloop-job-message-received")
+def _job_message_received(request: Any = None, **_: Any) -> None:
+    """The worker took a job's message from the folder broker (it may hold it a while: a
+    countdown, a busy pool): the job now names this worker, so that its death loses nothing."""
+    if request is None or request.name not in JOB_TASKS or not folder_broker():
+        return
+    try:
+        close_old_connections()  # this runs in the worker's main process, outside any task
+        job_received(int(request.args[0]))
+    except Exception:  # never break the worker's consumer; a started job names its runner anyway
+        logger.exception("could not record the worker holding task %s", request.id)

@@ -6,10 +6,13 @@ worker takes it, so a worker killed in the middle of a job (SIGKILL, the out-of-
 a second Ctrl+C) lost the job: its row stayed ``running`` for ever, with nothing behind it.
 
 Every job records the process that runs it (``Job.runner``, ``host:pid``, set by ``job_start``
-and each progress report). The folder broker serves one machine, so its worker can tell a dead
-runner from a live one: :func:`jobs_recover`, run by beat every minute and when a worker starts
-(``engine.tasks.jobs_recover``), takes every ``running`` job whose runner was a process of this
-host that no longer exists, and that no message waiting in the folder will carry on, and
+and each progress report); a queued job, the worker that took its message from the folder and
+holds it until a pool process is free or its countdown ends (:func:`job_received`, at Celery's
+``task_received``). The folder broker serves one machine, so its worker can tell a dead runner
+from a live one: :func:`jobs_recover`, run by beat every minute and when a worker starts
+(``engine.tasks.jobs_recover``), takes every ``queued`` or ``running`` job whose runner was a
+process of this host that no longer exists, and that no message waiting in the folder will
+carry on, and
 
 - queues an export, a retrain round or an embedding job again: they are idempotent and resume
   where they stopped (a round from its last checkpoint, embeddings after the last stored one);
@@ -39,7 +42,7 @@ from django.db import transaction
 
 from engine.models import Job
 from engine.services.embeddings import BULK_PRIORITY
-from engine.services.jobs import job_fail
+from engine.services.jobs import job_fail, process_identity
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +81,23 @@ def runner_gone(runner: str) -> bool:
     return False
 
 
+def job_received(job_id: int) -> bool:
+    """A worker (this process) took the message of job ``job_id`` from the folder: record it
+    as the job's runner while the job is still queued, so that the job is recovered if this
+    worker dies before starting it. True when recorded; nothing on other brokers."""
+    if not folder_broker():
+        return False
+    taken = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED)
+    return taken.update(runner=process_identity()) == 1
+
+
 def jobs_recover() -> list[int]:
-    """Recover every running job whose process died (see the module docstring); the ids."""
+    """Recover every queued or running job whose process died (see the module docstring);
+    the ids."""
     if not folder_broker():
         return []
-    candidates = Job.objects.filter(status=Job.Status.RUNNING).exclude(runner="")
+    active = (Job.Status.QUEUED, Job.Status.RUNNING)
+    candidates = Job.objects.filter(status__in=active).exclude(runner="")
     dead = [
         job_id for job_id, runner in candidates.values_list("pk", "runner") if runner_gone(runner)
     ]
@@ -117,9 +132,10 @@ def queued_job_ids() -> set[int]:
 @transaction.atomic
 def _recover(job_id: int) -> bool:
     job = Job.objects.select_for_update().get(pk=job_id)
-    if job.status != Job.Status.RUNNING or not runner_gone(job.runner):
-        return False  # finished, cancelled or recovered meanwhile
-    why = f"the process running it ({job.runner}) stopped"
+    if job.is_finished or not runner_gone(job.runner):
+        return False  # finished, cancelled, started or recovered meanwhile
+    holder = "running it" if job.status == Job.Status.RUNNING else "holding its message"
+    why = f"the process {holder} ({job.runner}) stopped"
     logger.warning("%s job %s: %s", job.kind, job.pk, why)
     if job.kind == Job.Kind.INGEST:
         job_fail(job_id=job.pk, error=f"{why}: run the import again (stored files are skipped)")

@@ -239,6 +239,7 @@ def automatic_resume(*, job_id: int, retry_failed: bool = False) -> Job:
     result["session"] = {"started_at": timezone.now().isoformat(), "processed_at_start": processed}
     result["images_per_s"] = result["eta_s"] = None
     job.status = Job.Status.QUEUED
+    job.runner = ""  # the worker that takes the new chunks (job_received, job_start)
     job.finished_at = None
     job.error = ""
     job.progress_done = processed
