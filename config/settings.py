@@ -42,6 +42,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from exc
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -86,6 +96,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before the Host check and the HTTPS redirect (probes
+    # address the process by IP, over plain HTTP).
+    "config.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Content-Security-Policy of every answer but static files (config/csp.py).
@@ -258,6 +271,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- Probes (config/health.py) ---------------------------------------------------------------
+# Seconds each dependency of /readyz may take (its network steps each, for S3 and the broker).
+MASKLOOP_PROBE_TIMEOUT_S = env_float("MASKLOOP_PROBE_TIMEOUT_S", 3.0)
+if not 0 < MASKLOOP_PROBE_TIMEOUT_S <= 60:
+    raise ImproperlyConfigured(
+        f"MASKLOOP_PROBE_TIMEOUT_S={MASKLOOP_PROBE_TIMEOUT_S}: use seconds between 0 and 60"
+    )
 
 # --- Content-Security-Policy (config/csp.py) ----------------------------------------------
 # enforce | report-only (violations only reported in the browser's console) | off

@@ -83,6 +83,11 @@ class BlobStore(ABC):
     def url(self, key: str, *, expires: int = 3600, filename: str | None = None) -> str | None:
         """A time-limited GET URL for ``key`` (S3 presigned), or None when the app serves it."""
 
+    @abstractmethod
+    def probe(self, *, timeout: float) -> None:
+        """Raise :class:`BlobError` unless the store answers now (readiness probes): one cheap
+        request, with no retries and at most ``timeout`` seconds per network step."""
+
     def browser_origin(self) -> str | None:
         """The origin (``scheme://host[:port]``) of the URLs :meth:`url` hands to browsers, which
         the pages' Content-Security-Policy must allow; None when the app serves every blob."""

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.blobs.base import BlobNotFound, BlobStore, validate_key
+from storage.blobs.base import BlobError, BlobNotFound, BlobStore, validate_key
 
 _CHUNK = 1024 * 1024
 # mkstemp creates 0600 files; a blob gets the mode open() would give it (0666 less the umask),
@@ -64,6 +64,14 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def probe(self, *, timeout: float) -> None:
+        # The folder is created by the first write; until then its parent must take it.
+        where = self.root if self.root.exists() else self.root.parent
+        if not where.is_dir():
+            raise BlobError(f"blob folder {self.root} is missing (and so is its parent)")
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise BlobError(f"blob folder {where} is not writable by this process")
 
     def size(self, key: str) -> int:
         try:

@@ -177,6 +177,27 @@ class S3BlobStore(BlobStore):
         message = error.get("Message", "")
         raise BlobError(f"S3 {what} failed on {self._where()}: {code} {message}".rstrip()) from exc
 
+    def probe(self, *, timeout: float) -> None:
+        """HEAD the bucket with one attempt and short timeouts (not the store's retries)."""
+        quick = self._presign_config.merge(
+            Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"mode": "standard", "total_max_attempts": 1},
+            )
+        )
+        client = self._session.client(
+            "s3", endpoint_url=self.endpoint_url, config=_for_endpoint(quick, self.endpoint_url)
+        )
+        with self._errors("head bucket"):
+            try:
+                client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    missing = f"S3 head bucket failed: {self._where()} does not exist"
+                    raise BlobError(missing) from exc
+                raise
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist yet (demo set-ups and tests)."""
         with self._errors("head bucket"):

@@ -31,3 +31,18 @@ def test_the_maskloop_services_share_one_environment_and_beat_uses_the_database_
     for name, service in maskloop.items():
         assert service["environment"]["CELERY_BROKER_URL"] == "redis://redis:6379/0", name
     assert "--schedule" not in maskloop["beat"]["command"]  # DatabaseScheduler keeps no file
+
+
+def test_the_web_healthcheck_asks_readyz_and_each_worker_answers_a_ping_to_its_own_name():
+    all_services = services()
+    web_check = " ".join(all_services["web"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8000/readyz" in web_check  # config.health: 503 until ready
+    for name, prefix in (("worker-cpu", "cpu@"), ("worker-gpu", "gpu@")):
+        service = all_services[name]
+        command = service["command"]
+        node = command[command.index("--hostname") + 1]
+        assert node == f"{prefix}%h", name
+        check = service["healthcheck"]["test"]
+        assert check[0] == "CMD-SHELL", name
+        # $$ is compose's escape: the shell in the container expands $HOSTNAME, as Celery's %h.
+        assert f"inspect ping -d {prefix}$$HOSTNAME" in check[1], name
