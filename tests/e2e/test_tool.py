@@ -6,6 +6,7 @@ flow goes through the real queued path: the tool opens before the image has an e
 its progress state, and goes live when a real ``gpu``-queue worker has computed it.
 """
 
+import base64
 import io
 import time
 from dataclasses import dataclass
@@ -174,25 +175,34 @@ def test_javascript_rle_codec_matches_pycocotools(browser_context) -> None:
     cases = []
     for mask in masks:
         rle = mask_utils.encode(np.asfortranarray(mask))
+        # Pixels go both ways as base64 bytes: JSON lists of a million numbers are slow.
         cases.append(
-            {"h": mask.shape[0], "w": mask.shape[1], "bits": mask.ravel().tolist(),
-             "counts": rle["counts"].decode()}
+            {"h": mask.shape[0], "w": mask.shape[1],
+             "b64": base64.b64encode(mask.tobytes()).decode(), "counts": rle["counts"].decode()}
         )  # fmt: skip
     results = page.evaluate(
         """async (cases) => {
             const rle = await import('/static/annotation/tool/rle.js');
             return cases.map((c) => {
-                const encoded = rle.encodeMask(Uint8Array.from(c.bits), c.h, c.w);
+                const raw = atob(c.b64);
+                const bits = new Uint8Array(raw.length);
+                for (let i = 0; i < raw.length; i += 1) bits[i] = raw.charCodeAt(i);
+                const encoded = rle.encodeMask(bits, c.h, c.w);
                 const decoded = rle.decodeMask({size: [c.h, c.w], counts: c.counts});
-                return {counts: encoded.counts, size: encoded.size, bits: Array.from(decoded)};
+                let text = '';
+                for (let i = 0; i < decoded.length; i += 8192) {
+                    text += String.fromCharCode(...decoded.subarray(i, i + 8192));
+                }
+                return {counts: encoded.counts, size: encoded.size, b64: btoa(text)};
             });
         }""",
         cases,
     )
-    for case, result in zip(cases, results, strict=True):
+    for case, result, mask in zip(cases, results, masks, strict=True):
         assert result["counts"] == case["counts"]
         assert result["size"] == [case["h"], case["w"]]
-        assert result["bits"] == case["bits"]
+        decoded = np.frombuffer(base64.b64decode(result["b64"]), np.uint8)
+        np.testing.assert_array_equal(decoded, mask.ravel())
 
 
 # --- the whole flow ------------------------------------------------------------------------------
