@@ -152,6 +152,7 @@ class Mask(models.Model):
         ASSISTED = "assisted", "Model-assisted"
         PREFILL = "prefill", "Prefilled"
         AUTOMATIC = "automatic", "Automatic"
+        IMPORTED = "imported", "Imported"  # from a COCO file (manage.py import_coco)
 
     class Status(models.TextChoices):
         PROPOSED = "proposed", "Proposed"
@@ -269,7 +270,7 @@ class Mask(models.Model):
                 condition=Q(stage__in=[s.value for s in Stage]), name="mask_stage_valid"
             ),
             models.CheckConstraint(
-                condition=Q(source__in=["manual", "assisted", "prefill", "automatic"]),
+                condition=Q(source__in=["manual", "assisted", "prefill", "automatic", "imported"]),
                 name="mask_source_valid",
             ),
             models.CheckConstraint(

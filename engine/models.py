@@ -57,6 +57,7 @@ class Job(models.Model):
         TRAIN = "train", "Retrain round"
         AUTOMATIC = "automatic", "Automatic stage"
         PREFILL = "prefill", "Semi-automatic prefill"
+        IMPORT_MASKS = "import_masks", "Annotation import"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -103,7 +104,15 @@ class Job(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(
-                    kind__in=["ingest", "export", "embed", "train", "automatic", "prefill"]
+                    kind__in=[
+                        "ingest",
+                        "export",
+                        "embed",
+                        "train",
+                        "automatic",
+                        "prefill",
+                        "import_masks",
+                    ]
                 ),
                 name="job_kind_valid",
             ),

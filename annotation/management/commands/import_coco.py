@@ -1,0 +1,70 @@
+"""``manage.py import_coco PROJECT ANNOTATIONS.json``: masks from a COCO file onto the
+project's images (annotation.services.coco_import).
+
+Checks the whole file first: anything wrong is listed and nothing is imported (exit 1).
+Then shows a progress bar (images) and prints ``imported N masks onto N images, ...``.
+"""
+
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from annotation.errors import DomainError
+from annotation.management.commands._lookup import project_from_ref, user_from_name
+from annotation.services.coco_import import coco_import
+
+
+class Command(BaseCommand):
+    help = (
+        "Import the masks of a COCO annotation file (RLE or polygons) onto the project's "
+        "images, matched by file name, as accepted masks of source 'imported'."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("project", help="project name or id")
+        parser.add_argument("annotations", type=Path, help="a COCO JSON file")
+        parser.add_argument(
+            "--skip-missing-images",
+            action="store_true",
+            help="leave out the file's images that are not in the project (default: refuse)",
+        )
+        parser.add_argument("--user", metavar="USERNAME", help="record the job as this user's")
+        parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = project_from_ref(options["project"])
+        user = user_from_name(options["user"]) if options["user"] else None
+        stream = getattr(self.stderr, "_out", sys.stderr)  # tqdm redraws one line with "\r"
+        bars: list[tqdm[Any]] = []
+
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bars.append(
+                    tqdm(
+                        unit="img",
+                        file=stream,
+                        total=total,
+                        disable=options["no_progress"],
+                        dynamic_ncols=True,
+                    )
+                )
+            bars[0].update(1)
+
+        try:
+            summary = coco_import(
+                project=project,
+                path=options["annotations"],
+                user=user,
+                skip_missing_images=options["skip_missing_images"],
+                progress=progress,
+            )
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+        finally:
+            for bar in bars:
+                bar.close()
+        self.stdout.write(f"{summary.line} (job {summary.job_id})")

@@ -1,0 +1,334 @@
+"""Masks from a COCO annotation file, onto a project's images: labels made elsewhere (CVAT,
+Label Studio, an earlier dataset, a maskloop export) brought in to be reviewed, trained on and
+exported with the rest.
+
+Images are matched by ``file_name`` (its base name, as maskloop stores it) or, for the names a
+maskloop export gives images it has no name for, ``<sha256>.<ext>``. A segmentation may be a
+compressed RLE, an uncompressed RLE (``iscrowd: 1``) or polygons; pycocotools turns the last
+two into compressed RLE. Categories are not kept: maskloop's masks are class-agnostic (the
+count is reported).
+
+Everything is checked before anything is written: one bad annotation refuses the whole file
+with a list of what is wrong (:class:`CocoImportRefused`). The import is then a ``Job`` with
+progress; masks go in image by image, each with an idempotency key made of the project, the
+file's sha256 and the annotation id, so a rerun after a crash, or of the same file, adds only
+what is missing.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from django.contrib.auth.models import User
+from django.db import transaction
+from pycocotools import mask as mask_utils
+
+from annotation.errors import DomainError, InvalidMask
+from annotation.models import Image, Mask, Project
+from annotation.services.mask_encoding import EncodedMask, mask_encode
+from annotation.services.masks_bulk_rle import rle_encode_from_runs
+from engine.models import Job
+from engine.services.jobs import job_create, job_fail, job_progress, job_start, job_succeed
+
+MAX_FILE_BYTES = 2 * 1024**3
+# The polygons of one annotation may have edges (in L-infinity length) of at most this many
+# times the image's height + width: a detailed outline is a few times that.
+MAX_EDGE_FACTOR = 100
+ERRORS_SHOWN = 20
+KEY_PREFIX = "coco"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class CocoImportRefused(DomainError):
+    """The file cannot be imported as it is; ``details`` lists the problems (at most
+    ERRORS_SHOWN, with the total in the message). Nothing was written."""
+
+
+@dataclass
+class CocoImportSummary:
+    job_id: int
+    images: int  # images of the project that received masks from the file
+    masks: int  # masks written now
+    already: int  # masks of this file imported before (same project, same annotation id)
+    skipped_images: list[str] = field(default_factory=list)  # not in the project (allowed)
+    categories: int = 0
+
+    @property
+    def line(self) -> str:
+        skipped = f", {len(self.skipped_images)} images not in the project skipped"
+        return (
+            f"imported {self.masks} masks onto {self.images} images, {self.already} already "
+            f"imported{skipped if self.skipped_images else ''}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "masks": self.masks,
+            "already": self.already,
+            "skipped_images": self.skipped_images[:ERRORS_SHOWN],
+            "skipped_images_total": len(self.skipped_images),
+            "categories": self.categories,
+        }
+
+
+@dataclass(frozen=True)
+class _Planned:
+    image: Image
+    annotation_id: int
+    mask: EncodedMask
+
+
+def coco_import(
+    *,
+    project: Project,
+    path: Path,
+    user: User | None = None,
+    skip_missing_images: bool = False,
+    progress: ProgressCallback | None = None,
+) -> CocoImportSummary:
+    """Import the masks of the COCO file at ``path`` as accepted masks of source ``imported``
+    in the project's current stage (see the module docstring). Raises CocoImportRefused
+    before anything is written."""
+    data = _read(path)
+    sha256 = hashlib.sha256(data).hexdigest()
+    coco = _parse(data)
+    errors: list[str] = []
+    images, skipped = _match_images(project, coco["images"], errors, skip_missing_images)
+    listed = {r["id"] for r in coco["images"] if isinstance(r, dict) and _whole(r.get("id"))}
+    planned = _plan(coco["annotations"], images, listed, errors)
+    if errors:
+        shown = "; ".join(errors[:ERRORS_SHOWN])
+        more = f" (and {len(errors) - ERRORS_SHOWN} more)" if len(errors) > ERRORS_SHOWN else ""
+        raise CocoImportRefused(
+            f"{len(errors)} problem(s) in {path.name}, nothing imported: {shown}{more}",
+            details={"errors": errors[:ERRORS_SHOWN], "total": len(errors)},
+        )
+    by_image: dict[int, list[_Planned]] = {}
+    for item in planned:
+        by_image.setdefault(item.image.pk, []).append(item)
+    prefix = f"{KEY_PREFIX}:{project.pk}:{sha256[:40]}:"
+    job = job_create(
+        kind=Job.Kind.IMPORT_MASKS,
+        project=project,
+        params={"file": path.name, "sha256": sha256, "annotations": len(planned)},
+        created_by=user,
+        total=len(by_image),
+        message=f"importing {len(planned)} masks onto {len(by_image)} images",
+    )
+    job_start(job_id=job.pk)
+    summary = CocoImportSummary(
+        job_id=job.pk,
+        images=len(by_image),
+        masks=0,
+        already=0,
+        skipped_images=skipped,
+        categories=len(coco.get("categories") or []),
+    )
+    try:
+        for done, items in enumerate(by_image.values(), start=1):
+            written = _write_image(items, project=project, prefix=prefix, job=job)
+            summary.masks += written
+            summary.already += len(items) - written
+            job_progress(job_id=job.pk, done=done)
+            if progress is not None:
+                progress(done, len(by_image))
+    except BaseException as exc:
+        job_fail(job_id=job.pk, error=exc)
+        raise
+    job_succeed(job_id=job.pk, result=summary.as_dict(), message=summary.line)
+    return summary
+
+
+# --- reading and checking ----------------------------------------------------------------------
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CocoImportRefused(
+                f"{path.name} is {size} bytes, over the {MAX_FILE_BYTES} bytes an import reads"
+            )
+        return path.read_bytes()
+    except OSError as exc:
+        raise CocoImportRefused(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    try:
+        coco = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CocoImportRefused(f"not a JSON file: {exc}") from exc
+    if not isinstance(coco, dict):
+        raise CocoImportRefused("a COCO file is a JSON object with images and annotations")
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise CocoImportRefused(f"a COCO file needs a list of {key}")
+    return coco
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _match_images(
+    project: Project, records: list[Any], errors: list[str], skip_missing: bool
+) -> tuple[dict[int, Image], list[str]]:
+    """COCO image id -> the project's image; the names of those not in the project."""
+    by_name: dict[str, list[Image]] = {}
+    by_sha: dict[str, Image] = {}
+    for image in Image.objects.filter(project=project).only(
+        "pk", "file_name", "sha256", "width", "height", "project_id"
+    ):
+        by_name.setdefault(image.file_name, []).append(image)
+        by_sha[image.sha256] = image
+    matched: dict[int, Image] = {}
+    skipped: list[str] = []
+    for index, record in enumerate(records):
+        where = f"images[{index}]"
+        if not isinstance(record, dict) or not _whole(record.get("id")):
+            errors.append(f"{where}: needs an integer id")
+            continue
+        name = record.get("file_name")
+        if not isinstance(name, str) or not name:
+            errors.append(f"{where} (id {record['id']}): needs a file_name")
+            continue
+        base = PurePosixPath(name.replace("\\", "/")).name
+        found = by_name.get(base, [])
+        stem = base.rsplit(".", 1)[0]
+        if not found and stem in by_sha:
+            found = [by_sha[stem]]
+        if len(found) > 1:
+            errors.append(f"{where}: {len(found)} images of the project are named {base!r}")
+            continue
+        if not found:
+            if skip_missing:
+                skipped.append(base)
+            else:
+                errors.append(f"{where}: no image of the project is named {base!r}")
+            continue
+        image = found[0]
+        size = (record.get("height"), record.get("width"))
+        if size != (image.height, image.width):
+            errors.append(
+                f"{where} ({base}): {size[0]} x {size[1]} in the file, "
+                f"{image.height} x {image.width} in the project"
+            )
+            continue
+        if record["id"] in matched:
+            errors.append(f"{where}: image id {record['id']} appears twice")
+            continue
+        matched[record["id"]] = image
+    return matched, skipped
+
+
+def _plan(
+    records: list[Any], images: dict[int, Image], listed: set[int], errors: list[str]
+) -> list[_Planned]:
+    """The checked masks of the annotations on matched images (``listed``: every image id of
+    the file; an annotation on another id is an error)."""
+    planned: list[_Planned] = []
+    seen: set[int] = set()
+    for index, record in enumerate(records):
+        where = f"annotations[{index}]"
+        if not isinstance(record, dict) or not _whole(record.get("id")):
+            errors.append(f"{where}: needs an integer id")
+            continue
+        where = f"{where} (id {record['id']})"
+        if record["id"] in seen:
+            errors.append(f"{where}: the id appears twice")
+            continue
+        seen.add(record["id"])
+        image_id = record.get("image_id")
+        if not _whole(image_id) or image_id not in listed:
+            errors.append(f"{where}: image_id {image_id!r} is not one of the file's images")
+            continue
+        image = images.get(image_id)
+        if image is None:
+            continue  # an image skipped, or refused above (its own error says why)
+        try:
+            encoded = _segmentation(record.get("segmentation"), image=image)
+        except InvalidMask as exc:
+            errors.append(f"{where}: {exc.message}")
+            continue
+        planned.append(_Planned(image=image, annotation_id=record["id"], mask=encoded))
+    return planned
+
+
+def _segmentation(value: object, *, image: Image) -> EncodedMask:
+    """A COCO segmentation (RLE or polygons) as the canonical mask, or InvalidMask."""
+    height, width = image.height, image.width
+    if isinstance(value, Mapping):
+        fast = rle_encode_from_runs(value, height=height, width=width)
+        return fast if fast is not None else mask_encode(height=height, width=width, rle=value)
+    if not isinstance(value, list) or not value:
+        raise InvalidMask("segmentation must be an RLE object or a non-empty list of polygons")
+    polygons = [_polygon(polygon, height=height, width=width) for polygon in value]
+    # pycocotools rasterises along every edge: bound that work for a hostile file.
+    length = sum(float(np.abs(np.diff(p, axis=0)).max(axis=1).sum()) for p in polygons)
+    if length > MAX_EDGE_FACTOR * (height + width):
+        raise InvalidMask(f"the polygons' edges are {length:.0f} px long: not a mask outline")
+    rle = mask_utils.merge(mask_utils.frPyObjects(value, height, width))
+    counts = rle["counts"].decode("ascii")
+    fast = rle_encode_from_runs(
+        {"size": [height, width], "counts": counts}, height=height, width=width
+    )
+    if fast is None:
+        return mask_encode(
+            height=height, width=width, rle={"size": [height, width], "counts": counts}
+        )
+    return fast
+
+
+def _polygon(value: object, *, height: int, width: int) -> np.ndarray:
+    """One polygon as N x 2 (x, y) float64, closed, checked to lie in the image (a pixel of
+    slack for outlines drawn on pixel edges)."""
+    if (
+        not isinstance(value, list)
+        or len(value) < 6
+        or len(value) % 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise InvalidMask("each polygon must be a list of at least 3 x, y pairs of numbers")
+    points = np.asarray(value, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(points).all():
+        raise InvalidMask("a polygon has a NaN or infinite coordinate")
+    if not ((points >= -1).all() and (points <= [width + 1, height + 1]).all()):
+        raise InvalidMask(f"a polygon has points outside the {width} x {height} image")
+    return np.vstack([points, points[:1]])
+
+
+@transaction.atomic
+def _write_image(items: list[_Planned], *, project: Project, prefix: str, job: Job) -> int:
+    """Insert one image's masks that are not stored yet; how many were inserted."""
+    image = items[0].image
+    keys = {f"{prefix}{item.annotation_id}": item for item in items}
+    stored = set(
+        Mask.objects.filter(idempotency_key__in=list(keys)).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    rows = [
+        Mask(
+            project_id=project.pk,
+            image=image,
+            rle_counts=item.mask.counts,
+            area=item.mask.area,
+            bbox=item.mask.bbox,
+            stage=project.stage,
+            source=Mask.Source.IMPORTED,
+            status=Mask.Status.ACCEPTED,
+            idempotency_key=key,
+            job=job,
+        )
+        for key, item in keys.items()
+        if key not in stored
+    ]
+    Mask.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
