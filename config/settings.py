@@ -192,6 +192,11 @@ MASKLOOP_MAX_IMAGE_PIXELS = env_int("MASKLOOP_MAX_IMAGE_PIXELS", 100_000_000)
 MASKLOOP_MAX_IMAGE_BYTES = env_int("MASKLOOP_MAX_IMAGE_BYTES", 200 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MASKLOOP_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
 
+# --- COCO annotation import (annotation.services.coco_import) -----------------------------
+# Uploads through the API are imported while the request waits, parsed in the web process's
+# memory (several times the file's size): larger files take the command.
+MASKLOOP_MAX_COCO_UPLOAD_BYTES = env_int("MASKLOOP_MAX_COCO_UPLOAD_BYTES", 20 * 1024 * 1024)
+
 # --- Export ------------------------------------------------------------------------------
 MASKLOOP_SA1B_SHARD_SIZE = env_int("MASKLOOP_SA1B_SHARD_SIZE", 1000)
 

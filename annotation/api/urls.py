@@ -3,6 +3,7 @@
 from django.urls import path
 
 from annotation.api.auth import TokenObtainApi
+from annotation.api.coco_import import CocoImportApi
 from annotation.api.exports import ExportCreateApi
 from annotation.api.images import (
     ImageContentApi,
@@ -57,6 +58,11 @@ urlpatterns = [
         "projects/<int:project_id>/exports/",
         ExportCreateApi.as_view(),
         name="api-export-create",
+    ),
+    path(
+        "projects/<int:project_id>/annotation-imports/",
+        CocoImportApi.as_view(),
+        name="api-coco-import",
     ),
     # The annotation workflow: image queue and leases, accept/delete, review, stats.
     path("projects/<int:project_id>/next-image/", NextImageApi.as_view(), name="api-next-image"),

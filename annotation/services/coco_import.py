@@ -48,6 +48,8 @@ class CocoImportRefused(DomainError):
     """The file cannot be imported as it is; ``details`` lists the problems (at most
     ERRORS_SHOWN, with the total in the message). Nothing was written."""
 
+    code = "coco_refused"
+
 
 @dataclass
 class CocoImportSummary:
@@ -95,7 +97,26 @@ def coco_import(
     """Import the masks of the COCO file at ``path`` as accepted masks of source ``imported``
     in the project's current stage (see the module docstring). Raises CocoImportRefused
     before anything is written."""
-    data = _read(path)
+    return coco_import_data(
+        project=project,
+        data=_read(path),
+        name=path.name,
+        user=user,
+        skip_missing_images=skip_missing_images,
+        progress=progress,
+    )
+
+
+def coco_import_data(
+    *,
+    project: Project,
+    data: bytes,
+    name: str,
+    user: User | None = None,
+    skip_missing_images: bool = False,
+    progress: ProgressCallback | None = None,
+) -> CocoImportSummary:
+    """:func:`coco_import` of a file's bytes (an upload); ``name`` names it in messages."""
     sha256 = hashlib.sha256(data).hexdigest()
     coco = _parse(data)
     errors: list[str] = []
@@ -106,7 +127,7 @@ def coco_import(
         shown = "; ".join(errors[:ERRORS_SHOWN])
         more = f" (and {len(errors) - ERRORS_SHOWN} more)" if len(errors) > ERRORS_SHOWN else ""
         raise CocoImportRefused(
-            f"{len(errors)} problem(s) in {path.name}, nothing imported: {shown}{more}",
+            f"{len(errors)} problem(s) in {name}, nothing imported: {shown}{more}",
             details={"errors": errors[:ERRORS_SHOWN], "total": len(errors)},
         )
     by_image: dict[int, list[_Planned]] = {}
@@ -116,7 +137,7 @@ def coco_import(
     job = job_create(
         kind=Job.Kind.IMPORT_MASKS,
         project=project,
-        params={"file": path.name, "sha256": sha256, "annotations": len(planned)},
+        params={"file": name, "sha256": sha256, "annotations": len(planned)},
         created_by=user,
         total=len(by_image),
         message=f"importing {len(planned)} masks onto {len(by_image)} images",

@@ -27,6 +27,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/images/{image_id}/masks/"): "image_masks_list",
     ("get", "/api/projects/{project_id}/masks/"): "masks_list",
     ("post", "/api/projects/{project_id}/exports/"): "exports_create",
+    ("post", "/api/projects/{project_id}/annotation-imports/"): "annotations_import_coco",
     ("get", "/api/projects/{project_id}/jobs/"): "jobs_list",
     ("get", "/api/jobs/{job_id}/"): "jobs_retrieve",
     ("post", "/api/jobs/{job_id}/cancel/"): "jobs_cancel",
