@@ -33,7 +33,9 @@ class CocoImportOutput(serializers.Serializer[Any]):
     job = serializers.IntegerField(help_text="the import's job (kind import_masks)")
     images = serializers.IntegerField(help_text="images of the project given masks by the file")
     masks = serializers.IntegerField(help_text="masks imported now")
-    already = serializers.IntegerField(help_text="masks of this file imported before")
+    already = serializers.IntegerField(
+        help_text="masks left out as in the project already (imported before, same pixels)"
+    )
     skipped_images = serializers.ListField(
         child=serializers.CharField(), help_text="the first 20 names not in the project"
     )

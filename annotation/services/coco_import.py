@@ -56,7 +56,9 @@ class CocoImportSummary:
     job_id: int
     images: int  # images of the project that received masks from the file
     masks: int  # masks written now
-    already: int  # masks of this file imported before (same project, same annotation id)
+    # Masks left out as present already: imported from this file before (same project, same
+    # annotation id), or the very pixels of a mask the image has (a maskloop export of it).
+    already: int
     skipped_images: list[str] = field(default_factory=list)  # not in the project (allowed)
     categories: int = 0
 
@@ -65,7 +67,7 @@ class CocoImportSummary:
         skipped = f", {len(self.skipped_images)} images not in the project skipped"
         return (
             f"imported {self.masks} masks onto {self.images} images, {self.already} already "
-            f"imported{skipped if self.skipped_images else ''}"
+            f"in the project{skipped if self.skipped_images else ''}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -327,9 +329,13 @@ def _polygon(value: object, *, height: int, width: int) -> np.ndarray:
 
 @transaction.atomic
 def _write_image(items: list[_Planned], *, project: Project, prefix: str, job: Job) -> int:
-    """Insert one image's masks that are not stored yet; how many were inserted."""
+    """Insert one image's masks that are not stored yet (by key, or the same pixels as a
+    mask of the image in any status: a rejected one is not brought back); how many."""
     image = items[0].image
-    keys = {f"{prefix}{item.annotation_id}": item for item in items}
+    present = set(Mask.objects.filter(image=image).values_list("rle_counts", flat=True))
+    keys = {
+        f"{prefix}{item.annotation_id}": item for item in items if item.mask.counts not in present
+    }
     stored = set(
         Mask.objects.filter(idempotency_key__in=list(keys)).values_list(
             "idempotency_key", flat=True

@@ -115,11 +115,12 @@ def _annotator_figures(request: HttpRequest, project: Project, *, may_review: bo
     return [{"user_id": user.pk, "username": user.get_username(), **mine}]
 
 
-def _project_page(
+def project_page(
     request: HttpRequest,
     project_id: int,
     *,
     upload_rejections: list[dict[str, str]] | None = None,
+    coco_problems: dict[str, Any] | None = None,
     status: int = 200,
 ) -> HttpResponse:
     project = project_get_with_stats(user=request.user, project_id=project_id)
@@ -148,6 +149,7 @@ def _project_page(
         "review_pending": review_pending_masks(project=project).count() if may_review else None,
         "export_formats": EXPORT_FORMATS,
         "upload_rejections": upload_rejections or [],
+        "coco_problems": coco_problems,
     }
     if may_review:
         context["stage_figures"] = project_stage_figures(project=project)
@@ -165,7 +167,7 @@ def _project_page(
 @require_GET
 @login_required
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
-    return _project_page(request, project_id)
+    return project_page(request, project_id)
 
 
 def _rejections(exc: ImageRejected) -> list[dict[str, str]]:
@@ -193,7 +195,7 @@ def project_upload(request: HttpRequest, project_id: int) -> HttpResponse:
     try:
         outcomes = images_ingest_batch(project=project, files=files)
     except ImageRejected as exc:
-        return _project_page(request, project.pk, upload_rejections=_rejections(exc), status=400)
+        return project_page(request, project.pk, upload_rejections=_rejections(exc), status=400)
     imported = sum(1 for outcome in outcomes if outcome.status == "imported")
     duplicates = len(outcomes) - imported
     messages.success(

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotation.web import automatic, jobs, projects, review, stats, tool
+from annotation.web import automatic, coco_import, jobs, projects, review, stats, tool
 from annotation.web.login import LimitedAuthenticationForm
 
 urlpatterns = [
@@ -20,6 +20,11 @@ urlpatterns = [
     path("projects/<int:project_id>/", projects.project_detail, name="project-detail"),
     path("projects/<int:project_id>/upload/", projects.project_upload, name="project-upload"),
     path("projects/<int:project_id>/export/", projects.project_export, name="project-export"),
+    path(
+        "projects/<int:project_id>/import-coco/",
+        coco_import.project_import_coco,
+        name="project-import-coco",
+    ),
     path("projects/<int:project_id>/jobs/", jobs.project_jobs_table, name="project-jobs"),
     path("projects/<int:project_id>/annotate/", tool.annotate, name="project-annotate"),
     path("projects/<int:project_id>/review/", review.review_queue_page, name="project-review"),

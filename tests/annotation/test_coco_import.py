@@ -231,8 +231,26 @@ def test_the_command_prints_a_summary_or_the_reasons(
     out = io.StringIO()
     path = write(tmp_path, document)
     call_command("import_coco", project.name, str(path), "--no-progress", stdout=out)
-    assert "imported 1 masks onto 1 images, 0 already imported (job " in out.getvalue()
+    assert "imported 1 masks onto 1 images, 0 already in the project (job " in out.getvalue()
     with pytest.raises(CommandError, match="cannot read"):
         call_command("import_coco", project.name, str(tmp_path / "missing.json"))
     with pytest.raises(CommandError, match="unknown project"):
         call_command("import_coco", "no such project", str(path))
+
+
+def test_a_projects_own_export_imported_back_changes_nothing(tmp_path: Path) -> None:
+    project = Project.objects.create(name="Round trip")
+    rng = np.random.default_rng(5)
+    image = add_image(project, 40, 30, 1)
+    kept = mask_create(image=image, binary=ellipse(30, 40, rng), source="manual")
+    rejected = mask_create(
+        image=image, binary=ellipse(30, 40, rng), source="assisted", status="rejected"
+    )
+    export = coco_document(run_export(project, "coco", status="accepted"))
+    export["annotations"].append({**export["annotations"][0], "id": 999})
+    export["annotations"][-1]["segmentation"] = rejected.rle
+    summary = coco_import(project=project, path=write(tmp_path, export))
+    assert (summary.masks, summary.already) == (0, 2)
+    assert set(Mask.objects.filter(project=project).values_list("pk", flat=True)) == {
+        kept.pk, rejected.pk,
+    }  # fmt: skip

@@ -192,6 +192,9 @@ def _new_png() -> bytes:
     return out.getvalue()
 
 
+LABELLED = [index for index in range(24) if demo_labelled(index)]
+
+
 def test_log_in_browse_upload_and_export_coco(platform: Platform, tmp_path: Path) -> None:
     from playwright.sync_api import FilePayload, expect, sync_playwright
 
@@ -243,6 +246,15 @@ def test_log_in_browse_upload_and_export_coco(platform: Platform, tmp_path: Path
             download = download_info.value
             saved = tmp_path / download.suggested_filename
             download.save_as(saved)
+
+            # The export imported back through the page's COCO form: every mask is there.
+            page.set_input_files("input[name=annotations]", files=[str(saved)])
+            page.click("#coco-import button[type=submit]")
+            imported_back = page.locator(".message-success")
+            expect(imported_back).to_contain_text(
+                f"Imported 0 masks onto {len(LABELLED)} images, "
+                f"{platform.demo_masks} already in the project"
+            )
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(tmp_path / "project-page.png"), full_page=True)
         finally:

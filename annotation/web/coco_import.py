@@ -1,0 +1,53 @@
+"""The project page's "Import masks (COCO)" form (admins): annotation.services.coco_import on
+the uploaded file, as the API does; the problems of a refused file listed on the page."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from annotation.permissions import acting_user, require_admin
+from annotation.selectors.projects import project_get_for_user
+from annotation.services.coco_import import CocoImportRefused, coco_import_data
+from annotation.web.projects import project_page
+
+
+@require_POST
+@login_required
+def project_import_coco(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    upload = request.FILES.get("annotations")
+    back = HttpResponseRedirect(reverse("project-detail", args=[project.pk]) + "#coco-import")
+    if upload is None:
+        messages.error(request, "Choose a COCO annotation file (JSON) to import.")
+        return back
+    limit = settings.MASKLOOP_MAX_COCO_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        messages.error(
+            request,
+            f"{upload.name} is {upload.size} bytes, over the {limit} bytes an upload may have: "
+            "import it with manage.py import_coco on the server.",
+        )
+        return back
+    try:
+        summary = coco_import_data(
+            project=project,
+            data=upload.read(),
+            name=upload.name or "upload.json",
+            user=acting_user(request.user),
+            skip_missing_images=request.POST.get("skip_missing_images") == "on",
+        )
+    except CocoImportRefused as exc:
+        details = exc.details if isinstance(exc.details, dict) else {}
+        problems = {
+            "file": upload.name,
+            "errors": [str(e) for e in details.get("errors", [exc.message])],
+            "total": int(details.get("total", 1)),
+        }
+        return project_page(request, project.pk, coco_problems=problems, status=400)
+    line = summary.line
+    messages.success(request, f"{line[0].upper()}{line[1:]} (job #{summary.job_id}).")
+    return back
