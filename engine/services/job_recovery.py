@@ -18,8 +18,8 @@ carry on, and
   where they stopped (a round from its last checkpoint, embeddings after the last stored one);
 - fails an automatic or prefill run as interrupted and resumes it at once (its pending images,
   and the one the worker died on, go to new chunks);
-- fails an image import (it ran in a ``manage.py`` process; running it again skips the files it
-  stored);
+- fails an image or COCO mask import (it ran in a ``manage.py`` process or a web request;
+  running it again skips what it stored);
 - fails a job that was recovered ``MAX_RECOVERIES`` times already (its process's fourth
   death): a job that kills its worker (out of memory) is not run for ever.
 
@@ -54,6 +54,12 @@ REQUEUED: dict[str, tuple[str, str, int | None]] = {
     Job.Kind.EMBED: ("engine.tasks.gpu_precompute_embeddings", "gpu", BULK_PRIORITY),
 }
 RESUMED = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
+# Imports run in the process that started them (a command, a web request): failed with what to
+# do, which is safe because a rerun skips what the dead one stored.
+RUN_AGAIN = {
+    Job.Kind.INGEST: "stored files are skipped",
+    Job.Kind.IMPORT_MASKS: "masks imported already are skipped",
+}
 # Tasks whose first argument is a job id: a message of one of them still waiting in the broker
 # folder will carry its job on (the next chunk of an embedding job or an automatic run).
 JOB_TASKS = frozenset(
@@ -137,8 +143,8 @@ def _recover(job_id: int) -> bool:
     holder = "running it" if job.status == Job.Status.RUNNING else "holding its message"
     why = f"the process {holder} ({job.runner}) stopped"
     logger.warning("%s job %s: %s", job.kind, job.pk, why)
-    if job.kind == Job.Kind.INGEST:
-        job_fail(job_id=job.pk, error=f"{why}: run the import again (stored files are skipped)")
+    if job.kind in RUN_AGAIN:
+        job_fail(job_id=job.pk, error=f"{why}: run the import again ({RUN_AGAIN[job.kind]})")
         return True
     if job.recoveries >= MAX_RECOVERIES:
         job_fail(

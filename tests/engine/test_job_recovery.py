@@ -155,15 +155,19 @@ def test_finished_jobs_are_not_touched(project: Project, sent: SentTasks) -> Non
     assert sent.sent == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "skipped"),
+    [(Job.Kind.INGEST, "stored files"), (Job.Kind.IMPORT_MASKS, "masks imported already")],
+)
 def test_an_import_whose_process_died_fails_with_what_to_do(
-    project: Project, sent: SentTasks
+    project: Project, sent: SentTasks, kind: str, skipped: str
 ) -> None:
-    job = running(Job.Kind.INGEST, f"{HOST}:{ended_pid()}", project)
+    job = running(kind, f"{HOST}:{ended_pid()}", project)
     with FOLDER:
         assert jobs_recover() == [job.pk]
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED
-    assert "run the import again" in job.error
+    assert f"run the import again ({skipped} are skipped)" in job.error
     assert sent.sent == []
 
 
