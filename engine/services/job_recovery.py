@@ -56,7 +56,7 @@ REQUEUED: dict[str, tuple[str, str, int | None]] = {
 RESUMED = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
 # Imports run in the process that started them (a command, a web request): failed with what to
 # do, which is safe because a rerun skips what the dead one stored.
-RUN_AGAIN = {
+RUN_AGAIN: dict[str, str] = {
     Job.Kind.INGEST: "stored files are skipped",
     Job.Kind.IMPORT_MASKS: "masks imported already are skipped",
 }
