@@ -18,6 +18,7 @@ from annotation.errors import DomainError
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
 from annotation.services.coco_import import coco_import_data
+from annotation.services.coco_import_undo import coco_import_undo
 from engine.api.common import ErrorOutput
 
 
@@ -84,3 +85,27 @@ class CocoImportApi(APIView):
         )
         body = {"job": summary.job_id, **summary.as_dict()}
         return Response(CocoImportOutput(body).data, status=status.HTTP_201_CREATED)
+
+
+class CocoImportUndoneOutput(serializers.Serializer[Any]):
+    job = serializers.IntegerField()
+    deleted = serializers.IntegerField(help_text="masks deleted now (0 when undone before)")
+
+
+class CocoImportUndoApi(APIView):
+    @extend_schema(
+        operation_id="annotations_import_undo",
+        responses={
+            200: CocoImportUndoneOutput,
+            400: OpenApiResponse(ErrorOutput, description="`undo_refused`: not an import"),
+            404: OpenApiResponse(ErrorOutput, description="no such job in this project"),
+            409: OpenApiResponse(ErrorOutput, description="the import is still running"),
+        },
+    )
+    def delete(self, request: Request, project_id: int, job_id: int) -> Response:
+        """Take an import back: delete every mask it created (reviewed or not)."""
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        require_admin(user=request.user, project=project)
+        undone = coco_import_undo(project=project, job_id=job_id, user=acting_user(request.user))
+        body = {"job": undone.job_id, "deleted": undone.deleted}
+        return Response(CocoImportUndoneOutput(body).data)

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from annotation.api.auth import TokenObtainApi
-from annotation.api.coco_import import CocoImportApi
+from annotation.api.coco_import import CocoImportApi, CocoImportUndoApi
 from annotation.api.exports import ExportCreateApi
 from annotation.api.images import (
     ImageContentApi,
@@ -63,6 +63,11 @@ urlpatterns = [
         "projects/<int:project_id>/annotation-imports/",
         CocoImportApi.as_view(),
         name="api-coco-import",
+    ),
+    path(
+        "projects/<int:project_id>/annotation-imports/<int:job_id>/",
+        CocoImportUndoApi.as_view(),
+        name="api-coco-import-undo",
     ),
     # The annotation workflow: image queue and leases, accept/delete, review, stats.
     path("projects/<int:project_id>/next-image/", NextImageApi.as_view(), name="api-next-image"),

@@ -28,6 +28,10 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/projects/{project_id}/masks/"): "masks_list",
     ("post", "/api/projects/{project_id}/exports/"): "exports_create",
     ("post", "/api/projects/{project_id}/annotation-imports/"): "annotations_import_coco",
+    (
+        "delete",
+        "/api/projects/{project_id}/annotation-imports/{job_id}/",
+    ): "annotations_import_undo",
     ("get", "/api/projects/{project_id}/jobs/"): "jobs_list",
     ("get", "/api/jobs/{job_id}/"): "jobs_retrieve",
     ("post", "/api/jobs/{job_id}/cancel/"): "jobs_cancel",

@@ -254,3 +254,22 @@ def test_a_projects_own_export_imported_back_changes_nothing(tmp_path: Path) -> 
     assert set(Mask.objects.filter(project=project).values_list("pk", flat=True)) == {
         kept.pk, rejected.pk,
     }  # fmt: skip
+
+
+def test_the_command_takes_an_import_back(
+    target: tuple[Project, list[Image]], tmp_path: Path
+) -> None:
+    project, (small, _) = target
+    document = {
+        "images": images_of([small]),
+        "annotations": [{"id": 1, "image_id": 100, "segmentation": [[1, 1, 20, 1, 20, 20]]}],
+    }
+    summary = coco_import(project=project, path=write(tmp_path, document))
+    out = io.StringIO()
+    call_command("import_coco", project.name, "--undo", str(summary.job_id), stdout=out)
+    assert f"deleted 1 masks of import job {summary.job_id}" in out.getvalue()
+    assert not Mask.objects.filter(project=project).exists()
+    with pytest.raises(CommandError, match="not both"):
+        call_command("import_coco", project.name)
+    with pytest.raises(CommandError, match="has no job #999999"):
+        call_command("import_coco", project.name, "--undo", "999999")

@@ -119,3 +119,41 @@ def test_a_request_without_a_file_is_refused(project: Project, image: Image) -> 
     assert answer.status_code == 400
     assert "file" in answer.json()
     assert nothing_written(project)
+
+
+def test_an_admin_takes_an_import_back(project: Project, image: Image) -> None:
+    admin = member(project, "admin")
+    client = client_for(admin)
+    body = {"file": upload(document_for(image, [[1, 1, 30, 1, 30, 20]]))}
+    job_id = client.post(URL.format(project.pk), body, format="multipart").json()["job"]
+    # A mask of the image that the import did not create stays.
+    kept = Mask.objects.create(
+        project=project, image=image, rle_counts="R2", area=1, bbox=[0, 0, 1, 1],
+        stage=project.stage, source="manual",
+    )  # fmt: skip
+    undo = f"{URL.format(project.pk)}{job_id}/"
+    annotator = client_for(member(project, "annotator"))
+    assert annotator.delete(undo).status_code == 403
+    answer = client.delete(undo)
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {"job": job_id, "deleted": 1}
+    assert list(Mask.objects.filter(project=project)) == [kept]
+    job = Job.objects.get(pk=job_id)
+    assert job.message == "undone: 1 imported masks deleted"
+    assert job.result["undone"][0]["by"] == admin.get_username()
+    assert client.delete(undo).json()["deleted"] == 0  # again: nothing left to delete
+
+
+def test_only_finished_imports_of_this_project_are_taken_back(
+    project: Project, image: Image
+) -> None:
+    client = client_for(member(project, "admin"))
+    other = Project.objects.create(name="Other")
+    foreign = Job.objects.create(project=other, kind="import_masks", status="succeeded")
+    export = Job.objects.create(project=project, kind="export", status="succeeded")
+    running = Job.objects.create(project=project, kind="import_masks", status="running")
+    base = URL.format(project.pk)
+    assert client.delete(f"{base}{foreign.pk}/").status_code == 404
+    refused = client.delete(f"{base}{export.pk}/")
+    assert (refused.status_code, refused.json()["code"]) == (400, "undo_refused")
+    assert client.delete(f"{base}{running.pk}/").status_code == 409

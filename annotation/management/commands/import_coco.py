@@ -1,5 +1,5 @@
 """``manage.py import_coco PROJECT ANNOTATIONS.json``: masks from a COCO file onto the
-project's images (annotation.services.coco_import).
+project's images (annotation.services.coco_import); ``--undo JOB_ID`` takes an import back.
 
 Checks the whole file first: anything wrong is listed and nothing is imported (exit 1).
 Then shows a progress bar (images) and prints ``imported N masks onto N images, ...``.
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from annotation.errors import DomainError
 from annotation.management.commands._lookup import project_from_ref, user_from_name
 from annotation.services.coco_import import coco_import
+from annotation.services.coco_import_undo import coco_import_undo
 
 
 class Command(BaseCommand):
@@ -26,7 +27,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("project", help="project name or id")
-        parser.add_argument("annotations", type=Path, help="a COCO JSON file")
+        parser.add_argument("annotations", type=Path, nargs="?", help="a COCO JSON file")
+        parser.add_argument(
+            "--undo",
+            type=int,
+            metavar="JOB_ID",
+            help="instead: delete every mask that import job JOB_ID created",
+        )
         parser.add_argument(
             "--skip-missing-images",
             action="store_true",
@@ -38,6 +45,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         project = project_from_ref(options["project"])
         user = user_from_name(options["user"]) if options["user"] else None
+        if (options["annotations"] is None) == (options["undo"] is None):
+            raise CommandError("give a COCO file to import, or --undo JOB_ID (not both)")
+        if options["undo"] is not None:
+            try:
+                undone = coco_import_undo(project=project, job_id=options["undo"], user=user)
+            except DomainError as exc:
+                raise CommandError(exc.message) from exc
+            self.stdout.write(f"deleted {undone.deleted} masks of import job {undone.job_id}")
+            return
         stream = getattr(self.stderr, "_out", sys.stderr)  # tqdm redraws one line with "\r"
         bars: list[tqdm[Any]] = []
 
