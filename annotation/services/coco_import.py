@@ -17,6 +17,7 @@ what is missing.
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,6 +40,7 @@ MAX_FILE_BYTES = 2 * 1024**3
 # times the image's height + width: a detailed outline is a few times that.
 MAX_EDGE_FACTOR = 100
 ERRORS_SHOWN = 20
+PROGRESS_EVERY_S = 0.5  # the job row's progress: not one UPDATE per image of a large file
 KEY_PREFIX = "coco"
 
 ProgressCallback = Callable[[int, int], None]
@@ -153,12 +155,15 @@ def coco_import_data(
         skipped_images=skipped,
         categories=len(coco.get("categories") or []),
     )
+    reported = time.monotonic()
     try:
         for done, items in enumerate(by_image.values(), start=1):
             written = _write_image(items, project=project, prefix=prefix, job=job)
             summary.masks += written
             summary.already += len(items) - written
-            job_progress(job_id=job.pk, done=done)
+            if done == len(by_image) or time.monotonic() - reported >= PROGRESS_EVERY_S:
+                job_progress(job_id=job.pk, done=done)
+                reported = time.monotonic()
             if progress is not None:
                 progress(done, len(by_image))
     except BaseException as exc:
@@ -357,5 +362,8 @@ def _write_image(items: list[_Planned], *, project: Project, prefix: str, job: J
         for key, item in keys.items()
         if key not in stored
     ]
-    Mask.objects.bulk_create(rows, batch_size=1000)
-    return len(rows)
+    # Another import of the same file running at once may store a key first: skip it.
+    Mask.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+    return Mask.objects.filter(
+        job=job, idempotency_key__in=[row.idempotency_key for row in rows]
+    ).count()
