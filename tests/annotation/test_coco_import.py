@@ -43,6 +43,14 @@ def images_of(images: list[Image]) -> list[dict[str, Any]]:
     ]
 
 
+def one_triangle(image: Image) -> dict[str, Any]:
+    """A file with one image (COCO id 100) and one triangle on it (annotation id 1)."""
+    return {
+        "images": images_of([image]),
+        "annotations": [{"id": 1, "image_id": 100, "segmentation": [[1, 1, 20, 1, 20, 20]]}],
+    }
+
+
 def pixels(mask: Mask) -> np.ndarray:
     rle = {"size": [mask.image.height, mask.image.width], "counts": mask.rle_counts.encode()}
     return mask_utils.decode(rle).astype(bool)
@@ -224,10 +232,7 @@ def test_the_command_prints_a_summary_or_the_reasons(
     target: tuple[Project, list[Image]], tmp_path: Path
 ) -> None:
     project, (small, _) = target
-    document = {
-        "images": images_of([small]),
-        "annotations": [{"id": 1, "image_id": 100, "segmentation": [[1, 1, 20, 1, 20, 20]]}],
-    }
+    document = one_triangle(small)
     out = io.StringIO()
     path = write(tmp_path, document)
     call_command("import_coco", project.name, str(path), "--no-progress", stdout=out)
@@ -260,10 +265,7 @@ def test_the_command_takes_an_import_back(
     target: tuple[Project, list[Image]], tmp_path: Path
 ) -> None:
     project, (small, _) = target
-    document = {
-        "images": images_of([small]),
-        "annotations": [{"id": 1, "image_id": 100, "segmentation": [[1, 1, 20, 1, 20, 20]]}],
-    }
+    document = one_triangle(small)
     summary = coco_import(project=project, path=write(tmp_path, document))
     out = io.StringIO()
     call_command("import_coco", project.name, "--undo", str(summary.job_id), stdout=out)
