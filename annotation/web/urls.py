@@ -36,6 +36,11 @@ urlpatterns = [
     ),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
+    path(
+        "jobs/<int:job_id>/undo-import/",
+        coco_import.job_undo_import_view,
+        name="job-undo-import",
+    ),
     # Stages and the semi-automatic stage (issue 6).
     path("projects/<int:project_id>/stage/", projects.project_stage_view, name="project-stage"),
     path(

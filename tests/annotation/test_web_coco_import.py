@@ -11,6 +11,7 @@ from django.test import Client
 
 from annotation.models import Mask, Project
 from annotation.services.projects import membership_set
+from engine.models import Job
 from tests.annotation.test_export import add_image
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +75,33 @@ def test_annotators_cannot_import() -> None:
     )
     assert answer.status_code == 403
     assert not Mask.objects.exists()
+
+
+def test_an_admin_deletes_an_imports_masks_from_its_job_page() -> None:
+    project = Project.objects.create(name="Web undo")
+    image = add_image(project, 40, 30, 1)
+    admin = logged_in(project, "admin")
+    admin.post(
+        f"/projects/{project.pk}/import-coco/",
+        {"annotations": coco_file(image.file_name, [[1, 1, 30, 1, 30, 20]])},
+    )
+    job = Job.objects.get(kind="import_masks")
+    page = admin.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="undo-import"' in page
+    assert 'name="confirm" required' in page  # the browser asks for the tick first
+    annotator = logged_in(project, "annotator")
+    assert 'id="undo-import"' not in annotator.get(f"/jobs/{job.pk}/").content.decode()
+    assert annotator.post(f"/jobs/{job.pk}/undo-import/").status_code == 403
+    assert Mask.objects.filter(project=project).count() == 1
+    unticked = admin.post(f"/jobs/{job.pk}/undo-import/", follow=True).content.decode()
+    assert "Tick the box to confirm" in unticked
+    assert Mask.objects.filter(project=project).count() == 1
+    answer = admin.post(f"/jobs/{job.pk}/undo-import/", {"confirm": "on"}, follow=True)
+    assert f"Deleted 1 masks of import #{job.pk}." in answer.content.decode()
+    assert not Mask.objects.filter(project=project).exists()
+    export = Job.objects.create(project=project, kind="export", status="succeeded")
+    assert 'id="undo-import"' not in admin.get(f"/jobs/{export.pk}/").content.decode()
+    refused = admin.post(
+        f"/jobs/{export.pk}/undo-import/", {"confirm": "on"}, follow=True
+    ).content.decode()
+    assert "Not undone: job #" in refused
