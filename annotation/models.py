@@ -99,6 +99,8 @@ class Image(models.Model):
         indexes = [
             # "Next image": the lowest-id todo image of one project, an index range scan.
             models.Index(fields=["project", "status", "id"], name="image_project_status_id"),
+            # COCO imports find a file's images by name (annotation.services.coco_import).
+            models.Index(fields=["project", "file_name"], name="image_project_file_name"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_per_project"),

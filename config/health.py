@@ -176,14 +176,14 @@ class HealthCheckMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path not in (LIVE_PATH, READY_PATH):
+        if request.path_info not in (LIVE_PATH, READY_PATH):
             return self.get_response(request)
         if request.method not in ("GET", "HEAD"):
             response: HttpResponse = JsonResponse(
                 {"detail": "use GET or HEAD"}, status=405, headers={"Allow": "GET, HEAD"}
             )
             return response
-        if request.path == LIVE_PATH:
+        if request.path_info == LIVE_PATH:
             code, body = 200, {"status": "ok"}
         else:
             code, body = readiness()

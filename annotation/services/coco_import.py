@@ -17,6 +17,7 @@ what is missing.
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ MAX_FILE_BYTES = 2 * 1024**3
 # times the image's height + width: a detailed outline is a few times that.
 MAX_EDGE_FACTOR = 100
 ERRORS_SHOWN = 20
+LOOKUP_CHUNK = 5000  # file names per query when finding the file's images
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 PROGRESS_EVERY_S = 0.5  # the job row's progress: not one UPDATE per image of a large file
 KEY_PREFIX = "coco"
 
@@ -205,17 +208,45 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _base_name(file_name: str) -> str:
+    return PurePosixPath(file_name.replace("\\", "/")).name
+
+
+def _candidates(
+    project: Project, records: list[Any]
+) -> tuple[dict[str, list[Image]], dict[str, Image]]:
+    """The project's images the file may name, by file name and by sha256: only those are
+    read (indexes ``image_project_file_name``, ``image_unique_per_project``), so a file about
+    a few images of a project of millions reads a few rows."""
+    names = {
+        _base_name(r["file_name"])
+        for r in records
+        if isinstance(r, dict) and isinstance(r.get("file_name"), str) and r["file_name"]
+    }
+    # "<sha256>.<ext>": the name a maskloop export gives an image imported without one.
+    stems = {name.rsplit(".", 1)[0] for name in names}
+    stems = {stem for stem in stems if _SHA256.fullmatch(stem)}
+    fields = ("pk", "file_name", "sha256", "width", "height", "project_id")
+    by_name: dict[str, list[Image]] = {}
+    by_sha: dict[str, Image] = {}
+    ordered = sorted(names)
+    for start in range(0, len(ordered), LOOKUP_CHUNK):
+        chunk = ordered[start : start + LOOKUP_CHUNK]
+        for image in Image.objects.filter(project=project, file_name__in=chunk).only(*fields):
+            by_name.setdefault(image.file_name, []).append(image)
+    hashes = sorted(stems)
+    for start in range(0, len(hashes), LOOKUP_CHUNK):
+        chunk = hashes[start : start + LOOKUP_CHUNK]
+        for image in Image.objects.filter(project=project, sha256__in=chunk).only(*fields):
+            by_sha[image.sha256] = image
+    return by_name, by_sha
+
+
 def _match_images(
     project: Project, records: list[Any], errors: list[str], skip_missing: bool
 ) -> tuple[dict[int, Image], list[str]]:
     """COCO image id -> the project's image; the names of those not in the project."""
-    by_name: dict[str, list[Image]] = {}
-    by_sha: dict[str, Image] = {}
-    for image in Image.objects.filter(project=project).only(
-        "pk", "file_name", "sha256", "width", "height", "project_id"
-    ):
-        by_name.setdefault(image.file_name, []).append(image)
-        by_sha[image.sha256] = image
+    by_name, by_sha = _candidates(project, records)
     matched: dict[int, Image] = {}
     skipped: list[str] = []
     for index, record in enumerate(records):
@@ -227,7 +258,7 @@ def _match_images(
         if not isinstance(name, str) or not name:
             errors.append(f"{where} (id {record['id']}): needs a file_name")
             continue
-        base = PurePosixPath(name.replace("\\", "/")).name
+        base = _base_name(name)
         found = by_name.get(base, [])
         stem = base.rsplit(".", 1)[0]
         if not found and stem in by_sha:

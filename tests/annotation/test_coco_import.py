@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from pycocotools import mask as mask_utils
 
 from annotation.models import Image, Mask, Project
@@ -275,3 +277,16 @@ def test_the_command_takes_an_import_back(
         call_command("import_coco", project.name)
     with pytest.raises(CommandError, match="has no job #999999"):
         call_command("import_coco", project.name, "--undo", "999999")
+
+
+def test_only_the_images_the_file_names_are_read(
+    target: tuple[Project, list[Image]], tmp_path: Path
+) -> None:
+    """Finding a file's images reads the rows it names, not the whole project (millions)."""
+    project, (small, _) = target
+    document = {"images": images_of([small]), "annotations": []}
+    with CaptureQueriesContext(connection) as queries:
+        coco_import(project=project, path=write(tmp_path, document))
+    reads = [q["sql"] for q in queries if 'FROM "annotation_image"' in q["sql"]]
+    assert reads
+    assert all('"file_name" IN' in sql or '"sha256" IN' in sql for sql in reads), reads
