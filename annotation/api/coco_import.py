@@ -6,7 +6,6 @@ larger ones are refused with 413 and a pointer to ``manage.py import_coco``.
 
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -14,10 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import DomainError
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
-from annotation.services.coco_import import coco_import_data
+from annotation.services.coco_import import coco_import_upload
 from annotation.services.coco_import_undo import coco_import_undo
 from engine.api.common import ErrorOutput
 
@@ -44,11 +42,6 @@ class CocoImportOutput(serializers.Serializer[Any]):
     categories = serializers.IntegerField(help_text="categories in the file (not kept)")
 
 
-class UploadTooLarge(DomainError):
-    status_code = 413
-    code = "too_large"
-
-
 class CocoImportApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
@@ -69,17 +62,9 @@ class CocoImportApi(APIView):
         require_admin(user=request.user, project=project)
         data = CocoImportInput(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        limit = settings.MASKLOOP_MAX_COCO_UPLOAD_BYTES
-        if upload.size > limit:
-            raise UploadTooLarge(
-                f"{upload.size} bytes, over the {limit} bytes an upload may have "
-                "(MASKLOOP_MAX_COCO_UPLOAD_BYTES): use manage.py import_coco on the server"
-            )
-        summary = coco_import_data(
+        summary = coco_import_upload(
             project=project,
-            data=upload.read(),
-            name=upload.name or "upload.json",
+            upload=data.validated_data["file"],
             user=acting_user(request.user),
             skip_missing_images=data.validated_data["skip_missing_images"],
         )

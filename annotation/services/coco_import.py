@@ -25,7 +25,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from pycocotools import mask as mask_utils
 
@@ -54,6 +56,13 @@ class CocoImportRefused(DomainError):
     ERRORS_SHOWN, with the total in the message). Nothing was written."""
 
     code = "coco_refused"
+
+
+class CocoUploadTooLarge(DomainError):
+    """An upload over MASKLOOP_MAX_COCO_UPLOAD_BYTES: it goes through the command instead."""
+
+    status_code = 413
+    code = "too_large"
 
 
 @dataclass
@@ -111,6 +120,30 @@ def coco_import(
         user=user,
         skip_missing_images=skip_missing_images,
         progress=progress,
+    )
+
+
+def coco_import_upload(
+    *,
+    project: Project,
+    upload: UploadedFile,
+    user: User | None = None,
+    skip_missing_images: bool = False,
+) -> CocoImportSummary:
+    """:func:`coco_import_data` of an uploaded file (the API, the project page), imported while
+    the request waits: refused with CocoUploadTooLarge over MASKLOOP_MAX_COCO_UPLOAD_BYTES."""
+    limit = settings.MASKLOOP_MAX_COCO_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise CocoUploadTooLarge(
+            f"{upload.name} is {upload.size} bytes, over the {limit} bytes an upload may have "
+            "(MASKLOOP_MAX_COCO_UPLOAD_BYTES): import it with manage.py import_coco on the server"
+        )
+    return coco_import_data(
+        project=project,
+        data=upload.read(),
+        name=upload.name or "upload.json",
+        user=user,
+        skip_missing_images=skip_missing_images,
     )
 
 

@@ -2,7 +2,6 @@
 the uploaded file, as the API does; the problems of a refused file listed on the page. And the
 import job page's "Delete its masks" form (annotation.services.coco_import_undo)."""
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -13,7 +12,11 @@ from django.views.decorators.http import require_POST
 from annotation.errors import DomainError
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import job_get_for_user, project_get_for_user
-from annotation.services.coco_import import CocoImportRefused, coco_import_data
+from annotation.services.coco_import import (
+    CocoImportRefused,
+    CocoUploadTooLarge,
+    coco_import_upload,
+)
 from annotation.services.coco_import_undo import coco_import_undo
 from annotation.web.projects import project_page
 
@@ -28,22 +31,16 @@ def project_import_coco(request: HttpRequest, project_id: int) -> HttpResponse:
     if upload is None:
         messages.error(request, "Choose a COCO annotation file (JSON) to import.")
         return back
-    limit = settings.MASKLOOP_MAX_COCO_UPLOAD_BYTES
-    if upload.size is not None and upload.size > limit:
-        messages.error(
-            request,
-            f"{upload.name} is {upload.size} bytes, over the {limit} bytes an upload may have: "
-            "import it with manage.py import_coco on the server.",
-        )
-        return back
     try:
-        summary = coco_import_data(
+        summary = coco_import_upload(
             project=project,
-            data=upload.read(),
-            name=upload.name or "upload.json",
+            upload=upload,
             user=acting_user(request.user),
             skip_missing_images=request.POST.get("skip_missing_images") == "on",
         )
+    except CocoUploadTooLarge as exc:
+        messages.error(request, exc.message)
+        return back
     except CocoImportRefused as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         problems = {

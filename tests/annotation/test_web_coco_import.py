@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, override_settings
 
 from annotation.models import Mask, Project
 from annotation.services.projects import membership_set
@@ -105,3 +105,17 @@ def test_an_admin_deletes_an_imports_masks_from_its_job_page() -> None:
         f"/jobs/{export.pk}/undo-import/", {"confirm": "on"}, follow=True
     ).content.decode()
     assert "Not undone: job #" in refused
+
+
+@override_settings(MASKLOOP_MAX_COCO_UPLOAD_BYTES=100)
+def test_a_file_over_the_upload_limit_points_to_the_command() -> None:
+    project = Project.objects.create(name="Web too large")
+    image = add_image(project, 40, 30, 1)
+    answer = logged_in(project, "admin").post(
+        f"/projects/{project.pk}/import-coco/",
+        {"annotations": coco_file(image.file_name, [[1, 1, 30, 1, 30, 20]] * 10)},
+        follow=True,
+    )
+    assert "import it with manage.py import_coco on the server" in answer.content.decode()
+    assert not Mask.objects.exists()
+    assert not Job.objects.exists()
