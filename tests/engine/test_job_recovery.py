@@ -198,6 +198,18 @@ def test_a_requeued_export_then_runs_to_its_end(
     assert job.runner == f"{HOST}:{os.getpid()}"
 
 
+def automatic_run_lost(
+    queue: Queue, user: Any, name: str, *, chunk: int, in_flight: int
+) -> tuple[Job, list[Any]]:
+    """An automatic run on 3 images whose queued chunks are gone (a dead worker took them)."""
+    project, _, images = deployed_project(name, 3)
+    job = queue.call(
+        automatic_start, project=project, user=user, params=FAST, chunk=chunk, in_flight=in_flight
+    )
+    queue.sent.clear()
+    return job, images
+
+
 def test_an_automatic_run_is_resumed_and_finishes_every_image(
     monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
@@ -205,11 +217,8 @@ def test_an_automatic_run_is_resumed_and_finishes_every_image(
     admin_user: Any,
 ) -> None:
     queue = Queue(monkeypatch, django_capture_on_commit_callbacks)
-    project, _, images = deployed_project("killed run", 3)
-    job = queue.call(
-        automatic_start, project=project, user=admin_user, params=FAST, chunk=3, in_flight=1
-    )
-    queue.sent.clear()  # the chunk the killed worker had taken: lost with it
+    # The chunk the killed worker had taken: lost with it.
+    job, images = automatic_run_lost(queue, admin_user, "killed run", chunk=3, in_flight=1)
     Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, runner=f"{HOST}:{ended_pid()}")
     with FOLDER:
         assert queue.call(jobs_recover) == [job.pk]

@@ -15,15 +15,15 @@ from django.test import override_settings
 from annotation.models import Project
 from engine.models import Job
 from engine.services import job_recovery
-from engine.services.automatic import automatic_start
 from engine.services.job_recovery import job_received, jobs_recover
 from engine.services.jobs import job_create, job_fail, job_start
 from engine.tasks import _job_message_received
-from tests.engine.automatic_helpers import FAST, Queue, deployed_project, masks_per_image
+from tests.engine.automatic_helpers import Queue, masks_per_image
 from tests.engine.test_job_recovery import (
     FOLDER,
     HOST,
     SentTasks,
+    automatic_run_lost,
     ended_pid,
     folder_messages,
     live_pid,
@@ -133,11 +133,8 @@ def test_a_queued_automatic_run_whose_holder_died_is_resumed_to_the_end(
     admin_user: Any,
 ) -> None:
     queue = Queue(monkeypatch, django_capture_on_commit_callbacks)
-    project, _, images = deployed_project("held chunks", 3)
-    job = queue.call(
-        automatic_start, project=project, user=admin_user, params=FAST, chunk=2, in_flight=2
-    )
-    queue.sent.clear()  # both chunks were held by the worker that died
+    # Both chunks were held by the worker that died.
+    job, images = automatic_run_lost(queue, admin_user, "held chunks", chunk=2, in_flight=2)
     Job.objects.filter(pk=job.pk).update(runner=f"{HOST}:{ended_pid()}")
     with FOLDER:
         assert queue.call(jobs_recover) == [job.pk]

@@ -13,7 +13,8 @@ from celery import Celery
 from django.conf import settings
 from kombu import Connection
 
-from engine.models import Job
+from annotation.models import Image, Project
+from engine.models import Job, ModelVersion
 from engine.services.embeddings import embedding_load
 from engine.services.jobs import job_create
 from tests.engine.automatic_helpers import deployed_project
@@ -30,16 +31,32 @@ FOLDER_BROKER = {
 }
 
 
-def test_a_worker_started_after_a_crash_finishes_the_dead_workers_embedding_job(
-    tmp_path: Path,
-) -> None:
-    project, version, images = deployed_project("worker died", 5)
-    job = job_create(
+def embedding_job(project: Project, version: ModelVersion, images: list[Image]) -> Job:
+    """A queued embedding job of the images, two a chunk."""
+    return job_create(
         kind=Job.Kind.EMBED,
         project=project,
         params={"model_version_id": version.pk, "chunk": 2},
         total=len(images),
     )
+
+
+def run_until_finished(job: Job, log: Path, what: str) -> None:
+    """A folder-broker worker, until ``job`` is finished (it recovers it at start)."""
+    with celery_worker(queue="default,gpu", log=log, extra_env=FOLDER_BROKER):
+
+        def finished() -> bool:
+            job.refresh_from_db()
+            return job.is_finished
+
+        wait_or_fail(finished, JOB_TIMEOUT_S, what, log)
+
+
+def test_a_worker_started_after_a_crash_finishes_the_dead_workers_embedding_job(
+    tmp_path: Path,
+) -> None:
+    project, version, images = deployed_project("worker died", 5)
+    job = embedding_job(project, version, images)
     # Where the dead worker stopped: its first chunk done, the second one's message taken.
     Job.objects.filter(pk=job.pk).update(
         status=Job.Status.RUNNING,
@@ -50,13 +67,7 @@ def test_a_worker_started_after_a_crash_finishes_the_dead_workers_embedding_job(
         progress_done=2,
     )
     log = tmp_path / "worker.log"
-    with celery_worker(queue="default,gpu", log=log, extra_env=FOLDER_BROKER):
-
-        def finished() -> bool:
-            job.refresh_from_db()
-            return job.is_finished
-
-        wait_or_fail(finished, JOB_TIMEOUT_S, "the recovered job did not finish", log)
+    run_until_finished(job, log, "the recovered job did not finish")
     assert job.status == Job.Status.SUCCEEDED, (job.status, job.error)
     assert job.recoveries == 1
     assert job.result["done"] == len(images)
@@ -70,12 +81,7 @@ def test_a_job_whose_message_a_killed_worker_held_is_run_by_the_next_worker(
     tmp_path: Path,
 ) -> None:
     project, version, images = deployed_project("held message", 3)
-    job = job_create(
-        kind=Job.Kind.EMBED,
-        project=project,
-        params={"model_version_id": version.pk, "chunk": 2},
-        total=len(images),
-    )
+    job = embedding_job(project, version, images)
     # The worker takes the message from the folder at once and holds it for its countdown.
     folder = Path(settings.VAR_DIR) / "celery-broker"
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,13 +106,7 @@ def test_a_job_whose_message_a_killed_worker_held_is_run_by_the_next_worker(
         os.kill(int(job.runner.rpartition(":")[2]), signal.SIGKILL)
     job.refresh_from_db()
     assert job.status == Job.Status.QUEUED  # the message died with the worker
-    with celery_worker(queue="default,gpu", log=second_log, extra_env=FOLDER_BROKER):
-
-        def finished() -> bool:
-            job.refresh_from_db()
-            return job.is_finished
-
-        wait_or_fail(finished, JOB_TIMEOUT_S, "the held job was not run", second_log)
+    run_until_finished(job, second_log, "the held job was not run")
     assert job.status == Job.Status.SUCCEEDED, (job.status, job.error)
     assert job.recoveries == 1
     assert "the process holding its message" in second_log.read_text()
