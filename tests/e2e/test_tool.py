@@ -6,7 +6,6 @@ flow goes through the real queued path: the tool opens before the image has an e
 its progress state, and goes live when a real ``gpu``-queue worker has computed it.
 """
 
-import base64
 import io
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from annotation.services.ingest import images_ingest_batch
 from engine.models import ModelVersion
 from engine.services.embeddings import embeddings_compute
 from engine.services.registry import model_version_deploy, model_version_import
-from tests.e2e.conftest import LiveWeb, static_module_page
+from tests.e2e.conftest import LiveWeb
 from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -155,54 +154,6 @@ def canvas_pixel(page, x: int, y: int) -> list[int]:
 
 def rle_mask(rle: dict) -> np.ndarray:
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
-
-
-# --- the JavaScript RLE codec against pycocotools ------------------------------------------------
-
-
-def test_javascript_rle_codec_matches_pycocotools(browser_context) -> None:
-    """rle.js encodes to pycocotools' exact strings and decodes them back, on edge cases and
-    random masks (the static file is served from the checkout through a routed origin)."""
-    page = static_module_page(browser_context, "rle")
-    rng = np.random.default_rng(7)
-    masks = [np.zeros((1, 1), np.uint8), np.ones((3, 5), np.uint8), np.zeros((40, 30), np.uint8)]
-    for height, width, density in [(37, 53, 0.5), (200, 300, 0.02), (64, 64, 0.97)]:
-        masks.append((rng.random((height, width)) < density).astype(np.uint8))
-    big = np.zeros((1200, 900), np.uint8)
-    big[100:1100, 50:850] = 1  # runs longer than 2^15 exercise the multi-group counts
-    big[500:520, :] = 0
-    masks.append(big)
-    cases = []
-    for mask in masks:
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        # Pixels go both ways as base64 bytes: JSON lists of a million numbers are slow.
-        cases.append(
-            {"h": mask.shape[0], "w": mask.shape[1],
-             "b64": base64.b64encode(mask.tobytes()).decode(), "counts": rle["counts"].decode()}
-        )  # fmt: skip
-    results = page.evaluate(
-        """async (cases) => {
-            const rle = await import('/static/annotation/tool/rle.js');
-            return cases.map((c) => {
-                const raw = atob(c.b64);
-                const bits = new Uint8Array(raw.length);
-                for (let i = 0; i < raw.length; i += 1) bits[i] = raw.charCodeAt(i);
-                const encoded = rle.encodeMask(bits, c.h, c.w);
-                const decoded = rle.decodeMask({size: [c.h, c.w], counts: c.counts});
-                let text = '';
-                for (let i = 0; i < decoded.length; i += 8192) {
-                    text += String.fromCharCode(...decoded.subarray(i, i + 8192));
-                }
-                return {counts: encoded.counts, size: encoded.size, b64: btoa(text)};
-            });
-        }""",
-        cases,
-    )
-    for case, result, mask in zip(cases, results, masks, strict=True):
-        assert result["counts"] == case["counts"]
-        assert result["size"] == [case["h"], case["w"]]
-        decoded = np.frombuffer(base64.b64decode(result["b64"]), np.uint8)
-        np.testing.assert_array_equal(decoded, mask.ravel())
 
 
 # --- the whole flow ------------------------------------------------------------------------------
