@@ -5,6 +5,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from annotation.services.export import export_run
+from annotation.services.image_removal import removed_images_purge
 from engine.services.jobs import job_fail
 from storage.blobs import BlobStoreUnavailable
 
@@ -36,3 +37,19 @@ class JobTask(Task[Any, Any]):
 def export_dataset(self: JobTask, job_id: int) -> None:
     """Export one dataset (COCO or SA-1B) as described by its Job's params."""
     export_run(job_id=job_id, task_id=self.request.id or "")
+
+
+@shared_task(
+    bind=True,
+    base=JobTask,
+    name="annotation.tasks.purge_removed_images",
+    acks_late=True,  # idempotent: blobs deleted already are found gone
+    autoretry_for=(BlobStoreUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
+def purge_removed_images(self: JobTask, job_id: int) -> None:
+    """Delete the files (original bytes, embeddings) of the images a removal job took out."""
+    removed_images_purge(job_id=job_id, task_id=self.request.id or "")

@@ -58,6 +58,7 @@ class Job(models.Model):
         AUTOMATIC = "automatic", "Automatic stage"
         PREFILL = "prefill", "Semi-automatic prefill"
         IMPORT_MASKS = "import_masks", "Annotation import"
+        REMOVE_IMAGES = "remove_images", "Image removal"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -112,6 +113,7 @@ class Job(models.Model):
                         "automatic",
                         "prefill",
                         "import_masks",
+                        "remove_images",
                     ]
                 ),
                 name="job_kind_valid",

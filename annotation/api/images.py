@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.image_removal import REMOVAL_RESPONSES, image_delete_response
 from annotation.imaging import (
     ACCEPTED_FORMATS,
     browser_draws_as_decoded,
@@ -147,6 +148,12 @@ class ImageDetailApi(APIView):
     def get(self, request: Request, image_id: int) -> Response:
         image = image_get_for_user(user=request.user, image_id=image_id)
         return Response(ImageOutput(image).data)
+
+    @extend_schema(operation_id="images_destroy", request=None, responses=REMOVAL_RESPONSES)
+    def delete(self, request: Request, image_id: int) -> Response:
+        """Remove the image with its masks and files (project admins; cannot be undone)."""
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        return image_delete_response(request=request, image=image)
 
 
 def _not_modified(request: HttpRequest, etag: str) -> bool:

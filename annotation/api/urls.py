@@ -5,6 +5,7 @@ from django.urls import path
 from annotation.api.auth import TokenObtainApi
 from annotation.api.coco_import import CocoImportApi, CocoImportUndoApi
 from annotation.api.exports import ExportCreateApi
+from annotation.api.image_removal import ImagesRemoveApi
 from annotation.api.images import (
     ImageContentApi,
     ImageDetailApi,
@@ -45,6 +46,11 @@ urlpatterns = [
         name="api-image-list",
     ),
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="api-image-detail"),
+    path(
+        "projects/<int:project_id>/images/remove/",
+        ImagesRemoveApi.as_view(),
+        name="api-images-remove",
+    ),
     path("images/<int:image_id>/content/", ImageContentApi.as_view(), name="api-image-content"),
     path("images/<int:image_id>/display/", ImageDisplayApi.as_view(), name="api-image-display"),
     path(

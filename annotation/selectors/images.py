@@ -73,3 +73,13 @@ def image_state_counts(*, project: Project, now: dt.datetime) -> dict[str, int]:
         )
     )
     return {state: int(counts[state]) for state in IMAGE_STATES}
+
+
+def image_ids_named(*, project: Project, file_names: list[str]) -> dict[str, list[int]]:
+    """``file_names`` -> the ids of the project's images stored under each (names are not
+    unique: the same name from two folders); names with no image are left out."""
+    found: dict[str, list[int]] = {}
+    rows = Image.objects.filter(project=project, file_name__in=file_names).order_by("id")
+    for name, image_id in rows.values_list("file_name", "id"):
+        found.setdefault(name, []).append(image_id)
+    return found

@@ -90,6 +90,8 @@ def export_start(
     """
     if project.pk is None:
         raise ExportRefused("the project is not saved")
+    # Under the project's row lock, as image removals (which refuse while an export is queued).
+    project = Project.objects.select_for_update().get(pk=project.pk)
     params = {
         "format": export_choice(fmt, name="format", allowed=FORMATS),
         "status": export_choice(status, name="status", allowed=Mask.Status.values),

@@ -6,6 +6,7 @@ recorded as an ``Image`` row. The same bytes in the same project are a "duplicat
 existing row is returned and nothing is written.
 """
 
+import datetime as dt
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -17,11 +18,13 @@ from typing import Any, Literal
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from annotation.errors import DomainError, ImageRejected
 from annotation.imaging import ImageInfo, inspect_image, safe_file_name
 from annotation.models import Image, Project
 from annotation.selectors.images import image_get_by_sha, images_by_sha
+from annotation.services.image_removal import image_blobs_restore
 from annotation.services.import_sources import ImportSource, TooLarge, list_names, open_source
 from engine.models import Job
 from engine.services.jobs import job_create, job_fail, job_progress, job_start, job_succeed
@@ -171,8 +174,27 @@ def image_ingest(*, project: Project, data: bytes, file_name: str) -> IngestOutc
 
     Raises :class:`ImageRejected` (nothing written) for an unsafe name or unacceptable bytes.
     """
+    since = timezone.now()
     name, info = _validate(data=data, file_name=file_name)
-    return _store(project=project, given=file_name, name=name, data=data, info=info)
+    outcome = _store(project=project, given=file_name, name=name, data=data, info=info)
+    _restore_after_commit(since=since, stored=[(outcome, data)])
+    return outcome
+
+
+def _bytes_of(data: bytes) -> Callable[[], bytes | None]:
+    return lambda: data
+
+
+def _restore_after_commit(*, since: dt.datetime, stored: list[tuple[IngestOutcome, bytes]]) -> None:
+    """Once the rows are committed, put back any blob a concurrent removal deleted (see
+    annotation.services.image_removal)."""
+    keys: dict[str, Callable[[], bytes | None]] = {
+        image_blob_key(outcome.image.sha256): _bytes_of(data)
+        for outcome, data in stored
+        if outcome.status == IMPORTED and outcome.image is not None
+    }
+    if keys:
+        transaction.on_commit(lambda: image_blobs_restore(keys=keys, since=since))
 
 
 @transaction.atomic
@@ -185,6 +207,7 @@ def images_ingest_batch(*, project: Project, files: list[tuple[str, bytes]]) -> 
     """
     if not files:
         raise DomainError("no files were uploaded")
+    since = timezone.now()
     validated: list[tuple[str, str, bytes, ImageInfo]] = []
     problems: list[dict[str, str]] = []
     for given, data in files:
@@ -201,10 +224,17 @@ def images_ingest_batch(*, project: Project, files: list[tuple[str, bytes]]) -> 
             f"{len(problems)} of {len(files)} files rejected, nothing was imported: {listed}{more}",
             details={"rejected": problems},
         )
-    return [
+    outcomes = [
         _store(project=project, given=given, name=name, data=data, info=info)
         for given, name, data, info in validated
     ]
+    _restore_after_commit(
+        since=since,
+        stored=[
+            (outcome, data) for outcome, (_, _, data, _) in zip(outcomes, validated, strict=True)
+        ],
+    )
+    return outcomes
 
 
 # --- Folder and S3 imports ---------------------------------------------------------------
@@ -350,6 +380,16 @@ def _pipeline(
     """
     pending: deque[Future[IngestOutcome | _Prepared]] = deque()
     queued = iter(names)
+    since = timezone.now()
+
+    def reader(name: str) -> Callable[[], bytes | None]:
+        def read() -> bytes | None:
+            try:
+                return source.read(name, settings.MASKLOOP_MAX_IMAGE_BYTES)
+            except (OSError, ValueError, BlobError, TooLarge):
+                return None
+
+        return read
 
     def refill() -> None:
         while len(pending) < _LOOKAHEAD:
@@ -365,7 +405,16 @@ def _pipeline(
             while pending and pending[0].done() and len(ready) < _LOOKAHEAD:
                 ready.append(pending.popleft().result())
             refill()
-            yield _commit(project=project, ready=ready)
+            outcomes = _commit(project=project, ready=ready)
+            image_blobs_restore(
+                keys={
+                    image_blob_key(item.info.sha256): reader(item.given)
+                    for item, outcome in zip(ready, outcomes, strict=True)
+                    if isinstance(item, _Prepared) and outcome.status == IMPORTED
+                },
+                since=since,
+            )
+            yield outcomes
     finally:
         for future in pending:
             future.cancel()

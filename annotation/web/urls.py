@@ -3,7 +3,16 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotation.web import automatic, coco_import, jobs, projects, review, stats, tool
+from annotation.web import (
+    automatic,
+    coco_import,
+    image_removal,
+    jobs,
+    projects,
+    review,
+    stats,
+    tool,
+)
 from annotation.web.login import LimitedAuthenticationForm
 
 urlpatterns = [
@@ -40,6 +49,11 @@ urlpatterns = [
         "jobs/<int:job_id>/undo-import/",
         coco_import.job_undo_import_view,
         name="job-undo-import",
+    ),
+    path(
+        "projects/<int:project_id>/images/remove/",
+        image_removal.project_images_remove,
+        name="project-images-remove",
     ),
     # Stages and the semi-automatic stage (issue 6).
     path("projects/<int:project_id>/stage/", projects.project_stage_view, name="project-stage"),

@@ -15,6 +15,9 @@ import { encodeMask } from "./rle.js";
 import * as session from "./session.js";
 import { StrokeTool, WORK_COLOR, applyStroke } from "./strokes.js";
 
+// A decode or accept answered 404: an admin removed the image while it was open.
+const IMAGE_GONE = "This image is no longer in the project (an admin removed it). Press N for the next image.";
+
 class Tool extends StrokeTool {
   // --- prompts and decoding --------------------------------------------------------------------
 
@@ -136,7 +139,7 @@ class Tool extends StrokeTool {
       await this.prepareModel(this.version.id);
       return null;
     }
-    this.say(error.message, "error");
+    this.say(error.status === 404 ? IMAGE_GONE : error.message, "error");
     return null;
   }
 
@@ -220,7 +223,8 @@ class Tool extends StrokeTool {
       this.say(`Mask #${mask.id} accepted (${body.source}, ${body.seconds_spent.toFixed(1)} s).`, "ok");
     } catch (error) {
       const retry = error instanceof ApiError ? "" : " Press Enter to try again.";
-      this.say(`Not saved: ${error.message}.${retry}`, "error");
+      const gone = error instanceof ApiError && error.status === 404;
+      this.say(gone ? `Not saved. ${IMAGE_GONE}` : `Not saved: ${error.message}.${retry}`, "error");
     } finally {
       this.accepting = false;
       this.updatePanel();

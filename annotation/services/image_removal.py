@@ -1,0 +1,265 @@
+"""Removing images from a project: their rows and masks at once, their bytes in the background.
+
+:func:`images_remove` deletes, in one transaction, the images' rows with everything that hangs
+off them (masks of every status, leases, automatic-run rows) and takes them out of the
+project's frozen validation split (the training app's receiver of the ``images_removed``
+signal); it creates a ``remove_images`` Job that records what went and queues
+:func:`removed_images_purge` to delete their blobs:
+
+* ``embeddings/<version>/<sha256>.npz`` of every model version of the project;
+* ``images/<sha256>``, the original bytes, unless another image (of any project) still has the
+  same bytes: the key is content-addressed and shared.
+
+Refused (409, nothing changed) while a job of the project that reads its images or masks is
+queued or running: a retrain round, an automatic or prefill run, an export, a COCO import.
+Rounds and runs start under the project's row lock, which this takes too.
+
+The purge and an import of the same bytes into another project can run at once. Neither
+holds a lock on a blob, so each side checks after the other: the purge deletes an image blob
+only when no row has its sha256, keeps its bytes while it deletes, and puts them back if a row
+appeared meanwhile; an import that committed rows while a removal was pending or had just
+finished checks that their blobs still exist and stores the missing ones again
+(:func:`image_blobs_restore`).
+"""
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.errors import ConflictError, DomainError
+from annotation.ids import MAX_ID, id_in_range
+from annotation.models import Image, ImageLease, Mask, Project
+from annotation.signals import images_removed
+from engine.models import AutomaticImage, Job, ModelVersion
+from engine.services.embeddings import embedding_key
+from engine.services.jobs import job_create, job_enqueue, job_progress, job_start, job_succeed
+from storage.blobs import BlobNotFound, get_blob_store
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGES_PER_REQUEST = 10_000
+_CHUNK = 2_000  # ids per IN (...) query
+_PROGRESS_SECONDS = 1.0
+# Jobs that read a project's images or masks while they run: no removal meanwhile.
+_BLOCKING = (
+    Job.Kind.TRAIN,
+    Job.Kind.AUTOMATIC,
+    Job.Kind.PREFILL,
+    Job.Kind.EXPORT,
+    Job.Kind.IMPORT_MASKS,
+)
+# Clocks of web and worker machines may differ by this much (image_blobs_restore).
+CLOCK_MARGIN = dt.timedelta(seconds=60)
+
+
+class RemovalRefused(DomainError):
+    code = "removal_refused"
+
+
+class ImagesNotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+@dataclass(frozen=True)
+class ImagesRemoved:
+    job: Job
+    images: int
+    masks: int
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def removal_ids_checked(image_ids: object) -> list[int]:
+    """The ids of a request, deduplicated in order; RemovalRefused for anything else."""
+    if not isinstance(image_ids, list | tuple) or not image_ids:
+        raise RemovalRefused("image_ids must be a non-empty list of image ids")
+    if len(image_ids) > MAX_IMAGES_PER_REQUEST:
+        raise RemovalRefused(
+            f"{len(image_ids)} image ids: at most {MAX_IMAGES_PER_REQUEST} per request"
+        )
+    bad = [
+        value
+        for value in image_ids
+        if not isinstance(value, int) or isinstance(value, bool) or not id_in_range(value)
+    ]
+    if bad:
+        raise RemovalRefused(f"image ids must be integers from 1 to {MAX_ID}, got {bad[:5]!r}")
+    return list(dict.fromkeys(image_ids))
+
+
+@transaction.atomic
+def images_remove(
+    *, project: Project, image_ids: object, user: User | None = None, enqueue: bool = True
+) -> ImagesRemoved:
+    """Remove ``image_ids`` of ``project`` (the caller checks the admin role).
+
+    Raises RemovalRefused (400) for a malformed list, ImagesNotFound (404) naming ids that are
+    not images of the project, ConflictError (409) while a blocking job runs; nothing is
+    changed then. The blobs are deleted by the returned job, queued after commit (or, with
+    ``enqueue=False``, run by the caller: :func:`removed_images_purge`)."""
+    ids = removal_ids_checked(image_ids)
+    locked = Project.objects.select_for_update().get(pk=project.pk)
+    busy = (
+        Job.objects.filter(
+            project=locked, kind__in=_BLOCKING, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+        )
+        .order_by("id")
+        .first()
+    )
+    if busy is not None:
+        raise ConflictError(
+            f"{busy.get_kind_display().lower()} job #{busy.pk} of project {locked.name!r} is "
+            f"{busy.status} and reads its images: wait for it to finish or cancel it"
+        )
+    shas: dict[int, str] = {}
+    for chunk in _chunks(ids):
+        shas.update(Image.objects.filter(project=locked, pk__in=chunk).values_list("pk", "sha256"))
+    missing = [image_id for image_id in ids if image_id not in shas]
+    if missing:
+        more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
+        raise ImagesNotFound(
+            f"not images of project {locked.name!r}: {missing[:10]}{more}; nothing was removed",
+            extra={"missing": missing[:100]},
+        )
+    masks = 0
+    for chunk in _chunks(ids):
+        masks += Mask.objects.filter(image_id__in=chunk).delete()[1].get(Mask._meta.label, 0)
+        ImageLease.objects.filter(image_id__in=chunk).delete()
+        AutomaticImage.objects.filter(image_id__in=chunk).delete()
+        Image.objects.filter(pk__in=chunk).delete()
+    split_removed = sum(
+        int(answer or 0)
+        for _, answer in images_removed.send(sender=Image, project=locked, image_ids=set(ids))
+    )
+    job = job_create(
+        kind=Job.Kind.REMOVE_IMAGES,
+        project=locked,
+        params={"image_ids": ids, "sha256": sorted(set(shas.values()))},
+        created_by=user,
+        total=len(set(shas.values())),
+        message=f"{len(ids)} images and {masks} masks removed; deleting their files",
+    )
+    Job.objects.filter(pk=job.pk).update(
+        result={"images": len(ids), "masks": masks, "validation_images_removed": split_removed}
+    )
+    if enqueue:
+        from annotation.tasks import purge_removed_images  # the task module imports this one
+
+        job_enqueue(job=job, task=purge_removed_images)
+    job.refresh_from_db()
+    return ImagesRemoved(job=job, images=len(ids), masks=masks)
+
+
+# --- the purge (a task on the default queue) ---------------------------------------------------
+
+
+def _referenced(sha256: str) -> bool:
+    return Image.objects.filter(sha256=sha256).exists()
+
+
+def _purge_image_blob(sha256: str, key: str) -> str:
+    """Delete ``images/<sha256>`` unless an image row has those bytes; "deleted", "kept",
+    "gone" (deleted before) or "restored" (imported again while it was deleted)."""
+    if _referenced(sha256):
+        return "kept"
+    store = get_blob_store()
+    try:
+        data = store.get_bytes(key)
+    except BlobNotFound:
+        return "gone"
+    store.delete(key)
+    if _referenced(sha256):  # an import committed a row in between: it needs these bytes
+        store.put_bytes(key, data)
+        logger.warning("image blob %s was imported again while being removed; restored", key)
+        return "restored"
+    return "deleted"
+
+
+def removed_images_purge(
+    *, job_id: int, task_id: str = "", progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any] | None:
+    """Delete the blobs of a ``remove_images`` job's images. Idempotent: a rerun finds deleted
+    blobs gone and does the rest; returns the job's result, or None when it had finished.
+    ``progress(done, total)`` runs after each image's files."""
+    from annotation.services.ingest import image_blob_key  # ingest imports this module
+
+    job = job_start(job_id=job_id, task_id=task_id)
+    if job is None:
+        return None
+    project_id = int(job.project_id or 0)  # removal jobs always have a project
+    shas = [str(sha) for sha in job.params.get("sha256") or []]
+    versions = list(ModelVersion.objects.filter(project_id=project_id).values_list("pk", flat=True))
+    store = get_blob_store()
+    counts = {"deleted": 0, "kept": 0, "gone": 0, "restored": 0, "embeddings_deleted": 0}
+    reported = timezone.now()
+    for done, sha in enumerate(shas, start=1):
+        # Embeddings are per project version: kept when the bytes came back into this project.
+        if not Image.objects.filter(project_id=project_id, sha256=sha).exists():
+            for version_id in versions:
+                key = embedding_key(model_version_id=version_id, image_sha256=sha)
+                if store.exists(key):
+                    store.delete(key)
+                    counts["embeddings_deleted"] += 1
+        counts[_purge_image_blob(sha, image_blob_key(sha))] += 1
+        if progress is not None:
+            progress(done, len(shas))
+        now = timezone.now()
+        if (now - reported).total_seconds() >= _PROGRESS_SECONDS:
+            job_progress(job_id=job_id, done=done, total=len(shas))
+            reported = now
+    result = {**(job.result or {}), "blobs": counts}
+    job_succeed(
+        job_id=job_id,
+        result=result,
+        message=f"{result.get('images', len(shas))} images and {result.get('masks', 0)} masks "
+        f"removed; {counts['deleted']} image files and {counts['embeddings_deleted']} "
+        f"embeddings deleted, {counts['kept']} files kept (other projects have them)",
+    )
+    return result
+
+
+# --- imports that ran beside a removal ----------------------------------------------------------
+
+
+def removal_overlapped(*, since: dt.datetime) -> bool:
+    """Was a ``remove_images`` job pending or running at any time after ``since``?"""
+    return Job.objects.filter(
+        Q(finished_at__isnull=True) | Q(finished_at__gte=since - CLOCK_MARGIN),
+        kind=Job.Kind.REMOVE_IMAGES,
+    ).exists()
+
+
+def image_blobs_restore(
+    *, keys: Mapping[str, Callable[[], bytes | None]], since: dt.datetime
+) -> list[str]:
+    """After an import committed rows for ``keys`` (blob key -> its bytes, read on demand):
+    when a removal overlapped the import (since ``since``), put back every blob a purge
+    deleted under it. Returns the keys restored (almost always none)."""
+    if not keys or not removal_overlapped(since=since):
+        return []
+    store = get_blob_store()
+    restored = []
+    for key, read in keys.items():
+        if store.exists(key):
+            continue
+        data = read()
+        if data is None:
+            logger.error(
+                "image blob %s was removed during its import and cannot be read again", key
+            )
+            continue
+        store.put_bytes(key, data)
+        restored.append(key)
+        logger.warning("image blob %s was removed during its import; stored again", key)
+    return restored

@@ -1,0 +1,49 @@
+"""The project page's "Remove selected images" form (admins): the tiles' checkboxes name the
+images; annotation.services.image_removal takes them out, as the API does."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from annotation.errors import DomainError
+from annotation.ids import id_from_query
+from annotation.permissions import acting_user, require_admin
+from annotation.selectors.projects import project_get_for_user
+from annotation.services.image_removal import images_remove
+
+
+@require_POST
+@login_required
+def project_images_remove(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    back = reverse("project-detail", args=[project.pk])
+    query = request.POST.get("back", "")
+    if query.startswith("?") and "\n" not in query:  # stay on the page and filter shown
+        back += query
+    back += "#images"
+    raw = request.POST.getlist("image_ids")
+    ids = [id_from_query(value) for value in raw]
+    if not raw:
+        messages.error(request, "Select the images to remove first (the boxes on the tiles).")
+        return HttpResponseRedirect(back)
+    if any(image_id is None for image_id in ids):
+        messages.error(request, "The selection holds something that is not an image id.")
+        return HttpResponseRedirect(back)
+    if request.POST.get("confirm") != "on":
+        messages.error(request, "Tick the box to confirm: removed images cannot be brought back.")
+        return HttpResponseRedirect(back)
+    try:
+        removed = images_remove(project=project, image_ids=ids, user=acting_user(request.user))
+    except DomainError as exc:
+        messages.error(request, f"Nothing removed: {exc.message}")
+    else:
+        messages.success(
+            request,
+            f"Removed {removed.images} image{'s' if removed.images != 1 else ''} and "
+            f"{removed.masks} mask{'s' if removed.masks != 1 else ''}; their files are being "
+            f"deleted (job #{removed.job.pk}).",
+        )
+    return HttpResponseRedirect(back)
