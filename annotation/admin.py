@@ -44,6 +44,11 @@ class ProjectAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
     actions = ["export_coco", "export_sa1b"]
 
+    def has_delete_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        # A project's files, protected round rows and cron schedule go through the deletion
+        # service: the project page, DELETE /api/projects/{id}/ or manage.py delete_project.
+        return False
+
     @admin.action(description="Export as COCO")
     def export_coco(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
         _export(self, request, queryset, "coco")
@@ -79,6 +84,10 @@ class ImageAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
     readonly_fields = ["blob_key", "sha256", "width", "height", "format", "byte_size", "created_at"]
     show_full_result_count = False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Image | None = None) -> bool:
+        # Removing images deletes their files too: the project page, the API or remove_images.
+        return False
 
 
 @admin.register(Mask)

@@ -101,6 +101,8 @@ class Image(models.Model):
             models.Index(fields=["project", "status", "id"], name="image_project_status_id"),
             # COCO imports find a file's images by name (annotation.services.coco_import).
             models.Index(fields=["project", "file_name"], name="image_project_file_name"),
+            # Removals delete an image file only when no project still has its bytes.
+            models.Index(fields=["sha256"], name="image_sha256"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_per_project"),

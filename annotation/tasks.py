@@ -6,6 +6,7 @@ from celery import Task, shared_task
 
 from annotation.services.export import export_run
 from annotation.services.image_removal import removed_images_purge
+from annotation.services.project_deletion import deleted_project_purge
 from engine.services.jobs import job_fail
 from storage.blobs import BlobStoreUnavailable
 
@@ -53,3 +54,19 @@ def export_dataset(self: JobTask, job_id: int) -> None:
 def purge_removed_images(self: JobTask, job_id: int) -> None:
     """Delete the files (original bytes, embeddings) of the images a removal job took out."""
     removed_images_purge(job_id=job_id, task_id=self.request.id or "")
+
+
+@shared_task(
+    bind=True,
+    base=JobTask,
+    name="annotation.tasks.purge_deleted_project",
+    acks_late=True,  # idempotent: what is gone is skipped
+    autoretry_for=(BlobStoreUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
+def purge_deleted_project(self: JobTask, job_id: int) -> None:
+    """Delete the files of a deleted project (images, embeddings, models, exports)."""
+    deleted_project_purge(job_id=job_id, task_id=self.request.id or "")

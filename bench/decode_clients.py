@@ -141,6 +141,21 @@ class Annotator:
         )
         return elapsed
 
+    def floor(self) -> float:
+        """Seconds of one ``GET /healthz`` on this annotator's connection: answered by the first
+        middleware, it is the round trip of gunicorn, loopback and this client alone."""
+        start = time.perf_counter()
+        try:
+            self.connection.request("GET", "/healthz")
+            response = self.connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self.connection.close()
+            start = time.perf_counter()
+            self.connection.request("GET", "/healthz")
+            response = self.connection.getresponse()
+        response.read()
+        return time.perf_counter() - start
+
 
 def server_timing(header: str) -> dict[str, float]:
     """``{"decoder": ms, "view": ms}`` from a ``Server-Timing`` header."""

@@ -207,9 +207,14 @@ def measure(
     bare_alone: list[float] = []
     steps = sequence(1, args.requests)
     block = args.clicks * max(1, -(-args.block // args.clicks))
+    floor: list[float] = []
     for start in range(0, len(steps), block):
         http_alone += [alone.click(*step) for step in steps[start : start + block]]
         bare_alone += bare.session(steps[start : start + block], think=think)
+        for _ in steps[start : start + block]:
+            if think:
+                time.sleep(think)
+            floor.append(alone.floor())
 
     # Concurrent: N annotators, requests split between them (bounded); 0 skips this part.
     http_many: list[float] = []
@@ -240,6 +245,8 @@ def measure(
             part: float(np.percentile([timing[part] for timing in alone.server_ms], 50))
             for part in ("decoder", "view")
         },
+        # Alone, p50 ms: GET /healthz on the same connection, as often and at the same pace.
+        "floor_alone": percentiles(floor)[0],
         "requests": (len(http_alone), len(http_many)),
     }
 
@@ -283,7 +290,8 @@ def report(
         server = row["server_alone"]
         print(
             f"{row['model']:<7} {'':<28} alone, server side (p50): decoder {server['decoder']:.1f}"
-            f" ms, view {server['view']:.1f} ms (the rest: authentication, HTTP, JSON)"
+            f" ms, view {server['view']:.1f} ms (the rest: authentication, HTTP, JSON); "
+            f"GET /healthz round trip {row['floor_alone']:.1f} ms"
         )
     print(json.dumps({"results": results}, indent=None))
 

@@ -59,6 +59,7 @@ class Job(models.Model):
         PREFILL = "prefill", "Semi-automatic prefill"
         IMPORT_MASKS = "import_masks", "Annotation import"
         REMOVE_IMAGES = "remove_images", "Image removal"
+        DELETE_PROJECT = "delete_project", "Project deletion"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -114,6 +115,7 @@ class Job(models.Model):
                         "prefill",
                         "import_masks",
                         "remove_images",
+                        "delete_project",
                     ]
                 ),
                 name="job_kind_valid",

@@ -10,6 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.project_deletion import (
+    CONFIRM,
+    DELETION_RESPONSES,
+    project_deletion_response,
+)
 from annotation.models import Project, Stage
 from annotation.permissions import CanCreateProjects, acting_user, require_admin
 from annotation.selectors.projects import (
@@ -100,7 +105,8 @@ class ProjectListCreateApi(generics.ListAPIView[Project]):
 
 
 class ProjectDetailApi(APIView):
-    """GET: one project with its counts. PATCH: rename it or change its description (admins)."""
+    """GET: one project with its counts. PATCH: rename it or change its description (admins).
+    DELETE: the project and everything in it (admins, ``?confirm=<name>``)."""
 
     @extend_schema(operation_id="projects_retrieve", responses={200: ProjectOutput})
     def get(self, request: Request, project_id: int) -> Response:
@@ -120,6 +126,17 @@ class ProjectDetailApi(APIView):
         project_update(project=project, **data.validated_data)
         output = project_get_with_stats(user=request.user, project_id=project.pk)
         return Response(ProjectOutput(output).data)
+
+    @extend_schema(
+        operation_id="projects_destroy",
+        parameters=[CONFIRM],
+        request=None,
+        responses=DELETION_RESPONSES,
+    )
+    def delete(self, request: Request, project_id: int) -> Response:
+        """Delete the project with its images, masks, models and files (cannot be undone)."""
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        return project_deletion_response(request=request, project=project)
 
 
 class ProjectStageInput(serializers.Serializer[Any]):

@@ -30,7 +30,6 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from annotation.errors import ConflictError, DomainError
@@ -39,7 +38,14 @@ from annotation.models import Image, ImageLease, Mask, Project
 from annotation.signals import images_removed
 from engine.models import AutomaticImage, Job, ModelVersion
 from engine.services.embeddings import embedding_key
-from engine.services.jobs import job_create, job_enqueue, job_progress, job_start, job_succeed
+from engine.services.jobs import (
+    job_create,
+    job_enqueue,
+    job_kind_active_since,
+    job_progress,
+    job_start,
+    job_succeed,
+)
 from storage.blobs import BlobNotFound, get_blob_store
 
 logger = logging.getLogger(__name__)
@@ -55,8 +61,8 @@ _BLOCKING = (
     Job.Kind.EXPORT,
     Job.Kind.IMPORT_MASKS,
 )
-# Clocks of web and worker machines may differ by this much (image_blobs_restore).
-CLOCK_MARGIN = dt.timedelta(seconds=60)
+# Jobs that delete image blobs (image_blobs_restore looks for them).
+DELETING = (Job.Kind.REMOVE_IMAGES, Job.Kind.DELETE_PROJECT)
 
 
 class RemovalRefused(DomainError):
@@ -168,7 +174,7 @@ def _referenced(sha256: str) -> bool:
     return Image.objects.filter(sha256=sha256).exists()
 
 
-def _purge_image_blob(sha256: str, key: str) -> str:
+def purge_image_blob(sha256: str, key: str) -> str:
     """Delete ``images/<sha256>`` unless an image row has those bytes; "deleted", "kept",
     "gone" (deleted before) or "restored" (imported again while it was deleted)."""
     if _referenced(sha256):
@@ -211,7 +217,7 @@ def removed_images_purge(
                 if store.exists(key):
                     store.delete(key)
                     counts["embeddings_deleted"] += 1
-        counts[_purge_image_blob(sha, image_blob_key(sha))] += 1
+        counts[purge_image_blob(sha, image_blob_key(sha))] += 1
         if progress is not None:
             progress(done, len(shas))
         now = timezone.now()
@@ -232,21 +238,13 @@ def removed_images_purge(
 # --- imports that ran beside a removal ----------------------------------------------------------
 
 
-def removal_overlapped(*, since: dt.datetime) -> bool:
-    """Was a ``remove_images`` job pending or running at any time after ``since``?"""
-    return Job.objects.filter(
-        Q(finished_at__isnull=True) | Q(finished_at__gte=since - CLOCK_MARGIN),
-        kind=Job.Kind.REMOVE_IMAGES,
-    ).exists()
-
-
 def image_blobs_restore(
     *, keys: Mapping[str, Callable[[], bytes | None]], since: dt.datetime
 ) -> list[str]:
     """After an import committed rows for ``keys`` (blob key -> its bytes, read on demand):
     when a removal overlapped the import (since ``since``), put back every blob a purge
     deleted under it. Returns the keys restored (almost always none)."""
-    if not keys or not removal_overlapped(since=since):
+    if not keys or not job_kind_active_since(kinds=DELETING, since=since):
         return []
     store = get_blob_store()
     restored = []

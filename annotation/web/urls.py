@@ -6,7 +6,7 @@ from django.urls import path
 from annotation.web import (
     automatic,
     coco_import,
-    image_removal,
+    deletion,
     jobs,
     projects,
     review,
@@ -52,8 +52,13 @@ urlpatterns = [
     ),
     path(
         "projects/<int:project_id>/images/remove/",
-        image_removal.project_images_remove,
+        deletion.project_images_remove,
         name="project-images-remove",
+    ),
+    path(
+        "projects/<int:project_id>/delete/",
+        deletion.project_delete_view,
+        name="project-delete",
     ),
     # Stages and the semi-automatic stage (issue 6).
     path("projects/<int:project_id>/stage/", projects.project_stage_view, name="project-stage"),

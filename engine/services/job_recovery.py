@@ -51,6 +51,7 @@ MAX_RECOVERIES = 3
 REQUEUED: dict[str, tuple[str, str, int | None]] = {
     Job.Kind.EXPORT: ("annotation.tasks.export_dataset", "default", None),
     Job.Kind.REMOVE_IMAGES: ("annotation.tasks.purge_removed_images", "default", None),
+    Job.Kind.DELETE_PROJECT: ("annotation.tasks.purge_deleted_project", "default", None),
     Job.Kind.TRAIN: ("training.tasks.gpu_train_round", "gpu", None),
     Job.Kind.EMBED: ("engine.tasks.gpu_precompute_embeddings", "gpu", BULK_PRIORITY),
 }

@@ -4,15 +4,18 @@ Tasks call these with a job id. ``job_start`` returns None for a job that alread
 a redelivered task (worker died after finishing, ``acks_late``) does nothing the second time.
 """
 
+import datetime as dt
 import logging
 import os
 import socket
 import traceback
 import uuid
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from engine.models import Job
@@ -58,6 +61,18 @@ def job_enqueue(*, job: Job, task: _Task, queue: str = "default") -> None:
     transaction.on_commit(
         lambda: task.apply_async(args=[job.pk], task_id=task_id, queue=queue), robust=False
     )
+
+
+# Clocks of web and worker machines may differ by this much (job_kind_active_since).
+CLOCK_MARGIN = dt.timedelta(seconds=60)
+
+
+def job_kind_active_since(*, kinds: Sequence[str], since: dt.datetime) -> bool:
+    """Was a job of one of ``kinds`` queued or running at any time after ``since``? (Used by
+    imports to know whether a deletion may have removed a blob they rely on.)"""
+    return Job.objects.filter(
+        Q(finished_at__isnull=True) | Q(finished_at__gte=since - CLOCK_MARGIN), kind__in=kinds
+    ).exists()
 
 
 def process_identity() -> str:

@@ -18,6 +18,7 @@ outside any transaction; the row is written in a short one. Nothing is left half
 failure the blobs this call created are removed and no row exists.
 """
 
+import datetime as dt
 import hashlib
 import logging
 import tempfile
@@ -29,10 +30,11 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from annotation.errors import DomainError
 from annotation.models import Project
-from engine.models import ModelVersion
+from engine.models import Job, ModelVersion
 from engine.sam.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
@@ -50,6 +52,7 @@ from engine.selectors import model_version_by_sha
 from engine.services.deployments import DeployRefused as DeployRefused
 from engine.services.deployments import deployment_switch
 from engine.services.deployments import model_version_deploy as model_version_deploy
+from engine.services.jobs import job_kind_active_since
 from storage.blobs import BlobStore, get_blob_store
 
 logger = logging.getLogger(__name__)
@@ -131,6 +134,7 @@ def model_version_import(
     if arch is not None and arch not in CONFIGS:
         raise CheckpointRejected(f"unknown architecture {arch!r}; known: {sorted(CONFIGS)}")
     display = _display_name(path_or_file)
+    since = timezone.now()
     with _staged(path_or_file, display) as (path, sha256):
         existing = model_version_by_sha(project=project, sha256=sha256)
         if existing is not None:
@@ -159,12 +163,35 @@ def model_version_import(
                 parent=parent,
                 round_number=round_number,
             )
+            _files_restore(store, path, sha256, onnx_key, since=since)
         except BaseException:
             for key in created:
                 store.delete(key)
             raise
     logger.info("imported %s as model version %s of %s (by %s)", display, version.pk, project, user)
     return _deploy_imported(version, user=user) if deploy else version
+
+
+def _files_restore(
+    store: BlobStore, path: Path, sha256: str, onnx_key: str, *, since: dt.datetime
+) -> None:
+    """The checkpoint's files may have been shared with a version of a project deleted while
+    this import ran (its purge deletes them when no version has the sha256 at its check):
+    once registered, store again any that went, from the staged files."""
+    if not job_kind_active_since(kinds=[Job.Kind.DELETE_PROJECT], since=since):
+        return
+    staged = {
+        checkpoint_key(sha256): path,
+        onnx_key: path.with_suffix(".onnx"),
+        onnx_variant_key(onnx_key, "low_res"): path.with_suffix(".low_res.onnx"),
+    }
+    for key, file in staged.items():
+        if not store.exists(key) and file.is_file():
+            with file.open("rb") as handle:
+                store.put_file(key, handle, content_type="application/octet-stream")
+            logger.warning(
+                "%s was deleted with another project during this import; stored again", key
+            )
 
 
 def _display_name(path_or_file: str | Path | BinaryIO) -> str:

@@ -131,7 +131,7 @@ def test_bytes_another_project_has_are_kept(project):
 def test_a_rerun_after_a_crash_finishes_the_rest(project, monkeypatch):
     images = [add_image(project, 40, 30, seed) for seed in range(3)]
     removed = images_remove(project=project, image_ids=[i.pk for i in images], enqueue=False)
-    real = image_removal._purge_image_blob
+    real = image_removal.purge_image_blob
     calls = []
 
     def dies_on_the_second(sha: str, key: str) -> str:
@@ -140,10 +140,10 @@ def test_a_rerun_after_a_crash_finishes_the_rest(project, monkeypatch):
             raise RuntimeError("worker killed")
         return real(sha, key)
 
-    monkeypatch.setattr(image_removal, "_purge_image_blob", dies_on_the_second)
+    monkeypatch.setattr(image_removal, "purge_image_blob", dies_on_the_second)
     with pytest.raises(RuntimeError):
         removed_images_purge(job_id=removed.job.pk)
-    monkeypatch.setattr(image_removal, "_purge_image_blob", real)
+    monkeypatch.setattr(image_removal, "purge_image_blob", real)
     removed_images_purge(job_id=removed.job.pk)  # job recovery sends the task again
     removed.job.refresh_from_db()
     assert removed.job.result["blobs"]["deleted"] + removed.job.result["blobs"]["gone"] == 3

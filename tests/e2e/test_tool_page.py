@@ -58,3 +58,29 @@ def test_the_tool_page_is_exactly_as_tall_as_the_window(
             }"""
         )
         assert heights == [height, height], (width, heights)
+
+
+def test_an_image_removed_while_open_says_so_at_the_next_click_and_accept(
+    live_web: LiveWeb, browser_context: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from annotation.services.image_removal import images_remove
+    from tests.e2e.test_tool import click_image, wait_decoded
+
+    setup = make_setup([(420, 300), (300, 200)], embed=True)
+    image = setup.images[0]
+    page = browser_context.new_page()
+    open_tool(page, live_web, setup, image=image.pk, decoder="server")
+    click_image(page, 147, 135)
+    wait_decoded(page, 3)
+    images_remove(project=setup.project, image_ids=[image.pk], enqueue=False)
+
+    status = page.locator("#status-message")
+    click_image(page, 100, 200)
+    expect(status).to_contain_text("no longer in the project")
+    page.keyboard.press("Enter")  # the mask decoded before the removal: its accept is refused
+    expect(status).to_contain_text("Not saved. This image is no longer in the project")
+    page.keyboard.press("n")  # the removed image cannot be marked done: the tool moves on
+    expect(page.locator("#tool")).to_have_attribute("data-image-id", str(setup.images[1].pk))
+    page.wait_for_function("() => document.getElementById('tool').dataset.state === 'ready'")

@@ -6,15 +6,17 @@ Without ``--yes`` it only lists what would go. The files are deleted in this pro
 progress bar; a run cut short is finished by a worker (job recovery) or deletes nothing twice.
 """
 
-import sys
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from annotation.errors import DomainError
-from annotation.management.commands._lookup import project_from_ref, user_from_name
+from annotation.management.commands._lookup import (
+    project_from_ref,
+    purge_with_bar,
+    user_from_name,
+)
 from annotation.models import Image, Mask
 from annotation.selectors.images import image_ids_named
 from annotation.services.image_removal import images_remove, removed_images_purge
@@ -63,17 +65,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"removed {removed.images} images and {removed.masks} masks (job {removed.job.pk})"
         )
-        stream = getattr(self.stderr, "_out", sys.stderr)
-        with tqdm(
-            unit="file", file=stream, disable=options["no_progress"], dynamic_ncols=True
-        ) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            result = removed_images_purge(job_id=removed.job.pk, progress=progress) or {}
-        blobs = result.get("blobs", {})
+        blobs = purge_with_bar(
+            self, removed_images_purge, job_id=removed.job.pk, hidden=options["no_progress"]
+        )
         self.stdout.write(
             f"deleted {blobs.get('deleted', 0)} image files and "
             f"{blobs.get('embeddings_deleted', 0)} embeddings; kept {blobs.get('kept', 0)} "

@@ -16,6 +16,11 @@ const EMBEDDING_POLL_MS = 1000;
 const DOUBLE_PRESS_MS = 4000;
 const DEPLOY_POLL_MS = 15_000; // how often the tool asks which model version is live
 
+/** An image an admin removed while it was open has nothing left to mark done: go on. */
+function ignoreRemoved(error) {
+  if (!(error instanceof ApiError && error.status === 404)) throw error;
+}
+
 export function newWork(idleCap) {
   return {
     prompts: [], // {kind: "point", x, y, label} | {kind: "box", box}; + result, selected
@@ -158,7 +163,7 @@ export class ToolBase {
       return;
     }
     try {
-      if (markDone && this.image) await session.markDone(this.image.id);
+      if (markDone && this.image) await session.markDone(this.image.id).catch(ignoreRemoved);
       this.setState("loading", "Finding the next image…");
       const found = await session.nextImage(this.projectId);
       if (!found) {

@@ -1,5 +1,6 @@
 """The project page's "Remove selected images" form (admins): the tiles' checkboxes name the
-images; annotation.services.image_removal takes them out, as the API does."""
+images; annotation.services.image_removal takes them out, as the API does. And its "Delete
+project" form (annotation.services.project_deletion)."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,6 +13,7 @@ from annotation.ids import id_from_query
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
 from annotation.services.image_removal import images_remove
+from annotation.services.project_deletion import project_delete
 
 
 @require_POST
@@ -47,3 +49,26 @@ def project_images_remove(request: HttpRequest, project_id: int) -> HttpResponse
             f"deleted (job #{removed.job.pk}).",
         )
     return HttpResponseRedirect(back)
+
+
+@require_POST
+@login_required
+def project_delete_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The project page's "Delete project" form: the admin types the project's name."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_admin(user=request.user, project=project)
+    try:
+        deleted = project_delete(
+            project=project, confirm=request.POST.get("confirm", ""), user=acting_user(request.user)
+        )
+    except DomainError as exc:
+        messages.error(request, f"Not deleted: {exc.message}")
+        return HttpResponseRedirect(
+            reverse("project-detail", args=[project.pk]) + "#delete-project"
+        )
+    messages.success(
+        request,
+        f"Project {deleted.name!r} deleted ({deleted.images} images, {deleted.masks} masks, "
+        f"{deleted.versions} model versions); its files are being deleted (job #{deleted.job.pk}).",
+    )
+    return HttpResponseRedirect(reverse("project-list"))
