@@ -1,6 +1,7 @@
 """Removing images from the project page in a real browser (gunicorn, Debian chromium): an admin
-ticks two tiles, confirms and removes them; the page says so, the grid no longer shows them and
-the database has lost their rows and masks. Fails on any console error."""
+ticks two tiles (one by one, then with "select all" less one), confirms and removes them; the
+page says so, the grid no longer shows them and the database has lost their rows and masks.
+Fails on any console error."""
 
 from typing import Any
 
@@ -35,8 +36,13 @@ def test_an_admin_removes_ticked_images(
     # Not confirmed: nothing goes, the page asks for the box.
     page.wait_for_selector("text=Tick the box to confirm")
     assert Image.objects.count() == 3
-    for image in images[:2]:
-        page.check(f'li[data-image="{image.pk}"] input.tile-select')
+    counter = page.locator("[data-selected-count]")
+    assert counter.inner_text() == "0 selected"
+    page.check("[data-select-all]")  # every tile of the page, then one left out again
+    assert counter.inner_text() == "3 selected"
+    page.uncheck(f'li[data-image="{images[2].pk}"] input.tile-select')
+    assert counter.inner_text() == "2 selected"
+    assert not page.is_checked("[data-select-all]")
     page.check('#remove-images-form input[name="confirm"]')
     page.click("[data-remove-images]")
     page.wait_for_selector("text=Removed 2 images and 2 masks")

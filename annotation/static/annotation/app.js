@@ -47,6 +47,25 @@
       if (input && label) input.addEventListener("change", function () { describeFiles(input, label); });
     });
 
+    // The image grid's removal form: "select all on this page" and the count of ticked tiles.
+    document.querySelectorAll("[data-select-all]").forEach(function (all) {
+      const form = all.form;
+      if (!form) return;
+      const boxes = document.querySelectorAll('input[name="image_ids"][form="' + form.id + '"]');
+      const counter = form.querySelector("[data-selected-count]");
+      function count() {
+        const ticked = Array.prototype.filter.call(boxes, function (box) { return box.checked; }).length;
+        if (counter) counter.textContent = ticked + " selected";
+        all.checked = ticked > 0 && ticked === boxes.length;
+      }
+      all.addEventListener("change", function () {
+        boxes.forEach(function (box) { box.checked = all.checked; });
+        count();
+      });
+      boxes.forEach(function (box) { box.addEventListener("change", count); });
+      count();
+    });
+
     document.querySelectorAll("form[data-busy-label]").forEach(function (form) {
       form.addEventListener("submit", function () {
         const button = form.querySelector("button[type=submit]");
