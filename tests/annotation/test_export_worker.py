@@ -56,3 +56,27 @@ def test_a_real_worker_runs_a_queued_sa1b_export_to_the_end(worker):
     assert {a["id"] for a in document["annotations"]} == set(
         dataset.images[0].masks.filter(status="accepted").values_list("id", flat=True)
     )
+
+
+def test_a_real_worker_deletes_the_files_of_removed_images_and_of_a_deleted_project(worker):
+    from annotation.services.image_removal import images_remove
+    from annotation.services.project_deletion import project_delete
+    from tests.annotation.test_export import add_image
+
+    project = Project.objects.create(name="worker removal")
+    images = [add_image(project, 40, 30, seed) for seed in range(3)]
+    store = get_blob_store()
+    removal = images_remove(project=project, image_ids=[images[0].pk]).job
+
+    def done(job: Job) -> bool:
+        job.refresh_from_db()
+        return job.is_finished
+
+    wait_or_fail(lambda: done(removal), JOB_TIMEOUT_S, "the removal did not finish", worker)
+    assert removal.status == "succeeded", removal.error
+    deletion = project_delete(project=project, confirm="worker removal").job
+    wait_or_fail(lambda: done(deletion), JOB_TIMEOUT_S, "the deletion did not finish", worker)
+    assert deletion.status == "succeeded", deletion.error
+    assert removal.result["blobs"]["deleted"] == 1
+    assert deletion.result["blobs"]["deleted"] == 2
+    assert not any(store.exists(image.blob_key) for image in images)

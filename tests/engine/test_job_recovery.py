@@ -94,6 +94,8 @@ def test_runner_gone_only_for_an_ended_process_of_this_host(live_pid: int) -> No
         (Job.Kind.EXPORT, "annotation.tasks.export_dataset", "default", None),
         (Job.Kind.TRAIN, "training.tasks.gpu_train_round", "gpu", None),
         (Job.Kind.EMBED, "engine.tasks.gpu_precompute_embeddings", "gpu", 9),
+        (Job.Kind.REMOVE_IMAGES, "annotation.tasks.purge_removed_images", "default", None),
+        (Job.Kind.DELETE_PROJECT, "annotation.tasks.purge_deleted_project", "default", None),
     ],
 )
 def test_a_dead_processs_job_is_queued_again_with_its_task(
