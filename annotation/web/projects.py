@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.errors import DomainError, ImageRejected
-from annotation.models import Project, Stage
+from annotation.models import Membership, Project, Stage
 from annotation.permissions import (
     ADMIN,
     REVIEWER,
@@ -140,6 +140,7 @@ def project_page(
         "is_admin": is_admin,
         "may_review": may_review,
         "members": project_members(project=project),
+        "roles": Membership.Role.choices,
         "page": page,
         "state": state,
         "image_states": IMAGE_STATES,

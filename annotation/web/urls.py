@@ -8,6 +8,7 @@ from annotation.web import (
     coco_import,
     deletion,
     jobs,
+    members,
     projects,
     review,
     stats,
@@ -54,6 +55,16 @@ urlpatterns = [
         "projects/<int:project_id>/images/remove/",
         deletion.project_images_remove,
         name="project-images-remove",
+    ),
+    path(
+        "projects/<int:project_id>/members/",
+        members.project_member_set,
+        name="project-member-set",
+    ),
+    path(
+        "projects/<int:project_id>/members/remove/",
+        members.project_member_remove,
+        name="project-member-remove",
     ),
     path(
         "projects/<int:project_id>/delete/",
