@@ -83,3 +83,8 @@ def image_ids_named(*, project: Project, file_names: list[str]) -> dict[str, lis
     for name, image_id in rows.values_list("file_name", "id"):
         found.setdefault(name, []).append(image_id)
     return found
+
+
+def images_named_like(images: QuerySet[Image], *, text: str) -> QuerySet[Image]:
+    """The images whose file name contains ``text`` (any case): the project page's search."""
+    return images.filter(file_name__icontains=text) if text else images

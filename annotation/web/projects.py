@@ -29,6 +29,7 @@ from annotation.selectors.images import (
     IMAGE_STATES,
     image_state_counts,
     images_in_state,
+    images_named_like,
     images_with_state,
 )
 from annotation.selectors.projects import (
@@ -48,6 +49,7 @@ from annotation.services.semi_automatic import prefill_settings_resolved, prefil
 from annotation.web.automatic import automatic_panel_context
 
 IMAGES_PER_PAGE = 48
+NAME_SEARCH_MAX = 200  # characters of the image grid's file-name search
 JOBS_SHOWN = 10
 EXPORT_FORMATS = {"coco": "COCO", "sa1b": "SA-1B"}
 STATS_DAYS = 30
@@ -131,6 +133,8 @@ def project_page(
         images = images_in_state(images, state=state, now=now)
     else:
         state = ""
+    name = request.GET.get("name", "").strip()[:NAME_SEARCH_MAX]
+    images = images_named_like(images, text=name)
     page = Paginator(images, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     is_admin = has_role(user=request.user, project=project, role=ADMIN)
     may_review = has_role(user=request.user, project=project, role=REVIEWER)
@@ -143,6 +147,7 @@ def project_page(
         "roles": Membership.Role.choices,
         "page": page,
         "state": state,
+        "name": name,
         "image_states": IMAGE_STATES,
         "state_counts": image_state_counts(project=project, now=now),
         "annotators": _annotator_figures(request, project, may_review=may_review),
