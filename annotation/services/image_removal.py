@@ -24,13 +24,13 @@ finished checks that their blobs still exist and stores the missing ones again
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.errors import ConflictError, DomainError
 from annotation.ids import MAX_ID, id_in_range
@@ -156,14 +156,12 @@ def images_remove(
         total=len(set(shas.values())),
         message=f"{len(ids)} images and {masks} masks removed; deleting their files",
     )
-    Job.objects.filter(pk=job.pk).update(
-        result={"images": len(ids), "masks": masks, "validation_images_removed": split_removed}
-    )
+    job.result = {"images": len(ids), "masks": masks, "validation_images_removed": split_removed}
+    Job.objects.filter(pk=job.pk).update(result=job.result)
     if enqueue:
         from annotation.tasks import purge_removed_images  # the task module imports this one
 
         job_enqueue(job=job, task=purge_removed_images)
-    job.refresh_from_db()
     return ImagesRemoved(job=job, images=len(ids), masks=masks)
 
 
@@ -192,6 +190,35 @@ def purge_image_blob(sha256: str, key: str) -> str:
     return "deleted"
 
 
+class PurgeProgress:
+    """A purge's progress: ``progress(done, total)`` after every step (the commands' bars),
+    the job row at most every ``_PROGRESS_SECONDS``."""
+
+    def __init__(
+        self, *, job_id: int, total: int, progress: Callable[[int, int], None] | None
+    ) -> None:
+        self.job_id, self.total, self.progress = job_id, total, progress
+        self.done = 0
+        self.reported = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        if time.monotonic() - self.reported >= _PROGRESS_SECONDS:
+            job_progress(job_id=self.job_id, done=self.done, total=self.total)
+            self.reported = time.monotonic()
+
+
+def blob_delete_counted(key: str) -> int:
+    """Delete ``key``: 1 if it was there, 0 if not (for the purges' counts)."""
+    store = get_blob_store()
+    if not store.exists(key):
+        return 0
+    store.delete(key)
+    return 1
+
+
 def removed_images_purge(
     *, job_id: int, task_id: str = "", progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any] | None:
@@ -206,24 +233,17 @@ def removed_images_purge(
     project_id = int(job.project_id or 0)  # removal jobs always have a project
     shas = [str(sha) for sha in job.params.get("sha256") or []]
     versions = list(ModelVersion.objects.filter(project_id=project_id).values_list("pk", flat=True))
-    store = get_blob_store()
     counts = {"deleted": 0, "kept": 0, "gone": 0, "restored": 0, "embeddings_deleted": 0}
-    reported = timezone.now()
-    for done, sha in enumerate(shas, start=1):
+    ticker = PurgeProgress(job_id=job_id, total=len(shas), progress=progress)
+    for sha in shas:
         # Embeddings are per project version: kept when the bytes came back into this project.
         if not Image.objects.filter(project_id=project_id, sha256=sha).exists():
-            for version_id in versions:
-                key = embedding_key(model_version_id=version_id, image_sha256=sha)
-                if store.exists(key):
-                    store.delete(key)
-                    counts["embeddings_deleted"] += 1
+            counts["embeddings_deleted"] += sum(
+                blob_delete_counted(embedding_key(model_version_id=version, image_sha256=sha))
+                for version in versions
+            )
         counts[purge_image_blob(sha, image_blob_key(sha))] += 1
-        if progress is not None:
-            progress(done, len(shas))
-        now = timezone.now()
-        if (now - reported).total_seconds() >= _PROGRESS_SECONDS:
-            job_progress(job_id=job_id, done=done, total=len(shas))
-            reported = now
+        ticker.step()
     result = {**(job.result or {}), "blobs": counts}
     job_succeed(
         job_id=job_id,

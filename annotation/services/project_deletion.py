@@ -26,10 +26,14 @@ from django.db import transaction
 
 from annotation.errors import ConflictError, DomainError
 from annotation.models import Image, ImageLease, Mask, Project
-from annotation.services.image_removal import purge_image_blob
+from annotation.services.image_removal import (
+    PurgeProgress,
+    blob_delete_counted,
+    purge_image_blob,
+)
 from annotation.signals import project_deleting
 from engine.models import AutomaticImage, Job, ModelVersion
-from engine.services.jobs import job_create, job_enqueue, job_progress, job_start, job_succeed
+from engine.services.jobs import job_create, job_enqueue, job_start, job_succeed
 from engine.services.registry import checkpoint_key, onnx_decoder_key, onnx_variant_key
 from storage.blobs import get_blob_store
 
@@ -104,14 +108,12 @@ def project_delete(
         message=f"project {locked.name!r} deleted ({images} images, {masks} masks, "
         f"{len(versions)} model versions); deleting its files",
     )
-    Job.objects.filter(pk=job.pk).update(
-        result={"images": images, "masks": masks, "versions": len(versions)}
-    )
+    job.result = {"images": images, "masks": masks, "versions": len(versions)}
+    Job.objects.filter(pk=job.pk).update(result=job.result)
     if enqueue:
         from annotation.tasks import purge_deleted_project  # the task module imports this one
 
         job_enqueue(job=job, task=purge_deleted_project)
-    job.refresh_from_db()
     return ProjectDeleted(
         job=job, name=locked.name, images=images, masks=masks, versions=len(versions)
     )
@@ -125,14 +127,6 @@ def _delete_listed(prefix: str) -> int:
     return len(keys)
 
 
-def _delete_key(key: str) -> int:
-    store = get_blob_store()
-    if not store.exists(key):
-        return 0
-    store.delete(key)
-    return 1
-
-
 def _purge_version(version: dict[str, Any]) -> tuple[int, int]:
     """(embeddings deleted, model files deleted) of one deleted version."""
     embeddings = _delete_listed(f"embeddings/{int(version['id'])}/")
@@ -141,7 +135,7 @@ def _purge_version(version: dict[str, Any]) -> tuple[int, int]:
         return embeddings, 0  # another project imported the same checkpoint
     onnx = str(version.get("onnx") or onnx_decoder_key(sha))
     files = [checkpoint_key(sha), onnx, onnx_variant_key(onnx, "low_res")]
-    deleted = sum(_delete_key(key) for key in files)
+    deleted = sum(blob_delete_counted(key) for key in files)
     if ModelVersion.objects.filter(sha256=sha).exists():
         # Imported elsewhere between the check and the delete: the import sees it and stores
         # its files again (engine.services.registry), unless it checked before the delete.
@@ -164,39 +158,26 @@ def deleted_project_purge(
         "deleted": 0, "kept": 0, "gone": 0, "restored": 0,
         "embeddings_deleted": 0, "model_files_deleted": 0, "other_files_deleted": 0,
     }  # fmt: skip
-    steps: list[Callable[[], None]] = []
-    for sha in params.get("sha256") or []:
-
-        def image(sha: str = str(sha)) -> None:
-            counts[purge_image_blob(sha, image_blob_key(sha))] += 1
-
-        steps.append(image)
-    for version in params.get("versions") or []:
-
-        def model(version: dict[str, Any] = version) -> None:
-            embeddings, files = _purge_version(version)
-            counts["embeddings_deleted"] += embeddings
-            counts["model_files_deleted"] += files
-
-        steps.append(model)
-    for prefix in params.get("prefixes") or []:
-
-        def listed(prefix: str = str(prefix)) -> None:
-            counts["other_files_deleted"] += _delete_listed(prefix)
-
-        steps.append(listed)
-    for key in params.get("keys") or []:
-
-        def single(key: str = str(key)) -> None:
-            counts["other_files_deleted"] += _delete_key(key)
-
-        steps.append(single)
-    for done, step in enumerate(steps, start=1):
-        step()
-        if progress is not None:
-            progress(done, len(steps))
-        if done % 50 == 0:
-            job_progress(job_id=job_id, done=done, total=len(steps))
+    shas = [str(sha) for sha in params.get("sha256") or []]
+    versions = list(params.get("versions") or [])
+    prefixes = [str(prefix) for prefix in params.get("prefixes") or []]
+    keys = [str(key) for key in params.get("keys") or []]
+    total = len(shas) + len(versions) + len(prefixes) + len(keys)
+    ticker = PurgeProgress(job_id=job_id, total=total, progress=progress)
+    for sha in shas:
+        counts[purge_image_blob(sha, image_blob_key(sha))] += 1
+        ticker.step()
+    for version in versions:
+        embeddings, files = _purge_version(version)
+        counts["embeddings_deleted"] += embeddings
+        counts["model_files_deleted"] += files
+        ticker.step()
+    for prefix in prefixes:
+        counts["other_files_deleted"] += _delete_listed(prefix)
+        ticker.step()
+    for key in keys:
+        counts["other_files_deleted"] += blob_delete_counted(key)
+        ticker.step()
     result = {**(job.result or {}), "blobs": counts}
     job_succeed(
         job_id=job_id,
