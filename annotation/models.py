@@ -76,12 +76,15 @@ class Image(models.Model):
     """An image stored once per project under ``images/<sha256>`` of its original bytes.
 
     ``width``/``height`` are after EXIF orientation, i.e. what the model and the tool see.
-    ``status`` is ``todo`` until an annotator marks the image done.
+    ``status`` is ``todo`` until an annotator marks the image done, or ``skipped`` when someone
+    set it aside as unusable (``skip_reason`` says why): a skipped image is not handed out, and
+    its masks stay out of exports and training rounds until a reviewer reopens it.
     """
 
     class Status(models.TextChoices):
         TODO = "todo", "To do"
         DONE = "done", "Done"
+        SKIPPED = "skipped", "Skipped"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     blob_key = models.CharField(max_length=1024)
@@ -92,6 +95,11 @@ class Image(models.Model):
     format = models.CharField(max_length=16, help_text="JPEG, PNG, WEBP or TIFF")
     byte_size = models.BigIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TODO)
+    skip_reason = models.CharField(max_length=500, blank=True)
+    skipped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    skipped_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -108,7 +116,7 @@ class Image(models.Model):
             models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_per_project"),
             models.CheckConstraint(condition=Q(width__gt=0, height__gt=0), name="image_size_pos"),
             models.CheckConstraint(
-                condition=Q(status__in=["todo", "done"]), name="image_status_valid"
+                condition=Q(status__in=["todo", "done", "skipped"]), name="image_status_valid"
             ),
         ]
 

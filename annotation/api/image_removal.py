@@ -14,7 +14,8 @@ from annotation.api.ids import IdField
 from annotation.models import Image, Project
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
-from annotation.services.image_removal import MAX_IMAGES_PER_REQUEST, images_remove
+from annotation.services.image_removal import images_remove
+from annotation.services.image_sets import MAX_IMAGES_PER_REQUEST
 from engine.api.common import ErrorOutput
 
 

@@ -16,8 +16,9 @@ from django.http import (
 )
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -50,6 +51,10 @@ class ImageOutput(serializers.ModelSerializer[Image]):
         help_text="what a browser should draw: the model's pixels (see the endpoint)"
     )
     thumbnail_url = serializers.SerializerMethodField()
+    skip_reason = serializers.CharField(help_text="why the image was skipped (status skipped)")
+    skipped_by = serializers.IntegerField(
+        source="skipped_by_id", allow_null=True, help_text="the user id who skipped it"
+    )
 
     class Meta:
         model = Image
@@ -63,6 +68,9 @@ class ImageOutput(serializers.ModelSerializer[Image]):
             "byte_size",
             "sha256",
             "status",
+            "skip_reason",
+            "skipped_by",
+            "skipped_at",
             "created_at",
             "content_url",
             "display_url",
@@ -110,9 +118,24 @@ class ImageListUploadApi(generics.ListAPIView[Image]):
         if getattr(self, "swagger_fake_view", False):
             return Image.objects.none()
         project = project_get_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        return images_for_project(project=project)
+        images = images_for_project(project=project)
+        wanted = self.request.query_params.get("status")
+        if wanted is None:
+            return images
+        if wanted not in Image.Status.values:
+            raise ValidationError(
+                {"status": [f"unknown status {wanted!r}; use one of {Image.Status.values}"]}
+            )
+        return images.filter(status=wanted)
 
-    @extend_schema(operation_id="images_list")
+    @extend_schema(
+        operation_id="images_list",
+        parameters=[
+            OpenApiParameter(
+                "status", str, enum=Image.Status.values, description="only images in this status"
+            )
+        ],
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

@@ -6,6 +6,7 @@ from annotation.api.auth import TokenObtainApi
 from annotation.api.coco_import import CocoImportApi, CocoImportUndoApi
 from annotation.api.exports import ExportCreateApi
 from annotation.api.image_removal import ImagesRemoveApi
+from annotation.api.image_states import ImageSkipApi, ImagesReopenApi
 from annotation.api.images import (
     ImageContentApi,
     ImageDetailApi,
@@ -79,6 +80,12 @@ urlpatterns = [
     path("projects/<int:project_id>/next-image/", NextImageApi.as_view(), name="api-next-image"),
     path("images/<int:image_id>/lease/", ImageLeaseApi.as_view(), name="api-image-lease"),
     path("images/<int:image_id>/done/", ImageDoneApi.as_view(), name="api-image-done"),
+    path("images/<int:image_id>/skip/", ImageSkipApi.as_view(), name="api-image-skip"),
+    path(
+        "projects/<int:project_id>/images/reopen/",
+        ImagesReopenApi.as_view(),
+        name="api-images-reopen",
+    ),
     path("masks/<int:mask_id>/", MaskDetailApi.as_view(), name="api-mask-detail"),
     path("projects/<int:project_id>/review/", ReviewQueueApi.as_view(), name="api-review-queue"),
     path("masks/<int:mask_id>/reject/", MaskRejectApi.as_view(), name="api-mask-reject"),

@@ -3,12 +3,17 @@
 
 import datetime as dt
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from annotation.models import Image, ImageLease, Mask, Project
 
-IMAGE_STATES = {"todo": "To do", "in_progress": "In progress", "done": "Done"}
+IMAGE_STATES = {
+    "todo": "To do",
+    "in_progress": "In progress",
+    "done": "Done",
+    "skipped": "Skipped",
+}
 
 
 def image_get_by_sha(*, project: Project, sha256: str) -> Image | None:
@@ -35,7 +40,7 @@ def images_for_project(*, project: Project) -> QuerySet[Image]:
 
 def images_with_state(*, project: Project, now: dt.datetime) -> QuerySet[Image]:
     """The project's images in id order, each with ``lease_holder`` (who holds an unexpired
-    lease, or None) and ``accepted_masks``."""
+    lease, or None), ``accepted_masks`` and ``skipped_by_name``."""
     held = ImageLease.objects.filter(image=OuterRef("pk"), expires_at__gt=now)
     accepted = (
         Mask.objects.filter(image=OuterRef("pk"), status=Mask.Status.ACCEPTED)
@@ -47,6 +52,7 @@ def images_with_state(*, project: Project, now: dt.datetime) -> QuerySet[Image]:
     return images_for_project(project=project).annotate(
         lease_holder=Subquery(held.order_by("-expires_at").values("user__username")[:1]),
         accepted_masks=Coalesce(Subquery(accepted), 0),
+        skipped_by_name=F("skipped_by__username"),
     )
 
 
@@ -55,6 +61,8 @@ def images_in_state(images: QuerySet[Image], *, state: str, now: dt.datetime) ->
     held = Exists(ImageLease.objects.filter(image=OuterRef("pk"), expires_at__gt=now))
     if state == "done":
         return images.filter(status=Image.Status.DONE)
+    if state == "skipped":
+        return images.filter(status=Image.Status.SKIPPED)
     if state == "in_progress":
         return images.filter(held, status=Image.Status.TODO)
     return images.filter(~held, status=Image.Status.TODO)
@@ -68,6 +76,7 @@ def image_state_counts(*, project: Project, now: dt.datetime) -> dict[str, int]:
         .annotate(held=held)
         .aggregate(
             done=Count("id", filter=Q(status=Image.Status.DONE)),
+            skipped=Count("id", filter=Q(status=Image.Status.SKIPPED)),
             in_progress=Count("id", filter=Q(status=Image.Status.TODO, held=True)),
             todo=Count("id", filter=Q(status=Image.Status.TODO, held=False)),
         )

@@ -37,7 +37,10 @@ def _filtered_masks(
     source: str | None,
     job_id: int | None = None,
 ) -> QuerySet[Mask]:
-    masks = Mask.objects.filter(project=project, status=status)
+    # A skipped image was set aside as unusable: its masks stay out until it is reopened.
+    masks = Mask.objects.filter(project=project, status=status).exclude(
+        image__status=Image.Status.SKIPPED
+    )
     if job_id is not None:
         masks = masks.filter(job_id=job_id)  # the masks one automatic or prefill run wrote
     if stage is not None:

@@ -25,7 +25,7 @@ finished checks that their blobs still exist and stores the missing ones again
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +33,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from annotation.errors import ConflictError, DomainError
-from annotation.ids import MAX_ID, id_in_range
 from annotation.models import Image, ImageLease, Mask, Project
+from annotation.services.image_sets import (
+    id_chunks,
+    image_ids_checked,
+    project_images_or_404,
+)
 from annotation.signals import images_removed
 from engine.models import AutomaticImage, Job, ModelVersion
 from engine.services.embeddings import embedding_key
@@ -50,8 +54,6 @@ from storage.blobs import BlobNotFound, get_blob_store
 
 logger = logging.getLogger(__name__)
 
-MAX_IMAGES_PER_REQUEST = 10_000
-_CHUNK = 2_000  # ids per IN (...) query
 _PROGRESS_SECONDS = 1.0
 # Jobs that read a project's images or masks while they run: no removal meanwhile.
 _BLOCKING = (
@@ -69,11 +71,6 @@ class RemovalRefused(DomainError):
     code = "removal_refused"
 
 
-class ImagesNotFound(DomainError):
-    status_code = 404
-    code = "not_found"
-
-
 @dataclass(frozen=True)
 class ImagesRemoved:
     job: Job
@@ -81,27 +78,9 @@ class ImagesRemoved:
     masks: int
 
 
-def _chunks(ids: list[int]) -> Iterable[list[int]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]
-
-
 def removal_ids_checked(image_ids: object) -> list[int]:
     """The ids of a request, deduplicated in order; RemovalRefused for anything else."""
-    if not isinstance(image_ids, list | tuple) or not image_ids:
-        raise RemovalRefused("image_ids must be a non-empty list of image ids")
-    if len(image_ids) > MAX_IMAGES_PER_REQUEST:
-        raise RemovalRefused(
-            f"{len(image_ids)} image ids: at most {MAX_IMAGES_PER_REQUEST} per request"
-        )
-    bad = [
-        value
-        for value in image_ids
-        if not isinstance(value, int) or isinstance(value, bool) or not id_in_range(value)
-    ]
-    if bad:
-        raise RemovalRefused(f"image ids must be integers from 1 to {MAX_ID}, got {bad[:5]!r}")
-    return list(dict.fromkeys(image_ids))
+    return image_ids_checked(image_ids, refused=RemovalRefused)
 
 
 @transaction.atomic
@@ -128,18 +107,15 @@ def images_remove(
             f"{busy.get_kind_display().lower()} job #{busy.pk} of project {locked.name!r} is "
             f"{busy.status} and reads its images: wait for it to finish or cancel it"
         )
-    shas: dict[int, str] = {}
-    for chunk in _chunks(ids):
-        shas.update(Image.objects.filter(project=locked, pk__in=chunk).values_list("pk", "sha256"))
-    missing = [image_id for image_id in ids if image_id not in shas]
-    if missing:
-        more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
-        raise ImagesNotFound(
-            f"not images of project {locked.name!r}: {missing[:10]}{more}; nothing was removed",
-            extra={"missing": missing[:100]},
-        )
+    found = project_images_or_404(
+        Image.objects.filter(project=locked).only("pk", "sha256"),
+        project=locked,
+        ids=ids,
+        action="removed",
+    )
+    shas = {image_id: image.sha256 for image_id, image in found.items()}
     masks = 0
-    for chunk in _chunks(ids):
+    for chunk in id_chunks(ids):
         masks += Mask.objects.filter(image_id__in=chunk).delete()[1].get(Mask._meta.label, 0)
         ImageLease.objects.filter(image_id__in=chunk).delete()
         AutomaticImage.objects.filter(image_id__in=chunk).delete()

@@ -10,6 +10,10 @@ second sees what the first committed: at most one user holds an image at any tim
 queue behind each other on the same row: each skips the images another caller is claiming at
 that moment and takes the next one. A candidate that turns out to be held (its lease was
 committed after the candidate query started) is passed over and the next one tried.
+
+An image leaves the queue when an annotator marks it done (:func:`image_mark_done`) or sets it
+aside as unusable (:func:`image_skip`, with a reason); a reviewer puts done or skipped images
+back (:func:`images_reopen`).
 """
 
 import datetime as dt
@@ -21,8 +25,18 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from annotation.errors import LeaseExpired, LeaseTaken
+from annotation.errors import ConflictError, DomainError, LeaseExpired, LeaseTaken
 from annotation.models import Image, ImageLease, Project
+from annotation.services.image_sets import id_chunks, image_ids_checked, project_images_or_404
+
+SKIP_REASON_MAX = 500
+_SKIP_FIELDS = ["status", "skip_reason", "skipped_by", "skipped_at"]
+
+
+class InvalidImageState(DomainError):
+    """A skip or reopen request that is malformed (no reason, a bad id list)."""
+
+    code = "invalid_image_state"
 
 
 def lease_seconds() -> int:
@@ -164,7 +178,8 @@ def image_mark_done(*, image: Image, user: User, now: dt.datetime | None = None)
         raise _taken(locked, holder)
     if locked.status != Image.Status.DONE:
         locked.status = Image.Status.DONE
-        locked.save(update_fields=["status"])
+        locked.skip_reason, locked.skipped_by, locked.skipped_at = "", None, None
+        locked.save(update_fields=_SKIP_FIELDS)
     prefill_accept_for_image(image=locked)
     ImageLease.objects.filter(image=locked).delete()
     return locked
@@ -191,3 +206,71 @@ def lease_renew_for_accept(*, image: Image, user: User, now: dt.datetime | None 
             extra={"expires_at": holder.expires_at.isoformat()},
         )
     _hold(image=locked, user=user, now=now)
+
+
+def skip_reason_checked(reason: object) -> str:
+    """The reason of a skip, stripped; InvalidImageState when it is missing or too long."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidImageState("say why the image is skipped: a reason is required")
+    text = " ".join(reason.split())  # one line: it is shown in tooltips and lists
+    if len(text) > SKIP_REASON_MAX:
+        raise InvalidImageState(
+            f"the reason is {len(text)} characters long: at most {SKIP_REASON_MAX}"
+        )
+    return text
+
+
+@transaction.atomic
+def image_skip(
+    *,
+    image: Image,
+    user: User,
+    reason: object,
+    may_skip_done: bool = False,
+    now: dt.datetime | None = None,
+) -> Image:
+    """Set ``image`` aside as unusable: status ``skipped`` with the reason, who and when, its
+    leases dropped. Its masks stay, out of exports and rounds while it is skipped.
+
+    Raises InvalidImageState (no reason / too long), LeaseTaken when another user holds the
+    image, ConflictError for a done image unless ``may_skip_done`` (reviewers: an annotator
+    cannot take back another's finished work). Skipping a skipped image updates the reason.
+    """
+    text = skip_reason_checked(reason)
+    now = now or timezone.now()
+    locked = _lock_image(image.pk)
+    holder = _holder(locked.pk, now)
+    if holder is not None and holder.user_id != user.pk:
+        raise _taken(locked, holder)
+    if locked.status == Image.Status.DONE and not may_skip_done:
+        raise ConflictError(
+            f"image #{locked.pk} is done; a reviewer can skip it or reopen it for more work"
+        )
+    locked.status = Image.Status.SKIPPED
+    locked.skip_reason, locked.skipped_by, locked.skipped_at = text, user, now
+    locked.save(update_fields=_SKIP_FIELDS)
+    ImageLease.objects.filter(image=locked).delete()
+    return locked
+
+
+@transaction.atomic
+def images_reopen(*, project: Project, image_ids: object) -> int:
+    """Put ``image_ids`` of ``project`` (done or skipped) back to ``todo``, where "next image"
+    hands them out again; their masks are kept. Returns how many changed (todo ones do not).
+
+    Raises InvalidImageState for a malformed list and ImagesNotFound (404) naming ids that are
+    not images of the project; nothing is changed then. The caller checks the reviewer role.
+    """
+    ids = image_ids_checked(image_ids, refused=InvalidImageState)
+    found = project_images_or_404(
+        Image.objects.filter(project=project).select_for_update().only("pk", "status"),
+        project=project,
+        ids=ids,
+        action="reopened",
+    )
+    changed = [pk for pk, image in found.items() if image.status != Image.Status.TODO]
+    for chunk in id_chunks(changed):
+        Image.objects.filter(pk__in=chunk).update(
+            status=Image.Status.TODO, skip_reason="", skipped_by=None, skipped_at=None
+        )
+    return len(changed)

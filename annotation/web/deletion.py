@@ -1,6 +1,6 @@
-"""The project page's "Remove selected images" form (admins): the tiles' checkboxes name the
-images; annotation.services.image_removal takes them out, as the API does. And its "Delete
-project" form (annotation.services.project_deletion)."""
+"""The project page's "Remove selected images" button (admins): the tiles' checkboxes name
+the images (annotation.web.image_selection); annotation.services.image_removal takes them out,
+as the API does. And its "Delete project" form (annotation.services.project_deletion)."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,11 +9,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
-from annotation.ids import id_from_query
 from annotation.permissions import acting_user, require_admin
 from annotation.selectors.projects import project_get_for_user
 from annotation.services.image_removal import images_remove
 from annotation.services.project_deletion import project_delete
+from annotation.web.image_selection import selected_ids, selection_back
 
 
 @require_POST
@@ -21,18 +21,9 @@ from annotation.services.project_deletion import project_delete
 def project_images_remove(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_get_for_user(user=request.user, project_id=project_id)
     require_admin(user=request.user, project=project)
-    back = reverse("project-detail", args=[project.pk])
-    query = request.POST.get("back", "")
-    if query.startswith("?") and "\n" not in query:  # stay on the page and filter shown
-        back += query
-    back += "#images"
-    raw = request.POST.getlist("image_ids")
-    ids = [id_from_query(value) for value in raw]
-    if not raw:
-        messages.error(request, "Select the images to remove first (the boxes on the tiles).")
-        return HttpResponseRedirect(back)
-    if any(image_id is None for image_id in ids):
-        messages.error(request, "The selection holds something that is not an image id.")
+    back = selection_back(request, project)
+    ids = selected_ids(request, verb="remove")
+    if ids is None:
         return HttpResponseRedirect(back)
     if request.POST.get("confirm") != "on":
         messages.error(request, "Tick the box to confirm: removed images cannot be brought back.")

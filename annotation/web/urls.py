@@ -7,6 +7,7 @@ from annotation.web import (
     automatic,
     coco_import,
     deletion,
+    image_selection,
     jobs,
     members,
     projects,
@@ -55,6 +56,11 @@ urlpatterns = [
         "projects/<int:project_id>/images/remove/",
         deletion.project_images_remove,
         name="project-images-remove",
+    ),
+    path(
+        "projects/<int:project_id>/images/reopen/",
+        image_selection.project_images_reopen,
+        name="project-images-reopen",
     ),
     path(
         "projects/<int:project_id>/members/",

@@ -22,6 +22,8 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/projects/{project_id}/images/"): "images_list",
     ("post", "/api/projects/{project_id}/images/"): "images_upload",
     ("get", "/api/images/{image_id}/"): "images_retrieve",
+    ("post", "/api/images/{image_id}/skip/"): "images_skip",
+    ("post", "/api/projects/{project_id}/images/reopen/"): "images_reopen",
     ("get", "/api/images/{image_id}/content/"): "images_content",
     ("get", "/api/images/{image_id}/thumbnail/"): "images_thumbnail",
     ("get", "/api/images/{image_id}/masks/"): "image_masks_list",

@@ -15,12 +15,12 @@ from annotation.errors import ConflictError
 from annotation.models import Image, ImageLease, Mask, Project
 from annotation.services import image_removal
 from annotation.services.image_removal import (
-    ImagesNotFound,
     RemovalRefused,
     image_blobs_restore,
     images_remove,
     removed_images_purge,
 )
+from annotation.services.image_sets import ImagesNotFound
 from annotation.services.ingest import image_ingest
 from annotation.services.masks import mask_create
 from engine.models import Job, ModelVersion

@@ -104,10 +104,10 @@ def test_a_running_round_answers_409(project, admin_client):
 def test_admins_see_the_tile_boxes_and_the_remove_form(project, admin_user, annotator_user):
     add_image(project, 40, 30, 1)
     html = logged_in(admin_user).get(f"/projects/{project.pk}/").content.decode()
-    assert 'form="remove-images-form"' in html
+    assert 'form="image-selection-form"' in html
     assert "data-remove-images" in html
     html = logged_in(annotator_user).get(f"/projects/{project.pk}/").content.decode()
-    assert "remove-images-form" not in html
+    assert "image-selection-form" not in html
 
 
 def test_the_page_form_removes_the_ticked_images_once_confirmed(project, admin_user):

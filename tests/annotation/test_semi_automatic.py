@@ -337,7 +337,7 @@ def test_prefill_calibrate_needs_a_validation_split(semi):
 
 def test_rejected_prefill_masks_stay_out_of_the_training_selection(semi, annotator_user):
     # The query the retrain round's snapshot reads its masks from.
-    from training.services.rounds import _accepted as snapshot_masks
+    from training.services.rounds import round_masks as snapshot_masks
 
     image = first_image(semi)
     wrong = prefilled(image, square(2, 2))

@@ -156,7 +156,7 @@ def test_the_image_grid_shows_todo_in_progress_and_done(project, annotator_user,
     assert 'title="leased to carol"' in html
     assert f'href="/projects/{project.pk}/annotate/?image={todo.pk}"' in html
     counts = dict(re.findall(r'data-state-count="([a-z_]+)">(\d+)<', html))
-    assert counts == {"todo": "2", "in_progress": "1", "done": "1"}
+    assert counts == {"todo": "2", "in_progress": "1", "done": "1", "skipped": "0"}
     tile = re.search(rf'data-image="{done.pk}".*?</li>', html, re.S)
     assert tile is not None
     assert "<span data-masks>2</span> masks" in tile.group(0)

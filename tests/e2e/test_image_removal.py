@@ -43,7 +43,7 @@ def test_an_admin_removes_ticked_images(
     page.uncheck(f'li[data-image="{images[2].pk}"] input.tile-select')
     assert counter.inner_text() == "2 selected"
     assert not page.is_checked("[data-select-all]")
-    page.check('#remove-images-form input[name="confirm"]')
+    page.check('#image-selection-form input[name="confirm"]')
     page.click("[data-remove-images]")
     page.wait_for_selector("text=Removed 2 images and 2 masks")
     tiles = page.eval_on_selector_all(

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from annotation.errors import ConflictError, DomainError
-from annotation.models import Mask, Project
+from annotation.models import Image, Mask, Project
 from engine.models import Job, ModelVersion
 from engine.services.jobs import job_cancel, job_create, job_enqueue
 from training.loop.optim import SCOPES
@@ -150,8 +150,11 @@ def _parent_for(project: Project, parent: ModelVersion | None) -> ModelVersion:
     return version
 
 
-def _accepted(project: Project) -> Any:
-    return Mask.objects.filter(project=project, status=Mask.Status.ACCEPTED)
+def round_masks(project: Project) -> Any:
+    """What rounds train and validate on: accepted masks, but not those of skipped images."""
+    return Mask.objects.filter(project=project, status=Mask.Status.ACCEPTED).exclude(
+        image__status=Image.Status.SKIPPED
+    )
 
 
 def _validation_split(project: Project, min_masks: int) -> ValidationSplit:
@@ -160,7 +163,7 @@ def _validation_split(project: Project, min_masks: int) -> ValidationSplit:
     existing = ValidationSplit.objects.filter(project=project).first()
     if existing is not None:
         return existing
-    image_ids = sorted(set(_accepted(project).values_list("image_id", flat=True)))
+    image_ids = sorted(set(round_masks(project).values_list("image_id", flat=True)))
     if len(image_ids) < 2:
         raise TooFewMasks(
             f"the first round needs accepted masks on at least 2 images (one is kept for "
@@ -213,7 +216,7 @@ def round_launch(
         )
     last = TrainingRound.objects.filter(project=locked).order_by("-number").first()
     if min_new_masks is not None:
-        new = _accepted(locked).filter(id__gt=last.snapshot_max_mask_id if last else 0).count()
+        new = round_masks(locked).filter(id__gt=last.snapshot_max_mask_id if last else 0).count()
         if new < min_new_masks:
             raise TooFewMasks(
                 f"{new} masks accepted since the last round; the schedule waits for "
@@ -224,7 +227,7 @@ def round_launch(
     config = train_config_for(round_settings=round_settings, overrides=overrides)
     version = _parent_for(locked, parent)
     split = _validation_split(locked, round_settings.min_masks)
-    accepted = _accepted(locked).order_by("id")
+    accepted = round_masks(locked).order_by("id")
     train = accepted.exclude(image_id__in=split.image_ids)
     train_ranges = ids_to_ranges(train.values_list("id", flat=True).iterator(10_000))
     train_masks = ranges_count(train_ranges)

@@ -47,7 +47,7 @@
       if (input && label) input.addEventListener("change", function () { describeFiles(input, label); });
     });
 
-    // The image grid's removal form: "select all on this page" and the count of ticked tiles.
+    // The image grid's selection form (reopen, remove): "select all on this page" and the count of ticked tiles.
     document.querySelectorAll("[data-select-all]").forEach(function (all) {
       const form = all.form;
       if (!form) return;
@@ -67,13 +67,13 @@
     });
 
     document.querySelectorAll("form[data-busy-label]").forEach(function (form) {
-      form.addEventListener("submit", function () {
-        const button = form.querySelector("button[type=submit]");
+      form.addEventListener("submit", function (event) {
+        const button = event.submitter || form.querySelector("button[type=submit]");
         if (!button) return;
         // After the browser has collected the form data.
         window.setTimeout(function () {
           button.disabled = true;
-          button.textContent = form.dataset.busyLabel;
+          button.textContent = button.dataset.busyLabel || form.dataset.busyLabel;
         }, 0);
       });
     });

@@ -10,6 +10,7 @@ import { updatePanel } from "./panel.js";
 import { drawFrame } from "./render.js";
 import { decodeMask } from "./rle.js";
 import * as session from "./session.js";
+import { bindSkip } from "./skip.js";
 import { ActiveTimer, Viewport } from "./viewport.js";
 
 const EMBEDDING_POLL_MS = 1000;
@@ -129,6 +130,7 @@ export class ToolBase {
 
   async start() {
     bindInput(this);
+    bindSkip(this);
     this.timers.push(setInterval(() => this.heartbeat(), 30_000));
     this.timers.push(setInterval(() => this.checkDeployed(), this.deployPollMs));
     this.$("#model-live-dismiss").addEventListener("click", () => (this.$("#model-live-banner").hidden = true));
@@ -224,6 +226,9 @@ export class ToolBase {
     const prefilled = proposed.length;
     const leased = lease ? `Leased for ${Math.round(lease.seconds / 60)} min.` : this.$("#status-message").textContent;
     this.say(prefilled ? `${leased} ${prefilled} prefilled mask${prefilled > 1 ? "s" : ""}: reject wrong ones (R), add what is missing, then Done (N).` : leased);
+    if (image.status === "skipped") {
+      this.say(`This image was skipped: “${image.skip_reason}”. It stays out of exports and training until a reviewer reopens it.`, "warn");
+    }
     const versionId = this.pendingVersionId ?? (this.version ? this.version.id : null);
     this.pendingVersionId = null;
     await this.prepareModel(versionId, token);

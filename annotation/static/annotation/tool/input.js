@@ -6,6 +6,7 @@
 
 import { shortcutKey, typesText } from "../keys.js";
 import { bitmapHit } from "./masks.js";
+import { openSkip, skipDialogOpen } from "./skip.js";
 
 const DRAG_THRESHOLD_PX = 5;
 const ZOOM_PER_WHEEL_UNIT = 0.0015;
@@ -128,7 +129,7 @@ export function bindInput(tool) {
   });
 
   document.addEventListener("keydown", (event) => {
-    if (typesText(event.target)) return;
+    if (typesText(event.target) || skipDialogOpen(tool)) return;
     tool.work.timer.touch();
     const key = shortcutKey(event); // letters in lower case: Shift and Caps Lock change nothing
     const ctrl = event.ctrlKey || event.metaKey;
@@ -154,6 +155,9 @@ export function bindInput(tool) {
       tool.selectCandidate(Number(key) - 1);
     } else if (key === "n") {
       tool.next({ markDone: true });
+    } else if (key === "s") {
+      event.preventDefault(); // the letter must not land in the reason field
+      openSkip(tool);
     } else if (key === "p" || key === "v") {
       setMode(tool, "prompt");
     } else if (key === "b") {
@@ -195,6 +199,7 @@ export function bindInput(tool) {
     clear: () => tool.clear(),
     undo: () => tool.undo(),
     next: () => tool.next({ markDone: true }),
+    skip: () => openSkip(tool),
     fit: () => tool.fit(),
     help: () => toggleHelp(tool),
   };

@@ -105,3 +105,9 @@ export async function storeMask(imageId, body) {
 export async function deleteMask(maskId) {
   await api("DELETE", `/api/masks/${maskId}/`);
 }
+
+/** Set the image aside as unusable, with a reason (it leaves the queue). */
+export async function skipImage(imageId, reason) {
+  const { data } = await api("POST", `/api/images/${imageId}/skip/`, { reason });
+  return data;
+}
