@@ -38,6 +38,9 @@ class ProjectOutput(serializers.ModelSerializer[Project]):
     deployed_version = DeployedVersionOutput(read_only=True, allow_null=True)
     images_total = serializers.IntegerField(source="image_count", read_only=True)
     images_done = serializers.IntegerField(read_only=True)
+    images_skipped = serializers.IntegerField(
+        read_only=True, help_text="set aside as unusable (not in images_done)"
+    )
     masks_accepted = serializers.IntegerField(source="accepted_mask_count", read_only=True)
     # The older names of images_total and masks_accepted, kept for existing clients.
     image_count = serializers.IntegerField(read_only=True)
@@ -56,6 +59,7 @@ class ProjectOutput(serializers.ModelSerializer[Project]):
             "created_at",
             "images_total",
             "images_done",
+            "images_skipped",
             "masks_accepted",
             "image_count",
             "accepted_mask_count",

@@ -70,6 +70,7 @@ def projects_with_stats(*, user: AnyUser, now: dt.datetime | None = None) -> Que
         my_role=member_role,
         image_count=_count(Image.objects.filter(project=project)),
         images_done=_count(Image.objects.filter(project=project, status=Image.Status.DONE)),
+        images_skipped=_count(Image.objects.filter(project=project, status=Image.Status.SKIPPED)),
         accepted_mask_count=_count(
             Mask.objects.filter(project=project, status=Mask.Status.ACCEPTED)
         ),

@@ -2,6 +2,7 @@
 images: the services, and what a skip changes for the queue, exports and training rounds."""
 
 import datetime as dt
+import io
 
 import pytest
 from django.utils import timezone
@@ -155,3 +156,24 @@ def test_reopen_refuses_a_malformed_id_list(project, ids):
     with pytest.raises(InvalidImageState):
         images_reopen(project=project, image_ids=ids)
     assert Image.objects.filter(status=Image.Status.TODO).count() == 1
+
+
+def test_the_reopen_command_takes_ids_or_every_skipped_or_done_image(project, annotator_user):
+    from django.core.management import CommandError, call_command
+
+    done, skipped, other_skipped, todo = make_images(project, 4)
+    image_mark_done(image=done, user=annotator_user)
+    for image in (skipped, other_skipped):
+        image_skip(image=image, user=annotator_user, reason="blurry")
+    with pytest.raises(CommandError, match="give image ids"):
+        call_command("reopen_images", project.name)
+    with pytest.raises(CommandError, match=r"not images of project.*999999"):
+        call_command("reopen_images", project.name, str(skipped.pk), "999999")
+    assert _state(skipped)[0] == "skipped"
+    out = io.StringIO()
+    call_command("reopen_images", project.name, str(todo.pk), "--skipped", stdout=out)
+    assert "reopened 2 images (1 were already todo)" in out.getvalue()
+    states = [_state(image)[0] for image in (done, skipped, other_skipped)]
+    assert states == ["done", "todo", "todo"]
+    call_command("reopen_images", str(project.pk), "--done", stdout=out)
+    assert _state(done)[0] == "todo"

@@ -148,3 +148,31 @@ def test_reviewers_reopen_from_the_grid_without_the_remove_button(project, annot
         f"/projects/{project.pk}/images/reopen/", {"image_ids": [str(done.pk)]}
     )
     assert answer.status_code == 403
+
+
+def test_projects_count_their_skipped_images_apart_from_done_ones(project, annotator_user):
+    done, skipped, _ = make_images(project, 3)
+    image_mark_done(image=done, user=annotator_user)
+    image_skip(image=skipped, user=annotator_user, reason="blurry")
+    body = client_for(annotator_user).get(f"/api/projects/{project.pk}/").json()
+    assert (body["images_total"], body["images_done"], body["images_skipped"]) == (3, 1, 1)
+    client = logged_in(annotator_user)
+    assert 'data-count="skipped">(1 skipped)' in client.get("/").content.decode()
+    page = client.get(f"/projects/{project.pk}/").content.decode()
+    assert 'data-count="skipped">1 skipped</a>' in page
+
+
+def test_the_review_queue_leaves_skipped_images_out(project, annotator_user):
+    from annotation.models import Mask
+    from annotation.selectors.review import review_pending_masks, review_queue
+    from annotation.services.masks import mask_create
+    from tests.annotation.workflow import rle_of, square
+
+    kept, skipped = make_images(project, 2)
+    for image in (kept, skipped):
+        mask_create(
+            image=image, rle=rle_of(square()), source=Mask.Source.MANUAL, annotator=annotator_user
+        )
+    image_skip(image=skipped, user=annotator_user, reason="blurry")
+    assert [image.pk for image in review_queue(project=project)] == [kept.pk]
+    assert review_pending_masks(project=project).count() == 1
