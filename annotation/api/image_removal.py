@@ -19,7 +19,9 @@ from annotation.services.image_sets import MAX_IMAGES_PER_REQUEST
 from engine.api.common import ErrorOutput
 
 
-class ImagesRemoveInput(serializers.Serializer[Any]):
+class ImageIdsInput(serializers.Serializer[Any]):
+    """A set of a project's images (remove, reopen)."""
+
     image_ids = serializers.ListField(
         child=IdField(),
         allow_empty=False,
@@ -57,13 +59,11 @@ def image_delete_response(*, request: Request, image: Image) -> Response:
 
 
 class ImagesRemoveApi(APIView):
-    @extend_schema(
-        operation_id="images_remove", request=ImagesRemoveInput, responses=REMOVAL_RESPONSES
-    )
+    @extend_schema(operation_id="images_remove", request=ImageIdsInput, responses=REMOVAL_RESPONSES)
     def post(self, request: Request, project_id: int) -> Response:
         """Remove images of the project with their masks and files (cannot be undone)."""
         project = project_get_for_user(user=request.user, project_id=project_id)
-        data = ImagesRemoveInput(data=request.data)
+        data = ImageIdsInput(data=request.data)
         data.is_valid(raise_exception=True)
         return removal_response(
             request=request, project=project, image_ids=data.validated_data["image_ids"]

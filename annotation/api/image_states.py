@@ -10,11 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.ids import IdField
+from annotation.api.image_removal import ImageIdsInput
 from annotation.api.images import ImageOutput
 from annotation.permissions import ANNOTATOR, REVIEWER, acting_user, has_role, require_role
 from annotation.selectors.projects import image_get_for_user, project_get_for_user
-from annotation.services.image_sets import MAX_IMAGES_PER_REQUEST
 from annotation.services.leases import SKIP_REASON_MAX, image_skip, images_reopen
 from engine.api.common import ErrorOutput
 
@@ -23,15 +22,6 @@ class ImageSkipInput(serializers.Serializer[Any]):
     reason = serializers.CharField(
         max_length=SKIP_REASON_MAX,
         help_text="why the image cannot be annotated (blurry, out of scope, duplicate...)",
-    )
-
-
-class ImagesReopenInput(serializers.Serializer[Any]):
-    image_ids = serializers.ListField(
-        child=IdField(),
-        allow_empty=False,
-        max_length=MAX_IMAGES_PER_REQUEST,
-        help_text=f"ids of the project's images, at most {MAX_IMAGES_PER_REQUEST}",
     )
 
 
@@ -73,7 +63,7 @@ class ImageSkipApi(APIView):
 class ImagesReopenApi(APIView):
     @extend_schema(
         operation_id="images_reopen",
-        request=ImagesReopenInput,
+        request=ImageIdsInput,
         responses={
             200: ImagesReopenedOutput,
             400: OpenApiResponse(ErrorOutput, description="a malformed id list"),
@@ -86,7 +76,7 @@ class ImagesReopenApi(APIView):
         masks are kept; a skip's reason is cleared)."""
         project = project_get_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, role=REVIEWER)
-        data = ImagesReopenInput(data=request.data)
+        data = ImageIdsInput(data=request.data)
         data.is_valid(raise_exception=True)
         count = images_reopen(project=project, image_ids=data.validated_data["image_ids"])
         return Response(ImagesReopenedOutput({"reopened": count}).data)
