@@ -47,6 +47,7 @@ def test_an_annotator_skips_an_image_and_a_reviewer_reopens_it(
     page.click("#skip-submit")  # no reason yet
     expect(page.locator("#skip-error")).to_contain_text("Say why")
     page.click("[data-skip-reason='Duplicate of another image']")
+    expect(page.locator("#skip-error")).to_have_text("")  # a reason now: the hint goes
     page.keyboard.press("Enter")  # submits the box; the tool's Enter (accept) stays out of it
     expect(overlay).to_be_hidden()
     expect(tool).to_have_attribute("data-image-id", str(second.pk))
@@ -78,3 +79,26 @@ def test_an_annotator_skips_an_image_and_a_reviewer_reopens_it(
     first.refresh_from_db()
     assert (first.status, first.skip_reason) == (Image.Status.TODO, "")
     assert console_errors == []
+
+
+def test_a_refused_skip_says_why_in_the_box_and_changes_nothing(
+    live_web: LiveWeb, browser_context: Any, console_errors: list[str], close_connection: None
+) -> None:
+    from playwright.sync_api import expect
+
+    from annotation.services.leases import image_mark_done
+
+    setup = make_setup([(420, 300)], embed=True)
+    (image,) = setup.images
+    image_mark_done(image=image, user=setup.user)
+    page = browser_context.new_page()
+    open_tool(page, live_web, setup, image=image.pk)
+    page.keyboard.press("s")
+    page.fill("#skip-reason", "out of scope")
+    page.click("#skip-submit")
+    expect(page.locator("#skip-error")).to_contain_text("is done; a reviewer can skip it")
+    expect(page.locator("#skip-overlay")).to_be_visible()
+    image.refresh_from_db()
+    assert (image.status, image.skip_reason) == (Image.Status.DONE, "")
+    # The 409 is the answer the box shows, not a script error.
+    assert [text for text in console_errors if "409" not in text] == []

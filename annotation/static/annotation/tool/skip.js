@@ -56,10 +56,13 @@ export function bindSkip(tool) {
     event.preventDefault();
     submitSkip(tool);
   });
+  const input = tool.$("#skip-reason");
+  input.addEventListener("input", () => (tool.$("#skip-error").textContent = ""));
   for (const chip of overlay.querySelectorAll("[data-skip-reason]")) {
     chip.addEventListener("click", () => {
-      tool.$("#skip-reason").value = chip.dataset.skipReason;
-      tool.$("#skip-reason").focus();
+      input.value = chip.dataset.skipReason;
+      tool.$("#skip-error").textContent = "";
+      input.focus();
     });
   }
   overlay.querySelector("[data-skip-cancel]").addEventListener("click", () => closeSkip(tool));
