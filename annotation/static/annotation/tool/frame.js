@@ -11,6 +11,7 @@ import { drawFrame } from "./render.js";
 import { decodeMask } from "./rle.js";
 import * as session from "./session.js";
 import { bindSkip } from "./skip.js";
+import { rememberVisit } from "./visited.js";
 import { ActiveTimer, Viewport } from "./viewport.js";
 
 const EMBEDDING_POLL_MS = 1000;
@@ -202,6 +203,7 @@ export class ToolBase {
     this.image = image;
     this.lease = lease;
     this.root.dataset.imageId = String(image.id);
+    rememberVisit(this, image.id);
     const url = new URL(window.location.href);
     url.searchParams.set("image", String(image.id));
     window.history.replaceState(null, "", url);

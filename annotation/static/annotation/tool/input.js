@@ -7,6 +7,7 @@
 import { shortcutKey, typesText } from "../keys.js";
 import { bitmapHit } from "./masks.js";
 import { openSkip, skipDialogOpen } from "./skip.js";
+import { openPrevious } from "./visited.js";
 
 const DRAG_THRESHOLD_PX = 5;
 const ZOOM_PER_WHEEL_UNIT = 0.0015;
@@ -200,6 +201,7 @@ export function bindInput(tool) {
     undo: () => tool.undo(),
     next: () => tool.next({ markDone: true }),
     skip: () => openSkip(tool),
+    previous: () => openPrevious(tool),
     fit: () => tool.fit(),
     help: () => toggleHelp(tool),
   };
