@@ -40,6 +40,10 @@ def test_an_annotator_skips_an_image_and_a_reviewer_reopens_it(
     expect(page.locator("#skip-reason")).to_have_value("")  # the S did not type itself
     page.keyboard.press("Escape")
     expect(overlay).to_be_hidden()
+    page.keyboard.press("s")  # Esc also closes it with the focus outside the field
+    page.click("#skip-overlay h2")
+    page.keyboard.press("Escape")
+    expect(overlay).to_be_hidden()
     first.refresh_from_db()
     assert first.status == Image.Status.TODO
 

@@ -6,7 +6,7 @@
 
 import { shortcutKey, typesText } from "../keys.js";
 import { bitmapHit } from "./masks.js";
-import { openSkip, skipDialogOpen } from "./skip.js";
+import { closeSkip, openSkip, skipDialogOpen } from "./skip.js";
 import { openPrevious } from "./visited.js";
 
 const DRAG_THRESHOLD_PX = 5;
@@ -130,7 +130,11 @@ export function bindInput(tool) {
   });
 
   document.addEventListener("keydown", (event) => {
-    if (typesText(event.target) || skipDialogOpen(tool)) return;
+    if (skipDialogOpen(tool)) {
+      if (event.key === "Escape") closeSkip(tool); // wherever the focus went in the box
+      return;
+    }
+    if (typesText(event.target)) return;
     tool.work.timer.touch();
     const key = shortcutKey(event); // letters in lower case: Shift and Caps Lock change nothing
     const ctrl = event.ctrlKey || event.metaKey;
