@@ -30,6 +30,7 @@ class RatesOutput(serializers.Serializer[Any]):
 class TotalsOutput(RatesOutput):
     images_total = serializers.IntegerField()
     images_done = serializers.IntegerField()
+    images_skipped = serializers.IntegerField(help_text="the project's images skipped now")
     masks_per_image = serializers.FloatField(allow_null=True)
     prefilled = serializers.IntegerField(help_text="masks made by prefill runs in the window")
     prefill_kept = serializers.IntegerField(help_text="of those, accepted")
@@ -46,6 +47,9 @@ class DayOutput(RatesOutput):
 class AnnotatorRatesOutput(RatesOutput):
     user_id = serializers.IntegerField()
     username = serializers.CharField()
+    images_skipped = serializers.IntegerField(
+        help_text="images this annotator skipped in the window (and still skipped)"
+    )
 
 
 class AnnotatorStatsOutput(serializers.Serializer[Any]):

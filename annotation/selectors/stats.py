@@ -15,7 +15,7 @@ Days are calendar days in ``TIME_ZONE``; the window is the last ``days`` days, t
 import datetime as dt
 from typing import Any, TypedDict
 
-from django.db.models import Avg, Count, F, Q, QuerySet
+from django.db.models import Avg, Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -34,6 +34,7 @@ class Rates(TypedDict):
 class Totals(Rates):
     images_total: int
     images_done: int
+    images_skipped: int
     masks_per_image: float | None
     prefilled: int
     prefill_kept: int
@@ -50,6 +51,7 @@ class DayRates(Rates):
 class AnnotatorRates(Rates):
     user_id: int
     username: str
+    images_skipped: int  # images this annotator set aside in the window (still skipped)
 
 
 class Stats(TypedDict, total=False):
@@ -133,7 +135,9 @@ def _totals(
     *, project: Project, masks: QuerySet[Mask], prefill: dict[dt.date, dict[str, int]]
 ) -> Totals:
     images = Image.objects.filter(project=project).aggregate(
-        total=Count("id"), done=Count("id", filter=Q(status=Image.Status.DONE))
+        total=Count("id"),
+        done=Count("id", filter=Q(status=Image.Status.DONE)),
+        skipped=Count("id", filter=Q(status=Image.Status.SKIPPED)),
     )
     row = masks.aggregate(**_AGGREGATES)
     prefilled = _prefill_totals(prefill)
@@ -141,6 +145,7 @@ def _totals(
         **_rates(row),
         "images_total": images["total"],
         "images_done": images["done"],
+        "images_skipped": images["skipped"],
         "masks_per_image": _per_image(row),
         "prefilled": prefilled["prefilled"],
         "prefill_kept": prefilled["prefill_kept"],
@@ -185,20 +190,44 @@ def _per_day(
     return series
 
 
-def _per_annotator(*, masks: QuerySet[Mask]) -> list[AnnotatorRates]:
-    rows = (
-        masks.values("annotator_id", "annotator__username")
-        .annotate(**_AGGREGATES)
-        .order_by(F("masks").desc(), "annotator__username")
-    )
-    return [
-        {
+def _skips(*, project: Project, since: dt.datetime) -> QuerySet[Image]:
+    """Images of ``project`` skipped since ``since`` and still skipped."""
+    return Image.objects.filter(
+        project=project, status=Image.Status.SKIPPED, skipped_at__gte=since
+    ).exclude(skipped_by=None)
+
+
+def annotator_skipped(
+    *, project: Project, user_id: int, days: int, now: dt.datetime | None = None
+) -> int:
+    """How many images of ``project`` the user skipped in the last ``days`` days (still skipped)."""
+    since = stats_window_start(days=days, now=now)
+    return _skips(project=project, since=since).filter(skipped_by_id=user_id).count()
+
+
+def _per_annotator(*, masks: QuerySet[Mask], skips: QuerySet[Image]) -> list[AnnotatorRates]:
+    """One row per annotator with masks or skips in the window, most masks first."""
+    rows: dict[int, AnnotatorRates] = {
+        row["annotator_id"]: {
             "user_id": row["annotator_id"],
             "username": row["annotator__username"],
             **_rates(dict(row)),
+            "images_skipped": 0,
         }
-        for row in rows
-    ]
+        for row in masks.values("annotator_id", "annotator__username").annotate(**_AGGREGATES)
+    }
+    skipped = skips.values("skipped_by_id", "skipped_by__username").annotate(n=Count("id"))
+    for row in skipped:
+        user_id = row["skipped_by_id"]
+        if user_id not in rows:  # skipped images but made no mask
+            rows[user_id] = {
+                "user_id": user_id,
+                "username": row["skipped_by__username"],
+                **_rates({"masks": 0, "seconds_per_mask": None, "clicks_per_mask": None}),
+                "images_skipped": 0,
+            }
+        rows[user_id]["images_skipped"] = int(row["n"])
+    return sorted(rows.values(), key=lambda row: (-row["masks"], row["username"]))
 
 
 def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None = None) -> Stats:
@@ -209,7 +238,7 @@ def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None =
     return {
         "totals": _totals(project=project, masks=masks, prefill=prefill),
         "per_day": _per_day(masks=masks, prefill=prefill, since=since, days=days),
-        "per_annotator": _per_annotator(masks=masks),
+        "per_annotator": _per_annotator(masks=masks, skips=_skips(project=project, since=since)),
     }
 
 

@@ -41,7 +41,7 @@ from annotation.selectors.projects import (
 )
 from annotation.selectors.review import review_pending_masks
 from annotation.selectors.stages import project_stage_figures
-from annotation.selectors.stats import annotator_stats, project_stats
+from annotation.selectors.stats import annotator_skipped, annotator_stats, project_stats
 from annotation.services.export import export_start
 from annotation.services.ingest import images_ingest_batch
 from annotation.services.projects import project_create, project_stage_change
@@ -114,7 +114,10 @@ def _annotator_figures(request: HttpRequest, project: Project, *, may_review: bo
         return project_stats(project=project, days=STATS_DAYS)["per_annotator"]
     user = acting_user(request.user)
     mine = annotator_stats(project=project, user_id=user.pk, days=STATS_DAYS)["totals"]
-    return [{"user_id": user.pk, "username": user.get_username(), **mine}]
+    skipped = annotator_skipped(project=project, user_id=user.pk, days=STATS_DAYS)
+    return [
+        {"user_id": user.pk, "username": user.get_username(), **mine, "images_skipped": skipped}
+    ]
 
 
 def project_page(

@@ -176,3 +176,34 @@ def test_the_review_queue_leaves_skipped_images_out(project, annotator_user):
     image_skip(image=skipped, user=annotator_user, reason="blurry")
     assert [image.pk for image in review_queue(project=project)] == [kept.pk]
     assert review_pending_masks(project=project).count() == 1
+
+
+def test_stats_count_each_annotators_skips_and_the_projects(project, admin_user, annotator_user):
+    from annotation.models import Mask
+    from annotation.services.masks import mask_create
+    from tests.annotation.workflow import rle_of, square
+
+    worked, skipped_by_bob, skipped_by_dora, _ = make_images(project, 4)
+    mask_create(
+        image=worked, rle=rle_of(square()), source=Mask.Source.MANUAL, annotator=annotator_user
+    )
+    dora = member(project, "dora", "annotator")
+    image_skip(image=skipped_by_bob, user=annotator_user, reason="blurry")
+    image_skip(image=skipped_by_dora, user=dora, reason="duplicate")
+    body = client_for(admin_user).get(f"/api/projects/{project.pk}/stats/").json()
+    assert body["totals"]["images_skipped"] == 2
+    rows = {row["username"]: row for row in body["per_annotator"]}
+    assert (
+        rows[annotator_user.username]["masks"],
+        rows[annotator_user.username]["images_skipped"],
+    ) == (1, 1)
+    # Dora made no mask, yet her skips are counted on a row of her own.
+    assert (
+        rows["dora"]["masks"],
+        rows["dora"]["images_skipped"],
+        rows["dora"]["seconds_per_mask"],
+    ) == (0, 1, None)
+    assert [row["username"] for row in body["per_annotator"]] == [annotator_user.username, "dora"]
+    # An annotator's own row on the project page counts only their own skips.
+    page = logged_in(dora).get(f"/projects/{project.pk}/").content.decode()
+    assert '<td class="num" data-cell="images_skipped">1</td>' in page

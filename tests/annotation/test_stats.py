@@ -72,6 +72,7 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
         "clicks_per_mask": pytest.approx((2 + 4 + 3 + 5) / 4),
         "images_total": 4,
         "images_done": 1,
+        "images_skipped": 0,
         "masks_per_image": pytest.approx(5 / 3),
         "prefilled": 0,
         "prefill_kept": 0,
@@ -112,6 +113,7 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "masks": 3,
             "seconds_per_mask": pytest.approx(20),
             "clicks_per_mask": pytest.approx(3),
+            "images_skipped": 0,
         },
         {
             "user_id": carol.pk,
@@ -119,6 +121,7 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "masks": 2,
             "seconds_per_mask": pytest.approx(50),
             "clicks_per_mask": pytest.approx(5),
+            "images_skipped": 0,
         },
     ]
 
@@ -148,8 +151,8 @@ def test_annotator_stats_cover_only_that_annotators_masks(project, rows):
 def test_stats_are_computed_in_a_fixed_number_of_queries(
     project, rows, django_assert_max_num_queries
 ):
-    # Images, masks, masks per day, per annotator, prefilled masks per day.
-    with django_assert_max_num_queries(5):
+    # Images, masks, masks per day, per annotator, skips per annotator, prefilled masks per day.
+    with django_assert_max_num_queries(6):
         project_stats(project=project, days=30, now=NOW)
 
 
