@@ -10,6 +10,17 @@ from annotation.services.project_deletion import deleted_project_purge
 from engine.services.jobs import job_fail
 from storage.blobs import BlobStoreUnavailable
 
+# Every task here and in engine.tasks is idempotent, so acknowledged late (a worker that dies
+# mid-task gets it redelivered); only an unreachable blob store is retried, with backoff.
+BLOB_RETRY: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": (BlobStoreUnavailable,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
 
 class JobTask(Task[Any, Any]):
     """A task whose first argument is a Job id: a final failure marks that job failed.
@@ -24,49 +35,22 @@ class JobTask(Task[Any, Any]):
             job_fail(job_id=int(job_id), error=exc)
 
 
-@shared_task(
-    bind=True,
-    base=JobTask,
-    name="annotation.tasks.export_dataset",
-    acks_late=True,  # export_run is idempotent: a redelivered job reruns cleanly or does nothing
-    autoretry_for=(BlobStoreUnavailable,),
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
-)
+# export_run is idempotent: a redelivered job reruns cleanly or does nothing.
+@shared_task(bind=True, base=JobTask, name="annotation.tasks.export_dataset", **BLOB_RETRY)
 def export_dataset(self: JobTask, job_id: int) -> None:
     """Export one dataset (COCO or SA-1B) as described by its Job's params."""
     export_run(job_id=job_id, task_id=self.request.id or "")
 
 
-@shared_task(
-    bind=True,
-    base=JobTask,
-    name="annotation.tasks.purge_removed_images",
-    acks_late=True,  # idempotent: blobs deleted already are found gone
-    autoretry_for=(BlobStoreUnavailable,),
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
-)
+# Idempotent: blobs deleted already are found gone.
+@shared_task(bind=True, base=JobTask, name="annotation.tasks.purge_removed_images", **BLOB_RETRY)
 def purge_removed_images(self: JobTask, job_id: int) -> None:
     """Delete the files (original bytes, embeddings) of the images a removal job took out."""
     removed_images_purge(job_id=job_id, task_id=self.request.id or "")
 
 
-@shared_task(
-    bind=True,
-    base=JobTask,
-    name="annotation.tasks.purge_deleted_project",
-    acks_late=True,  # idempotent: what is gone is skipped
-    autoretry_for=(BlobStoreUnavailable,),
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
-)
+# Idempotent: what is gone is skipped.
+@shared_task(bind=True, base=JobTask, name="annotation.tasks.purge_deleted_project", **BLOB_RETRY)
 def purge_deleted_project(self: JobTask, job_id: int) -> None:
     """Delete the files of a deleted project (images, embeddings, models, exports)."""
     deleted_project_purge(job_id=job_id, task_id=self.request.id or "")

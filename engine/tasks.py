@@ -14,38 +14,28 @@ from celery import shared_task
 from celery.signals import task_received, worker_ready
 from django.db import close_old_connections
 
-from annotation.tasks import JobTask
+from annotation.tasks import BLOB_RETRY, JobTask
 from engine.services.automatic import automatic_chunk_run
 from engine.services.embeddings import embedding_compute, embeddings_precompute_run
 from engine.services.job_recovery import JOB_TASKS, folder_broker, job_received
 from engine.services.job_recovery import jobs_recover as jobs_recover_run
-from storage.blobs import BlobStoreUnavailable
 
 logger = logging.getLogger(__name__)
 
-_RETRY: dict[str, Any] = {
-    "acks_late": True,
-    "autoretry_for": (BlobStoreUnavailable,),
-    "retry_backoff": 5,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 5,
-}
 
-
-@shared_task(name="engine.tasks.gpu_compute_embedding", **_RETRY)
+@shared_task(name="engine.tasks.gpu_compute_embedding", **BLOB_RETRY)
 def gpu_compute_embedding(image_id: int, model_version_id: int) -> None:
     """Store one image's embedding for one model version (skipped when stored already)."""
     embedding_compute(image_id=image_id, model_version_id=model_version_id)
 
 
-@shared_task(bind=True, base=JobTask, name="engine.tasks.gpu_precompute_embeddings", **_RETRY)
+@shared_task(bind=True, base=JobTask, name="engine.tasks.gpu_precompute_embeddings", **BLOB_RETRY)
 def gpu_precompute_embeddings(self: JobTask, job_id: int) -> None:
     """One chunk of an ``embed`` job; the service queues the next chunk until all are done."""
     embeddings_precompute_run(job_id=job_id, task_id=self.request.id or "")
 
 
-@shared_task(bind=True, base=JobTask, name="engine.tasks.gpu_automatic_chunk", **_RETRY)
+@shared_task(bind=True, base=JobTask, name="engine.tasks.gpu_automatic_chunk", **BLOB_RETRY)
 def gpu_automatic_chunk(self: JobTask, job_id: int, image_ids: list[int]) -> None:
     """A few images of an automatic or prefill run; the service queues the next chunk. Images
     done already are skipped, so a redelivered chunk redoes only what was not committed."""

@@ -78,11 +78,6 @@ class ImagesRemoved:
     masks: int
 
 
-def removal_ids_checked(image_ids: object) -> list[int]:
-    """The ids of a request, deduplicated in order; RemovalRefused for anything else."""
-    return image_ids_checked(image_ids, refused=RemovalRefused)
-
-
 @transaction.atomic
 def images_remove(
     *, project: Project, image_ids: object, user: User | None = None, enqueue: bool = True
@@ -93,7 +88,7 @@ def images_remove(
     not images of the project, ConflictError (409) while a blocking job runs; nothing is
     changed then. The blobs are deleted by the returned job, queued after commit (or, with
     ``enqueue=False``, run by the caller: :func:`removed_images_purge`)."""
-    ids = removal_ids_checked(image_ids)
+    ids = image_ids_checked(image_ids, refused=RemovalRefused)
     locked = Project.objects.select_for_update().get(pk=project.pk)
     busy = (
         Job.objects.filter(

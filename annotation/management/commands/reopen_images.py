@@ -26,14 +26,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         project = project_from_ref(options["project"])
         ids = list(options["ids"])
-        states = [
-            state
-            for state, wanted in (
-                (Image.Status.SKIPPED, options["skipped"]),
-                (Image.Status.DONE, options["done"]),
-            )
-            if wanted
-        ]
+        # The flags are named as the statuses they take (--skipped, --done).
+        states = [status for status in (Image.Status.SKIPPED, Image.Status.DONE) if options[status]]
         if states:
             ids += Image.objects.filter(project=project, status__in=states).values_list(
                 "pk", flat=True
