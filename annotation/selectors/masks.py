@@ -29,6 +29,14 @@ EXPORT_MASK_FIELDS = (
 EXPORT_IMAGE_FIELDS = ("id", "width", "height", "file_name", "sha256", "blob_key", "format")
 
 
+def usable_masks(*, project: Project, status: str) -> QuerySet[Mask]:
+    """``project``'s masks in ``status``, but not those of skipped images: set aside as
+    unusable, they stay out of exports, training rounds and review until the image is reopened."""
+    return Mask.objects.filter(project=project, status=status).exclude(
+        image__status=Image.Status.SKIPPED
+    )
+
+
 def _filtered_masks(
     *,
     project: Project,
@@ -37,10 +45,7 @@ def _filtered_masks(
     source: str | None,
     job_id: int | None = None,
 ) -> QuerySet[Mask]:
-    # A skipped image was set aside as unusable: its masks stay out until it is reopened.
-    masks = Mask.objects.filter(project=project, status=status).exclude(
-        image__status=Image.Status.SKIPPED
-    )
+    masks = usable_masks(project=project, status=status)
     if job_id is not None:
         masks = masks.filter(job_id=job_id)  # the masks one automatic or prefill run wrote
     if stage is not None:

@@ -3,14 +3,15 @@
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
 from annotation.models import Image, Mask, Project
+from annotation.selectors.masks import usable_masks
 
 
 def review_pending_masks(*, project: Project) -> QuerySet[Mask]:
     """Accepted, not yet reviewed masks of ``project`` (partial index ``mask_review_pending``),
     but not those of skipped images: set aside, they wait for a reopen, not for review."""
-    return Mask.objects.filter(
-        project=project, status=Mask.Status.ACCEPTED, reviewed_at__isnull=True
-    ).exclude(image__status=Image.Status.SKIPPED)
+    return usable_masks(project=project, status=Mask.Status.ACCEPTED).filter(
+        reviewed_at__isnull=True
+    )
 
 
 def review_queue(*, project: Project, annotator_id: int | None = None) -> QuerySet[Image]:

@@ -18,7 +18,8 @@ from django.db import transaction
 from django.db.models import Max
 
 from annotation.errors import ConflictError, DomainError
-from annotation.models import Image, Mask, Project
+from annotation.models import Mask, Project
+from annotation.selectors.masks import usable_masks
 from engine.models import Job, ModelVersion
 from engine.services.jobs import job_cancel, job_create, job_enqueue
 from training.loop.optim import SCOPES
@@ -152,9 +153,7 @@ def _parent_for(project: Project, parent: ModelVersion | None) -> ModelVersion:
 
 def round_masks(project: Project) -> Any:
     """What rounds train and validate on: accepted masks, but not those of skipped images."""
-    return Mask.objects.filter(project=project, status=Mask.Status.ACCEPTED).exclude(
-        image__status=Image.Status.SKIPPED
-    )
+    return usable_masks(project=project, status=Mask.Status.ACCEPTED)
 
 
 def _validation_split(project: Project, min_masks: int) -> ValidationSplit:
