@@ -215,6 +215,18 @@ class Mask(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     rejection_reason = models.CharField(max_length=500, blank=True)
+    # Edits of an accepted mask in the tool (annotation.services.mask_edit): how many, the
+    # latest by whom and when. The annotator and provenance above stay those of the accept.
+    edit_count = models.PositiveIntegerField(default=0)
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # never looked up by editor; an index would cost a write per edit
+    )
+    edited_at = models.DateTimeField(null=True, blank=True)
     # The automatic or prefill run that made the mask (null for annotators' masks): rerunning
     # an image replaces exactly that run's masks of it.
     # No single-column index: mask_job_image (job, image) serves lookups by job as well, and

@@ -1,5 +1,5 @@
 """Masks: list per project or per image (filtered by status, source, stage, annotator),
-accept one in the tool (with provenance and timing), delete one."""
+accept one in the tool (with provenance and timing), edit one's pixels, delete one."""
 
 from typing import Any
 
@@ -25,6 +25,7 @@ from annotation.selectors.projects import (
     project_get_for_user,
     project_masks,
 )
+from annotation.services.mask_edit import mask_edit
 from annotation.services.masks import MAX_COUNT, MAX_SECONDS, mask_accept, mask_delete
 from engine.models import ModelVersion
 
@@ -42,6 +43,7 @@ class MaskOutput(serializers.ModelSerializer[Mask]):
     )
     annotator = serializers.PrimaryKeyRelatedField[User](read_only=True, allow_null=True)
     reviewed_by = serializers.PrimaryKeyRelatedField[User](read_only=True, allow_null=True)
+    edited_by = serializers.PrimaryKeyRelatedField[User](read_only=True, allow_null=True)
     segmentation = RleOutput(source="rle", read_only=True)
     bbox = serializers.ListField(child=serializers.FloatField(), help_text="[x, y, w, h]")
     point_coords = serializers.ListField(
@@ -74,6 +76,9 @@ class MaskOutput(serializers.ModelSerializer[Mask]):
             "reviewed_by",
             "reviewed_at",
             "rejection_reason",
+            "edit_count",
+            "edited_by",
+            "edited_at",
             "created_at",
             "updated_at",
         ]
@@ -134,6 +139,22 @@ class MaskAcceptInput(MaskPixelsInput):
         allow_null=True,
         max_length=100,
         help_text="a client-made unique key: a retried accept returns the stored row",
+    )
+
+
+class MaskEditInput(MaskPixelsInput):
+    """New pixels for an accepted mask, with the effort the edit took (added to the mask's)."""
+
+    clicks = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_COUNT)
+    brush_strokes = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=MAX_COUNT
+    )
+    seconds_spent = serializers.FloatField(
+        required=False,
+        default=0.0,
+        min_value=0.0,
+        max_value=MAX_SECONDS,
+        help_text="active seconds the edit took, 0 to 86400",
     )
 
 
@@ -219,6 +240,21 @@ class ImageMaskListApi(generics.ListAPIView[Mask]):
 
 
 class MaskDetailApi(APIView):
+    @extend_schema(
+        operation_id="masks_edit",
+        request=MaskEditInput,
+        responses={200: MaskOutput},
+        description="Replace an accepted mask's pixels: your own mask, or any mask of a "
+        "project you review or administer. The edit's clicks, brush strokes and seconds add "
+        "to the mask's; the mask needs review again.",
+    )
+    def patch(self, request: Request, mask_id: int) -> Response:
+        mask = mask_get_for_user(user=request.user, mask_id=mask_id)
+        data = MaskEditInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        edited = mask_edit(mask=mask, user=acting_user(request.user), **data.validated_data)
+        return Response(MaskOutput(edited).data)
+
     @extend_schema(operation_id="masks_delete", responses={204: None})
     def delete(self, request: Request, mask_id: int) -> Response:
         """Delete a mask: your own, or any mask of a project you review or administer."""

@@ -26,7 +26,7 @@ def review_queue(*, project: Project, annotator_id: int | None = None) -> QueryS
         pending = pending.filter(annotator_id=annotator_id)
     accepted = (
         Mask.objects.filter(status=Mask.Status.ACCEPTED)
-        .select_related("image", "annotator", "reviewed_by")
+        .select_related("image", "annotator", "reviewed_by", "edited_by")
         .order_by("id")
     )
     return (

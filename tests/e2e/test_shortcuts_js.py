@@ -79,6 +79,31 @@ def test_deleting_a_mask_takes_its_own_steps_out_of_the_undo_stack(browser_conte
     ]  # fmt: skip
 
 
+def test_deleting_a_mask_drops_its_edits_from_the_undo_stack(browser_context: Any) -> None:
+    """A saved edit ends a work like an accept: deleting mask 1 drops its accept, its saved
+    edit and the work of each, and a later start of an edit of it; mask 2's stay."""
+    page = static_module_page(browser_context, "history-edits")
+    stacks = page.evaluate(
+        """async () => {
+            const { historyWithoutMask } = await import('/static/annotation/tool/history.js');
+            const names = (stack) => stack.map((a) => a.type + (a.maskId ? a.maskId : ''));
+            const p = { type: 'prompt' }, s = { type: 'stroke' };
+            const at = (type, maskId) => ({ type, maskId });
+            const stack = [p, at('accept', 1), p, at('accept', 2),
+                           at('edit', 1), s, at('edit-saved', 1),
+                           at('edit', 2), s, at('edit-saved', 2), at('edit', 1)];
+            return {
+                first: names(historyWithoutMask(stack, 1)),
+                second: names(historyWithoutMask(stack, 2)),
+            };
+        }"""
+    )
+    assert stacks["first"] == ["prompt", "accept2", "edit2", "stroke", "edit-saved2"]
+    assert stacks["second"] == [
+        "prompt", "accept1", "edit1", "stroke", "edit-saved1", "edit1",
+    ]  # fmt: skip
+
+
 def test_the_lease_message_says_the_time_in_the_browsers_locale(browser_context: Any) -> None:
     """The API's ISO time with microseconds becomes the local time (the date too when it is not
     today), and the sentence ends with a full stop."""

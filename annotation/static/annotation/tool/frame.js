@@ -35,6 +35,7 @@ export function newWork(idleCap) {
     timer: new ActiveTimer(idleCap),
     acceptKey: null,
     generation: 0,
+    editing: null, // {maskId, base, counted} while an accepted mask is in the editor (edit.js)
   };
 }
 
@@ -160,9 +161,11 @@ export class ToolBase {
   }
 
   async next({ markDone = true } = {}) {
-    if (markDone && this.work.area > 0 && performance.now() - this.lastN > DOUBLE_PRESS_MS) {
+    const work = this.work;
+    const unsaved = work.area > 0 && (!work.editing || work.prompts.length > 0 || work.strokes.length > 0);
+    if (markDone && unsaved && performance.now() - this.lastN > DOUBLE_PRESS_MS) {
       this.lastN = performance.now();
-      this.say("This mask is not accepted: press Enter to keep it, or N again to drop it.", "warn");
+      this.say(work.editing ? "This edit is not saved: press Enter to save it, or N again to drop it." : "This mask is not accepted: press Enter to keep it, or N again to drop it.", "warn");
       return;
     }
     try {
@@ -248,6 +251,7 @@ export class ToolBase {
       prefill,
       annotator: mask.annotator,
       area: mask.area,
+      segmentation: mask.segmentation, // kept (small) to open the mask in the editor
       color,
       bitmap: maskBitmap(bits, this.image.width, this.image.height, color, prefill ? PREFILL_STYLE : null),
     };

@@ -1,19 +1,28 @@
-// The tool's undo stack: entries {type: "prompt" | "stroke" | "clear" | "accept" | "reject"}.
+// The tool's undo stack: entries {type: "prompt" | "stroke" | "clear" | "accept" | "edit" |
+// "edit-saved" | "reject"}.
 //
-// Prompt and stroke entries belong to the work in progress; a clear or an accept entry holds
-// the work it ended, so undoing it makes that work current again and the entries below it
-// apply to it. Reject entries (prefilled masks) touch no work.
+// Prompt and stroke entries belong to the work in progress; a clear, an accept or a saved edit
+// holds the work it ended, so undoing it makes that work current again and the entries below
+// it apply to it. An "edit" entry starts the editing of an accepted mask (undoing it leaves the
+// editor). Reject entries (prefilled masks) touch no work.
+
+const ENDS_WORK = new Set(["accept", "edit-saved"]);
 
 /**
- * The stack without a deleted accepted mask: its accept entry goes, and so do the prompt,
- * stroke and clear entries of the work that led to it (back to the accept before it). Left in,
- * they would apply to whatever work is current when undone. Reject entries stay.
+ * The stack without a deleted accepted mask: its accept and saved-edit entries go, and so do
+ * the prompt, stroke, clear and edit entries of the work that led to each (back to the
+ * accept or saved edit before it), and any other start of an edit of it. Left in, they would
+ * apply to whatever work is current when undone. Reject entries stay.
  */
 export function historyWithoutMask(history, maskId) {
-  const at = history.findIndex((action) => action.type === "accept" && action.maskId === maskId);
-  if (at < 0) return history;
-  let start = at;
-  while (start > 0 && history[start - 1].type !== "accept") start -= 1;
-  const rejections = history.slice(start, at).filter((action) => action.type === "reject");
-  return [...history.slice(0, start), ...rejections, ...history.slice(at + 1)];
+  let kept = history;
+  for (;;) {
+    const at = kept.findIndex((action) => ENDS_WORK.has(action.type) && action.maskId === maskId);
+    if (at < 0) break;
+    let start = at;
+    while (start > 0 && !ENDS_WORK.has(kept[start - 1].type)) start -= 1;
+    const rejections = kept.slice(start, at).filter((action) => action.type === "reject");
+    kept = [...kept.slice(0, start), ...rejections, ...kept.slice(at + 1)];
+  }
+  return kept.filter((action) => !(action.type === "edit" && action.maskId === maskId));
 }

@@ -179,6 +179,8 @@ export function bindInput(tool) {
       tool.requestFrame();
     } else if (key === "u") {
       setUncovered(tool, !tool.overlays.uncovered);
+    } else if (key === "m" && tool.hoveredId !== null) {
+      tool.startEdit(tool.hoveredId);
     } else if (key === "r" && tool.hoveredId !== null) {
       tool.rejectPrefill(tool.hoveredId);
     } else if ((key === "Delete" || key === "Backspace") && tool.hoveredId !== null) {

@@ -11,6 +11,7 @@ export function updatePanel(tool) {
   if (tool.overlays.uncovered) tool.refreshCoverage();
   root.dataset.uncovered = tool.overlays.uncovered && tool.uncoveredPixels !== null ? String(tool.uncoveredPixels) : "";
   root.dataset.maskArea = String(tool.work.area);
+  root.dataset.editing = tool.editingId() === null ? "" : String(tool.editingId());
   root.dataset.mode = tool.mode;
   const entry = tool.resultEntry();
   root.dataset.candidates = entry ? String(entry.result.candidates.length) : "0";
@@ -74,6 +75,7 @@ function renderAcceptedList(tool) {
     row.dataset.maskId = String(item.id);
     row.classList.toggle("hovered", item.id === tool.hoveredId);
     row.classList.toggle("prefill", item.prefill);
+    row.classList.toggle("editing", item.id === tool.editingId());
     if (item.prefill) row.dataset.prefill = "proposed";
     const swatch = document.createElement("span");
     swatch.className = "swatch";
@@ -88,7 +90,18 @@ function renderAcceptedList(tool) {
     remove.addEventListener("click", () => tool.deleteAccepted(item.id));
     row.addEventListener("mouseenter", () => tool.hover(item.id));
     row.addEventListener("mouseleave", () => tool.hover(null));
-    row.append(swatch, label, remove);
+    row.append(swatch, label);
+    if (tool.mayEdit(item)) {
+      const edit = document.createElement("button");
+      edit.type = "button";
+      edit.className = "button button-quiet small edit-mask";
+      edit.textContent = item.id === tool.editingId() ? "Editing" : "Edit";
+      edit.disabled = item.id === tool.editingId();
+      edit.title = "Open this mask in the editor (M)";
+      edit.addEventListener("click", () => tool.startEdit(item.id));
+      row.append(edit);
+    }
+    row.append(remove);
     list.append(row);
   }
 }

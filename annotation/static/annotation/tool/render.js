@@ -25,8 +25,9 @@ export function drawFrame(tool) {
     ctx.drawImage(tool.coverageCanvas, 0, 0);
   }
   if (tool.overlays.visible) {
+    const editing = tool.editingId(); // the editor draws that one
     for (const item of tool.accepted) {
-      if (!item.bitmap) continue;
+      if (!item.bitmap || item.id === editing) continue;
       const hovered = item.id === tool.hoveredId;
       ctx.globalAlpha = hovered ? Math.min(1, tool.overlays.opacity + 0.35) : tool.overlays.opacity;
       ctx.drawImage(item.bitmap.canvas, item.bitmap.box[0], item.bitmap.box[1]);

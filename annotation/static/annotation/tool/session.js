@@ -102,6 +102,12 @@ export async function storeMask(imageId, body) {
   return data;
 }
 
+/** New pixels for an accepted mask, with the edit's clicks, strokes and seconds. */
+export async function editMask(maskId, body) {
+  const { data } = await api("PATCH", `/api/masks/${maskId}/`, body);
+  return data;
+}
+
 export async function deleteMask(maskId) {
   await api("DELETE", `/api/masks/${maskId}/`);
 }

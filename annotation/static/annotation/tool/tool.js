@@ -4,21 +4,23 @@
 // the decode result it produced and the candidate chosen from it), the brush strokes painted
 // on top, the counters and the active-time timer. `this.history` is the undo stack across
 // prompts, strokes, clears and accepts. The image, its lease and embedding are handled in
-// frame.js (the base class), brush and eraser strokes in strokes.js, input in input.js, drawing in render.js, the panel in panel.js.
+// frame.js (the base class), brush and eraser strokes in strokes.js, editing an accepted mask in
+// edit.js, input in input.js, drawing in render.js, the panel in panel.js.
 
 import { ApiError, uuid4 } from "./api.js";
 import { BrowserDecoder, ServerDecoder, maskOf, wantsMultimask } from "./decoder.js";
+import { EditTool } from "./edit.js";
 import { newWork } from "./frame.js";
 import { historyWithoutMask } from "./history.js";
 import { maskArea, maskBox, paintRect } from "./masks.js";
 import { encodeMask } from "./rle.js";
 import * as session from "./session.js";
-import { StrokeTool, WORK_COLOR, applyStroke } from "./strokes.js";
+import { WORK_COLOR, applyStroke } from "./strokes.js";
 
 // A decode or accept answered 404: an admin removed the image while it was open.
 const IMAGE_GONE = "This image is no longer in the project (an admin removed it). Press N for the next image.";
 
-class Tool extends StrokeTool {
+class Tool extends EditTool {
   // --- prompts and decoding --------------------------------------------------------------------
 
   /** Entry of the latest prompt that has a decode result (what is shown). */
@@ -158,11 +160,12 @@ class Tool extends StrokeTool {
     this.selectCandidate((entry.selected + step + count) % count);
   }
 
-  /** The working mask = the chosen candidate, then every brush stroke in order. */
+  /** The working mask = the chosen candidate (or the edited mask's pixels), then every brush stroke in order. */
   compose() {
     const { width, height } = this.image;
     const entry = this.resultEntry();
-    const mask = entry ? maskOf(entry.result.candidates[entry.selected]).slice() : new Uint8Array(width * height);
+    const base = this.work.editing ? this.work.editing.base : null;
+    const mask = entry ? maskOf(entry.result.candidates[entry.selected]).slice() : base ? base.slice() : new Uint8Array(width * height);
     for (const stroke of this.work.strokes) applyStroke(mask, width, height, stroke);
     this.work.mask = mask;
     this.repaintWork();
@@ -187,9 +190,10 @@ class Tool extends StrokeTool {
     await this.decodeChain;
     const work = this.work;
     if (!work.mask || work.area === 0) {
-      this.say("Nothing to accept: the mask is empty.", "warn");
+      this.say(work.editing ? "Not saved: the mask is empty (delete it instead)." : "Nothing to accept: the mask is empty.", "warn");
       return;
     }
+    if (work.editing) return this.saveEdit();
     const { width, height } = this.image;
     const assisted = work.prompts.some((entry) => entry.result);
     const entry = this.resultEntry();
@@ -234,11 +238,18 @@ class Tool extends StrokeTool {
 
   clear() {
     const work = this.work;
-    if (work.prompts.length === 0 && work.strokes.length === 0) return;
+    const editing = this.editingId();
+    if (work.prompts.length === 0 && work.strokes.length === 0) {
+      if (editing === null) return;
+      const top = this.history[this.history.length - 1];
+      if (top && top.type === "edit" && top.maskId === editing) this.history.pop();
+      this.leaveEdit(`Editing of mask #${editing} cancelled.`);
+      return;
+    }
     this.history.push({ type: "clear", work });
     this.work = newWork(this.idleCap);
     this.workCanvas.getContext("2d").clearRect(0, 0, this.image.width, this.image.height);
-    this.say("Prompts cleared (Ctrl+Z brings them back).");
+    this.say(editing === null ? "Prompts cleared (Ctrl+Z brings them back)." : `Editing of mask #${editing} cancelled (Ctrl+Z brings it back).`);
     this.updatePanel();
     this.requestFrame();
   }
@@ -266,6 +277,10 @@ class Tool extends StrokeTool {
     } else if (action.type === "clear") {
       this.work = action.work;
       this.compose();
+    } else if (action.type === "edit") {
+      if (!this.undoEditStart(action)) return this.undo(); // stale: that edit ended otherwise
+    } else if (action.type === "edit-saved") {
+      await this.undoSavedEdit(action);
     } else if (action.type === "accept") {
       try {
         await session.deleteMask(action.maskId);
@@ -334,6 +349,10 @@ class Tool extends StrokeTool {
     this.accepted = this.accepted.filter((item) => item.id !== maskId);
     this.coverageDirty = true;
     this.history = historyWithoutMask(this.history, maskId); // deleting cannot be undone
+    if (this.editingId() === maskId) {
+      this.work = newWork(this.idleCap);
+      this.workCanvas.getContext("2d").clearRect(0, 0, this.image.width, this.image.height);
+    }
     if (this.hoveredId === maskId) this.hoveredId = null;
     this.say(`Mask #${maskId} deleted.`);
     this.updatePanel();

@@ -1,0 +1,115 @@
+"""Editing an accepted mask in the tool: new pixels for an existing mask, kept under its id.
+
+An annotator fixes a mask they accepted earlier (on this image or, through *Previous*, on one
+they finished) without deleting it and starting over; reviewers and admins may edit any mask
+of their project. The effort of the edit adds to the mask's clicks, brush strokes and active
+seconds, so the statistics count what the mask really cost. The mask needs review again.
+"""
+
+import datetime as dt
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.errors import ConflictError, InvalidMask
+from annotation.models import Image, Mask
+from annotation.permissions import REVIEWER, has_role
+from annotation.services.leases import lease_renew_for_accept
+from annotation.services.mask_encoding import check_number, mask_encode
+from annotation.services.masks import MAX_COUNT, MAX_SECONDS
+
+
+def _count(value: object, *, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise InvalidMask(f"{name} must be an integer from 0 to {MAX_COUNT}, got {value!r}")
+    return value
+
+
+def _editable(mask: Mask, *, user: User) -> None:
+    """What may be edited (accepted masks of images not skipped), and by whom (the mask's
+    annotator, or a reviewer or admin of the project)."""
+    if mask.status != Mask.Status.ACCEPTED:
+        raise ConflictError(
+            f"mask #{mask.pk} is {mask.status}: only accepted masks can be edited"
+            + (
+                " (reject a wrong prefilled mask and draw it anew)"
+                if mask.status == Mask.Status.PROPOSED
+                else ""
+            )
+        )
+    if mask.image.status == Image.Status.SKIPPED:
+        raise ConflictError(
+            f"image #{mask.image_id} is skipped: a reviewer must reopen it before its masks "
+            "are edited"
+        )
+    if mask.annotator_id != user.pk and not has_role(
+        user=user, project=mask.project, role=REVIEWER
+    ):
+        raise PermissionDenied("only the mask's annotator or a reviewer may edit it")
+
+
+@transaction.atomic
+def mask_edit(
+    *,
+    mask: Mask,
+    user: User,
+    rle: dict[str, Any] | None = None,
+    png: str | None = None,
+    clicks: int = 0,
+    brush_strokes: int = 0,
+    seconds_spent: float = 0.0,
+    now: dt.datetime | None = None,
+) -> Mask:
+    """Replace ``mask``'s pixels (``rle`` or ``png``, of the image's size) with the user's edit.
+
+    ``clicks``, ``brush_strokes`` and ``seconds_spent`` are the edit's own effort; they are
+    added to the mask's (a mask stored without them counts from 0). The annotator, source,
+    model version and prompts of the accept stay; ``edit_count``, ``edited_by`` and
+    ``edited_at`` record the edit, and the review is cleared (the mask goes back to the queue).
+
+    Refused with nothing changed: PermissionDenied (another annotator's mask), ConflictError
+    (a mask that is not accepted, a skipped image), InvalidMask (malformed, empty or
+    wrong-sized pixels, out-of-range counts), LeaseExpired (the lease rule of an accept).
+    """
+    row = (
+        Mask.objects.select_for_update(of=("self",))
+        .select_related("image", "project")
+        .get(pk=mask.pk)
+    )
+    _editable(row, user=user)
+    clicks = _count(clicks, name="clicks")
+    brush_strokes = _count(brush_strokes, name="brush_strokes")
+    seconds = check_number(seconds_spent, name="seconds_spent", low=0.0, high=MAX_SECONDS)
+    encoded = mask_encode(height=row.image.height, width=row.image.width, rle=rle, png=png)
+    lease_renew_for_accept(image=row.image, user=user, now=now)  # last: refusals touch nothing
+    row.rle_counts = encoded.counts
+    row.area = encoded.area
+    row.bbox = encoded.bbox
+    row.clicks = min(MAX_COUNT, (row.clicks or 0) + clicks)
+    row.brush_strokes = min(MAX_COUNT, (row.brush_strokes or 0) + brush_strokes)
+    row.seconds_spent = (row.seconds_spent or 0.0) + (seconds or 0.0)
+    row.edit_count += 1
+    row.edited_by = user
+    row.edited_at = now or timezone.now()
+    row.reviewed_by = None
+    row.reviewed_at = None
+    row.save(
+        update_fields=[
+            "rle_counts",
+            "area",
+            "bbox",
+            "clicks",
+            "brush_strokes",
+            "seconds_spent",
+            "edit_count",
+            "edited_by",
+            "edited_at",
+            "reviewed_by",
+            "reviewed_at",
+            "updated_at",
+        ]
+    )
+    return row

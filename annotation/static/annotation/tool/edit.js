@@ -1,0 +1,138 @@
+// Editing an accepted mask: M over a mask (or its Edit button) opens it in the editor, where
+// brush and eraser touch it up and prompts segment it anew; Enter saves the new pixels under
+// the same mask id (PATCH /api/masks/{id}/), Esc leaves it as it was. The mask's own overlay
+// is hidden meanwhile: the editor draws it. Sits between strokes.js and tool.js.
+
+import { ApiError } from "./api.js";
+import { newWork } from "./frame.js";
+import { decodeMask, encodeMask } from "./rle.js";
+import * as session from "./session.js";
+import { StrokeTool } from "./strokes.js";
+
+export class EditTool extends StrokeTool {
+  /** The id of the accepted mask in the editor, or null. */
+  editingId() {
+    return this.work.editing ? this.work.editing.maskId : null;
+  }
+
+  /** Annotators edit their own masks; reviewers and admins any; prefilled ones are rejected instead. */
+  mayEdit(item) {
+    if (!item || item.prefill) return false;
+    return item.annotator === this.userId || ["reviewer", "admin"].includes(this.root.dataset.role);
+  }
+
+  startEdit(maskId) {
+    const item = this.accepted.find((entry) => entry.id === maskId);
+    if (!item) return;
+    if (item.prefill) {
+      this.say("A prefilled mask is not edited: reject it (R) and draw the object anew.", "warn");
+      return;
+    }
+    if (!this.mayEdit(item)) {
+      this.say(`Mask #${maskId} is another annotator's: only a reviewer may edit it.`, "warn");
+      return;
+    }
+    if (this.editingId() === maskId) return;
+    if (this.work.prompts.length || this.work.strokes.length) {
+      this.say("Accept (Enter) or clear (Esc) the mask in progress before editing another.", "warn");
+      return;
+    }
+    this.work = newWork(this.idleCap);
+    this.work.editing = {
+      maskId,
+      base: decodeMask(item.segmentation),
+      counted: { clicks: 0, strokes: 0, seconds: 0 }, // effort already stored by a saved edit
+    };
+    this.history.push({ type: "edit", maskId });
+    this.compose();
+    this.say(`Editing mask #${maskId}: brush (B) and eraser (E) touch it up, a click segments it anew. Enter saves, Esc cancels.`);
+  }
+
+  /** Enter while editing: store the new pixels under the mask's id. */
+  async saveEdit() {
+    const work = this.work;
+    const { maskId } = work.editing;
+    const index = this.accepted.findIndex((entry) => entry.id === maskId);
+    if (index < 0 || (!work.prompts.length && !work.strokes.length)) {
+      this.leaveEdit(index < 0 ? `Mask #${maskId} is gone.` : `Mask #${maskId} unchanged.`);
+      return;
+    }
+    const { width, height } = this.image;
+    const seconds = Math.round(work.timer.seconds() * 1000) / 1000;
+    const { counted } = work.editing;
+    const body = {
+      rle: encodeMask(work.mask, height, width),
+      clicks: work.clicks - counted.clicks,
+      brush_strokes: work.strokeCount - counted.strokes,
+      seconds_spent: Math.max(0, Math.round((seconds - counted.seconds) * 1000) / 1000),
+    };
+    const before = this.accepted[index].segmentation;
+    this.accepting = true;
+    try {
+      const mask = await session.editMask(maskId, body);
+      work.editing.counted = { clicks: work.clicks, strokes: work.strokeCount, seconds };
+      this.replaceAccepted(mask);
+      this.history.push({ type: "edit-saved", maskId, work, before, timer: work.timer.snapshot() });
+      this.work = newWork(this.idleCap);
+      this.workCanvas.getContext("2d").clearRect(0, 0, width, height);
+      this.say(`Mask #${maskId} saved (edit ${mask.edit_count}, Ctrl+Z undoes it).`, "ok");
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404 && this.image) {
+        // Deleted meanwhile (a reviewer, another tab): keep the work as a new mask to accept.
+        this.accepted = this.accepted.filter((entry) => entry.id !== maskId);
+        work.editing = null;
+        this.say(`Mask #${maskId} no longer exists: press Enter to store your version as a new mask.`, "warn");
+      } else {
+        const retry = error instanceof ApiError ? "" : " Press Enter to try again.";
+        this.say(`Not saved: ${error.message}.${retry}`, "error");
+      }
+    } finally {
+      this.accepting = false;
+      this.updatePanel();
+      this.requestFrame();
+    }
+  }
+
+  /** Ctrl+Z over a saved edit: the mask's previous pixels are stored again and the edit comes
+   * back into the editor. The effort the edit took stays counted. */
+  async undoSavedEdit(action) {
+    try {
+      const mask = await session.editMask(action.maskId, { rle: action.before });
+      this.replaceAccepted(mask);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) {
+        this.history.push(action);
+        this.say(`Undo failed: ${error.message}`, "error");
+        return;
+      }
+      this.say(`Mask #${action.maskId} no longer exists.`, "warn");
+      return;
+    }
+    this.work = action.work;
+    this.work.timer.restore(action.timer);
+    this.work.events.push({ kind: "undo", undid: "edit", t: Math.round(this.work.timer.seconds() * 1000) });
+    this.compose();
+    this.say(`Edit of mask #${action.maskId} undone; it is back in the editor.`);
+  }
+
+  /** Ctrl+Z over the start of an edit: leave the editor (nothing was changed yet). */
+  undoEditStart(action) {
+    if (this.editingId() !== action.maskId || this.work.prompts.length || this.work.strokes.length) return false;
+    this.leaveEdit(`Editing of mask #${action.maskId} cancelled.`);
+    return true;
+  }
+
+  leaveEdit(message) {
+    this.work = newWork(this.idleCap);
+    this.workCanvas.getContext("2d").clearRect(0, 0, this.image.width, this.image.height);
+    this.say(message);
+    this.updatePanel();
+    this.requestFrame();
+  }
+
+  replaceAccepted(mask) {
+    const index = this.accepted.findIndex((entry) => entry.id === mask.id);
+    if (index >= 0) this.accepted[index] = this.acceptedItem(mask);
+    this.coverageDirty = true;
+  }
+}
