@@ -1,5 +1,6 @@
-"""Review (reviewers and admins): the queue of images with unreviewed masks, and a decision
-per mask: reject with a reason, approve, or fix with new pixels."""
+"""Review (reviewers and admins): the queue of images with unreviewed masks, a decision per
+mask (reject with a reason, approve, or fix with new pixels), and approving an image's masks
+at once."""
 
 from typing import Any
 
@@ -15,9 +16,20 @@ from annotation.api.images import ImageOutput
 from annotation.api.masks import MaskOutput, MaskPixelsInput
 from annotation.models import Image, Mask
 from annotation.permissions import REVIEWER, acting_user, require_role
-from annotation.selectors.projects import mask_get_for_user, project_get_for_user
+from annotation.selectors.projects import (
+    image_get_for_user,
+    mask_get_for_user,
+    project_get_for_user,
+)
 from annotation.selectors.review import review_queue
-from annotation.services.review import REASON_MAX, mask_approve, mask_fix, mask_reject
+from annotation.services.review import (
+    MAX_MASKS_PER_APPROVAL,
+    REASON_MAX,
+    image_masks_approve,
+    mask_approve,
+    mask_fix,
+    mask_reject,
+)
 
 
 class ReviewItemOutput(serializers.Serializer[Any]):
@@ -106,3 +118,49 @@ class MaskFixApi(APIView):
             png=data.validated_data.get("png"),
         )
         return Response(MaskOutput(fixed).data)
+
+
+class ImageApproveInput(serializers.Serializer[Any]):
+    mask_ids = serializers.ListField(
+        child=IdField(),
+        allow_empty=False,
+        max_length=MAX_MASKS_PER_APPROVAL,
+        help_text="the image's masks the reviewer saw and approves, at most "
+        f"{MAX_MASKS_PER_APPROVAL}",
+    )
+
+
+class UnchangedMaskOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    status = serializers.CharField(help_text="why it was not approved: it is not accepted")
+
+
+class ImageApproveOutput(serializers.Serializer[Any]):
+    approved = MaskOutput(many=True)
+    unchanged = UnchangedMaskOutput(many=True)
+
+
+class ImageApproveApi(APIView):
+    @extend_schema(
+        operation_id="image_masks_approve",
+        request=ImageApproveInput,
+        responses={200: ImageApproveOutput},
+    )
+    def post(self, request: Request, image_id: int) -> Response:
+        """Approve the listed masks of the image at once; those no longer accepted stay as
+        they are (``unchanged``). Ids that are not the image's masks: 400, nothing changed."""
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        require_role(user=request.user, project=image.project, role=REVIEWER)
+        data = ImageApproveInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        approved, unchanged = image_masks_approve(
+            image=image,
+            reviewer=acting_user(request.user),
+            mask_ids=data.validated_data["mask_ids"],
+        )
+        return Response(
+            {
+                "approved": MaskOutput(approved, many=True).data,
+                "unchanged": [{"id": mask.pk, "status": mask.status} for mask in unchanged],
+            }
+        )

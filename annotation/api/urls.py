@@ -18,7 +18,13 @@ from annotation.api.leases import ImageDoneApi, ImageLeaseApi, NextImageApi
 from annotation.api.masks import ImageMaskListApi, MaskDetailApi, ProjectMaskListApi
 from annotation.api.members import MemberListSetApi, MemberRemoveApi
 from annotation.api.projects import ProjectDetailApi, ProjectListCreateApi, ProjectStageApi
-from annotation.api.review import MaskApproveApi, MaskFixApi, MaskRejectApi, ReviewQueueApi
+from annotation.api.review import (
+    ImageApproveApi,
+    MaskApproveApi,
+    MaskFixApi,
+    MaskRejectApi,
+    ReviewQueueApi,
+)
 from annotation.api.semi_automatic import (
     PrefillRejectApi,
     PrefillRestoreApi,
@@ -88,6 +94,11 @@ urlpatterns = [
     ),
     path("masks/<int:mask_id>/", MaskDetailApi.as_view(), name="api-mask-detail"),
     path("projects/<int:project_id>/review/", ReviewQueueApi.as_view(), name="api-review-queue"),
+    path(
+        "images/<int:image_id>/review/approve/",
+        ImageApproveApi.as_view(),
+        name="api-image-masks-approve",
+    ),
     path("masks/<int:mask_id>/reject/", MaskRejectApi.as_view(), name="api-mask-reject"),
     path("masks/<int:mask_id>/approve/", MaskApproveApi.as_view(), name="api-mask-approve"),
     path("masks/<int:mask_id>/fix/", MaskFixApi.as_view(), name="api-mask-fix"),

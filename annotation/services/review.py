@@ -1,4 +1,5 @@
-"""Review: a reviewer approves, rejects (with a reason) or fixes an accepted mask.
+"""Review: a reviewer approves, rejects (with a reason) or fixes an accepted mask, or approves
+the masks of an image at once.
 
 Every decision records who reviewed and when. A rejected mask keeps its pixels and
 provenance but leaves exports and training snapshots, which select accepted masks only.
@@ -13,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.errors import InvalidReview
-from annotation.models import Mask
+from annotation.models import Image, Mask
 from annotation.services.mask_encoding import mask_encode
 
 REASON_MAX = 500
@@ -83,3 +84,41 @@ def mask_fix(
     _reviewed(row, reviewer=reviewer, now=now)
     row.save(update_fields=[*_REVIEW_FIELDS, "rle_counts", "area", "bbox"])
     return row
+
+
+# An image holds at most a few hundred masks in practice (SA-1B averages about 100).
+MAX_MASKS_PER_APPROVAL = 1000
+
+
+@transaction.atomic
+def image_masks_approve(
+    *, image: Image, reviewer: User, mask_ids: list[int], now: dt.datetime | None = None
+) -> tuple[list[Mask], list[Mask]]:
+    """Approve the listed masks of ``image`` at once: ``(approved, unchanged)``.
+
+    The reviewer names the masks they saw, so a mask accepted after the page was loaded is
+    never approved unseen. A listed mask that is no longer accepted (a co-reviewer rejected it,
+    a prefilled one still proposed) is left as it is and returned in ``unchanged``. Raises
+    InvalidReview (nothing changed) for ids that are not masks of ``image``.
+    """
+    ids = list(dict.fromkeys(mask_ids))
+    if not ids or len(ids) > MAX_MASKS_PER_APPROVAL:
+        raise InvalidReview(f"name 1 to {MAX_MASKS_PER_APPROVAL} masks of the image to approve")
+    rows = list(
+        Mask.objects.select_for_update(of=("self",)).filter(image=image, pk__in=ids).order_by("pk")
+    )
+    missing = sorted(set(ids) - {row.pk for row in rows})
+    if missing:
+        raise InvalidReview(
+            f"not masks of image #{image.pk}: {missing[:10]}; nothing was approved",
+            extra={"missing": missing[:100]},
+        )
+    approved = [row for row in rows if row.status == Mask.Status.ACCEPTED]
+    when = now or timezone.now()
+    for row in approved:
+        row.rejection_reason = ""
+        _reviewed(row, reviewer=reviewer, now=when)
+    Mask.objects.bulk_update(
+        approved, ["rejection_reason", "reviewed_by", "reviewed_at", "updated_at"]
+    )
+    return approved, [row for row in rows if row.status != Mask.Status.ACCEPTED]

@@ -29,6 +29,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/images/{image_id}/masks/"): "image_masks_list",
     ("get", "/api/projects/{project_id}/masks/"): "masks_list",
     ("patch", "/api/masks/{mask_id}/"): "masks_edit",
+    ("post", "/api/images/{image_id}/review/approve/"): "image_masks_approve",
     ("post", "/api/projects/{project_id}/exports/"): "exports_create",
     ("post", "/api/projects/{project_id}/annotation-imports/"): "annotations_import_coco",
     (

@@ -6,9 +6,11 @@ Setup and helpers: test_review.py."""
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from pycocotools import mask as mask_utils
 
-from annotation.models import Mask
+from annotation.models import Mask, Membership
+from annotation.services.review import mask_reject
 from tests.e2e.conftest import LiveWeb
 from tests.e2e.test_review import (
     HEIGHT,
@@ -170,3 +172,36 @@ def test_enter_on_the_focused_cancel_button_cancels_the_fix(
     assert page.locator(f".mask-row[data-mask-id='{first.pk}']").count() == 1
     first.refresh_from_db()
     assert first.reviewed_at is None
+
+
+@closes_its_connection
+def test_approve_all_takes_the_images_listed_masks_and_opens_the_next(
+    live_web: LiveWeb, browser_context: Any
+) -> None:
+    """Shift+Enter approves both masks of the first image in one request and the queue moves
+    on; a mask rejected meanwhile by a co-reviewer is left alone and says why; the button
+    approves the rest."""
+    from playwright.sync_api import expect
+
+    setup = make_setup()
+    first, second, third = setup.masks
+    page = review_page(live_web, browser_context, setup)
+    page.keyboard.press("Shift+Enter")
+    wait_drawn(page, setup.images[1], 1)
+    expect(page.locator("#review-live")).to_have_text("2 masks approved.")
+    for mask in (first, second):
+        mask.refresh_from_db()
+        assert (mask.status, mask.reviewed_by_id) == (Mask.Status.ACCEPTED, setup.reviewer.pk)
+
+    # The second image's mask is rejected in another tab: approving all leaves it as it is.
+    carl = User.objects.create_user("carl", password="carl-pass-123")
+    Membership.objects.create(user=carl, project=setup.project, role=Membership.Role.REVIEWER)
+    mask_reject(mask=third, reviewer=carl, reason="leaks into the background")
+    page.click(f".review-image[data-image-id='{setup.images[1].pk}'] [data-action=approve-all]")
+    row = page.locator(f".mask-row[data-mask-id='{third.pk}']")
+    expect(row.locator(".row-error")).to_contain_text("this mask is rejected now")
+    expect(page.locator("#review-live")).to_have_text(
+        "0 masks approved; 1 no longer accepted, left as they are."
+    )
+    third.refresh_from_db()
+    assert (third.status, third.reviewed_by_id) == (Mask.Status.REJECTED, carl.pk)

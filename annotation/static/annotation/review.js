@@ -49,6 +49,9 @@ class ReviewPage {
       button.addEventListener("click", () => this.select(Number(button.dataset.selectImage)));
     });
     document.querySelectorAll(".mask-row").forEach((row) => this.wireRow(row));
+    document.querySelectorAll("[data-action=approve-all]").forEach((button) => {
+      button.addEventListener("click", () => this.approveAll());
+    });
     this.wireFixBar();
     this.wireCanvas();
     document.addEventListener("keydown", (event) => this.onKey(event));
@@ -194,6 +197,32 @@ class ReviewPage {
     this.setBusy(maskId, true);
     const result = await post(`/api/masks/${maskId}/approve/`);
     this.settle(maskId, result, "approved");
+  }
+
+  /** Approve every mask of the current image still listed (those the reviewer sees) at once. */
+  async approveAll() {
+    if (!this.current || this.fix) return;
+    const { entry } = this.current;
+    const ids = entry.masks.map((mask) => mask.id);
+    if (!ids.length) return;
+    const button = this.article(entry.id)?.querySelector("[data-action=approve-all]");
+    if (button) button.disabled = true;
+    ids.forEach((id) => this.setBusy(id, true));
+    const result = await post(`/api/images/${entry.id}/review/approve/`, { mask_ids: ids });
+    if (button) button.disabled = false;
+    if (!result.ok) {
+      ids.forEach((id) => this.setBusy(id, false));
+      this.announce(`Nothing approved: ${result.text}`);
+      return;
+    }
+    const { approved, unchanged } = result.data;
+    for (const mask of unchanged) {
+      this.setBusy(mask.id, false);
+      this.showError(mask.id, `Not approved: this mask is ${mask.status} now (reload to see why).`);
+    }
+    for (const mask of approved) this.settle(mask.id, { ok: true }, "approved");
+    const left = unchanged.length ? `; ${unchanged.length} no longer accepted, left as they are` : "";
+    this.announce(`${approved.length} mask${approved.length === 1 ? "" : "s"} approved${left}.`);
   }
 
   openReject(maskId) {
@@ -381,6 +410,12 @@ class ReviewPage {
         size.dispatchEvent(new Event("input"));
       } else return;
       event.preventDefault();
+      return;
+    }
+    // Shift+Enter, not Shift+A: letters mean the same in either case (Caps Lock, Shift).
+    if (key === "Enter" && event.shiftKey) {
+      event.preventDefault();
+      this.approveAll();
       return;
     }
     if (!this.current || this.focusId === null) return;
