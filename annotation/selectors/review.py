@@ -1,4 +1,5 @@
-"""The review queue: images holding accepted masks that nobody has reviewed yet."""
+"""The review queue: images holding accepted masks that nobody has reviewed yet; and the masks
+reviewers sent back to their annotators."""
 
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
@@ -35,3 +36,15 @@ def review_queue(*, project: Project, annotator_id: int | None = None) -> QueryS
         .order_by("id")
         .prefetch_related(Prefetch("masks", queryset=accepted, to_attr="review_masks"))
     )
+
+
+def masks_sent_back(*, project: Project, annotator_id: int | None = None) -> QuerySet[Mask]:
+    """Masks of ``project`` a reviewer rejected, newest decision first, for their annotators
+    to read why and fix them. Prefilled masks annotators rejected in the tool are not review
+    feedback, and masks of skipped images wait for a reopen."""
+    masks = usable_masks(project=project, status=Mask.Status.REJECTED).exclude(
+        source=Mask.Source.PREFILL
+    )
+    if annotator_id is not None:
+        masks = masks.filter(annotator_id=annotator_id)
+    return masks.select_related("image", "annotator", "reviewed_by").order_by("-reviewed_at", "-id")

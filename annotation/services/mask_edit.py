@@ -1,9 +1,10 @@
-"""Editing an accepted mask in the tool: new pixels for an existing mask, kept under its id.
+"""Editing a mask in the tool: new pixels for an existing mask, kept under its id.
 
 An annotator fixes a mask they accepted earlier (on this image or, through *Previous*, on one
-they finished) without deleting it and starting over; reviewers and admins may edit any mask
-of their project. The effort of the edit adds to the mask's clicks, brush strokes and active
-seconds, so the statistics count what the mask really cost. The mask needs review again.
+they finished) without deleting it and starting over, or fixes one a reviewer rejected and
+resubmits it; reviewers and admins may edit any mask of their project. The effort of the edit
+adds to the mask's clicks, brush strokes and active seconds, so the statistics count what the
+mask really cost. The mask needs review again.
 """
 
 import datetime as dt
@@ -29,17 +30,15 @@ def _count(value: object, *, name: str) -> int:
 
 
 def _editable(mask: Mask, *, user: User) -> None:
-    """What may be edited (accepted masks of images not skipped), and by whom (the mask's
-    annotator, or a reviewer or admin of the project)."""
-    if mask.status != Mask.Status.ACCEPTED:
+    """What may be edited (accepted masks, and masks a reviewer rejected, of images not
+    skipped), and by whom (the mask's annotator, or a reviewer or admin of the project)."""
+    if mask.source == Mask.Source.PREFILL and mask.status != Mask.Status.ACCEPTED:
         raise ConflictError(
-            f"mask #{mask.pk} is {mask.status}: only accepted masks can be edited"
-            + (
-                " (reject a wrong prefilled mask and draw it anew)"
-                if mask.status == Mask.Status.PROPOSED
-                else ""
-            )
+            f"mask #{mask.pk} is a {mask.status} prefilled mask: reject a wrong one and draw "
+            "the object anew (a rejected one comes back with prefill-restore)"
         )
+    if mask.status not in (Mask.Status.ACCEPTED, Mask.Status.REJECTED):
+        raise ConflictError(f"mask #{mask.pk} is {mask.status}: it cannot be edited")
     if mask.image.status == Image.Status.SKIPPED:
         raise ConflictError(
             f"image #{mask.image_id} is skipped: a reviewer must reopen it before its masks "
@@ -69,9 +68,11 @@ def mask_edit(
     added to the mask's (a mask stored without them counts from 0). The annotator, source,
     model version and prompts of the accept stay; ``edit_count``, ``edited_by`` and
     ``edited_at`` record the edit, and the review is cleared (the mask goes back to the queue).
+    A mask a reviewer rejected is thereby fixed and resubmitted: it is accepted again, and its
+    ``rejection_reason`` stays until the next review, so the reviewer sees what was wrong.
 
     Refused with nothing changed: PermissionDenied (another annotator's mask), ConflictError
-    (a mask that is not accepted, a skipped image), InvalidMask (malformed, empty or
+    (a prefilled mask not accepted, a skipped image), InvalidMask (malformed, empty or
     wrong-sized pixels, out-of-range counts), LeaseExpired (the lease rule of an accept).
     """
     row = (
@@ -91,6 +92,7 @@ def mask_edit(
     row.clicks = min(MAX_COUNT, (row.clicks or 0) + clicks)
     row.brush_strokes = min(MAX_COUNT, (row.brush_strokes or 0) + brush_strokes)
     row.seconds_spent = (row.seconds_spent or 0.0) + (seconds or 0.0)
+    row.status = Mask.Status.ACCEPTED
     row.edit_count += 1
     row.edited_by = user
     row.edited_at = now or timezone.now()
@@ -104,6 +106,7 @@ def mask_edit(
             "clicks",
             "brush_strokes",
             "seconds_spent",
+            "status",
             "edit_count",
             "edited_by",
             "edited_at",

@@ -128,6 +128,7 @@ _COPY_FIELDS = (
     "crop_box",
     "prompts",
     "rejection_reason",
+    "edit_count",
     "created_at",
     "updated_at",
 )
@@ -171,6 +172,7 @@ def _insert_copy(rows: Sequence[_Row], *, common: Mapping[str, Any]) -> None:
                     _json(row.crop_box),
                     "[]",
                     "",
+                    0,
                     now,
                     now,
                 )

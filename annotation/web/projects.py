@@ -39,7 +39,7 @@ from annotation.selectors.projects import (
     project_members,
     projects_with_stats,
 )
-from annotation.selectors.review import review_pending_masks
+from annotation.selectors.review import masks_sent_back, review_pending_masks
 from annotation.selectors.stages import project_stage_figures
 from annotation.selectors.stats import annotator_skipped, annotator_stats, project_stats
 from annotation.services.export import export_start
@@ -156,6 +156,9 @@ def project_page(
         "annotators": _annotator_figures(request, project, may_review=may_review),
         "stats_days": STATS_DAYS,
         "review_pending": review_pending_masks(project=project).count() if may_review else None,
+        "sent_back": masks_sent_back(
+            project=project, annotator_id=None if may_review else request.user.pk
+        ).count(),
         "export_formats": EXPORT_FORMATS,
         "upload_rejections": upload_rejections or [],
         "coco_problems": coco_problems,

@@ -1,5 +1,6 @@
 """The review queue page (reviewers and admins): the images with accepted masks nobody has
-reviewed yet, each mask drawn over its image; the verdicts go through the REST API."""
+reviewed yet, each mask drawn over its image; the verdicts go through the REST API. And the
+page of masks sent back: what reviewers rejected and why, for the annotators to fix."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,9 @@ from django.views.decorators.http import require_GET
 
 from annotation.ids import id_from_query
 from annotation.models import Image, Mask
-from annotation.permissions import REVIEWER, require_role
+from annotation.permissions import ANNOTATOR, REVIEWER, has_role, require_role
 from annotation.selectors.projects import project_get_for_user
-from annotation.selectors.review import review_pending_masks, review_queue
+from annotation.selectors.review import masks_sent_back, review_pending_masks, review_queue
 
 IMAGES_PER_PAGE = 20
 
@@ -77,3 +78,26 @@ def review_queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "review_data": review_data,
     }
     return render(request, "annotation/review.html", context)
+
+
+SENT_BACK_PER_PAGE = 50
+
+
+@require_GET
+@login_required
+def sent_back_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Masks reviewers rejected, with the reason: annotators see their own, reviewers and
+    admins everyone's (``?annotator=`` narrows it). Each links to the tool to fix it."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_role(user=request.user, project=project, role=ANNOTATOR)
+    may_review = has_role(user=request.user, project=project, role=REVIEWER)
+    annotator_id = id_from_query(request.GET.get("annotator")) if may_review else request.user.pk
+    masks = masks_sent_back(project=project, annotator_id=annotator_id)
+    page = Paginator(masks, SENT_BACK_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "project": project,
+        "page": page,
+        "may_review": may_review,
+        "annotator_id": annotator_id,
+    }
+    return render(request, "annotation/sent_back.html", context)

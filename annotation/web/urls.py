@@ -39,6 +39,7 @@ urlpatterns = [
     path("projects/<int:project_id>/jobs/", jobs.project_jobs_table, name="project-jobs"),
     path("projects/<int:project_id>/annotate/", tool.annotate, name="project-annotate"),
     path("projects/<int:project_id>/review/", review.review_queue_page, name="project-review"),
+    path("projects/<int:project_id>/sent-back/", review.sent_back_page, name="project-sent-back"),
     path("projects/<int:project_id>/stats/", stats.project_stats_page, name="project-stats"),
     path(
         "projects/<int:project_id>/stats/annotators/<int:user_id>/",

@@ -15,7 +15,7 @@ from annotation.selectors.review import review_pending_masks
 from annotation.services.leases import image_lease_take, image_skip
 from annotation.services.mask_edit import mask_edit
 from annotation.services.masks import mask_accept, mask_create
-from annotation.services.review import mask_approve
+from annotation.services.review import mask_approve, mask_reject
 from tests.annotation.workflow import decoded, make_images, member, png_of, rle_of, square
 from tests.factories import client_for
 
@@ -164,26 +164,51 @@ def test_bad_edits_are_400_and_change_nothing(project, annotator_user, body):
     _unchanged(mask)
 
 
-def test_only_accepted_masks_of_live_images_are_edited(project, annotator_user):
+def test_prefilled_masks_not_accepted_and_masks_of_skipped_images_are_not_edited(
+    project, annotator_user
+):
     first, second = make_images(project, 2)
-    rejected = _accepted(first, annotator_user)
-    Mask.objects.filter(pk=rejected.pk).update(status=Mask.Status.REJECTED)
-    answer = _edit(annotator_user, rejected, {"rle": rle_of(square(x0=12))})
-    assert (answer.status_code, answer.json()["code"]) == (409, "conflict")
-    assert "only accepted masks" in answer.json()["detail"]
     proposed = mask_create(
         image=first, rle=rle_of(square()), source="prefill", status=Mask.Status.PROPOSED
     )
-    answer = _edit(annotator_user, proposed, {"rle": rle_of(square(x0=12))})
-    assert answer.status_code == 409
-    assert "prefilled" in answer.json()["detail"]
+    rejected = mask_create(
+        image=first, rle=rle_of(square()), source="prefill", status=Mask.Status.REJECTED
+    )
+    for prefilled in (proposed, rejected):  # the tool's R rejects and restores these
+        answer = _edit(annotator_user, prefilled, {"rle": rle_of(square(x0=12))})
+        assert (answer.status_code, answer.json()["code"]) == (409, "conflict")
+        assert "prefilled" in answer.json()["detail"]
     on_skipped = _accepted(second, annotator_user)
     image_skip(image=second, user=annotator_user, reason="blurry")
     answer = _edit(annotator_user, on_skipped, {"rle": rle_of(square(x0=12))})
     assert answer.status_code == 409
     assert "reopen" in answer.json()["detail"]
-    for mask in (rejected, proposed, on_skipped):
+    for mask in (proposed, rejected, on_skipped):
         _unchanged(mask)
+
+
+def test_a_rejected_mask_is_fixed_and_resubmitted_by_its_annotator(project, annotator_user):
+    (image,) = make_images(project, 1)
+    mask = _accepted(image, annotator_user)
+    reviewer = member(project, "rita", "reviewer")
+    mask_reject(mask=mask, reviewer=reviewer, reason="misses the handle")
+    assert not review_pending_masks(project=project).exists()
+    answer = _edit(annotator_user, mask, {"rle": rle_of(square(x0=5)), "brush_strokes": 2})
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert (body["status"], body["reviewed_by"], body["edit_count"]) == ("accepted", None, 1)
+    # The reason stays until the next review, so the reviewer sees what was wrong.
+    assert body["rejection_reason"] == "misses the handle"
+    assert list(review_pending_masks(project=project)) == [Mask.objects.get(pk=mask.pk)]
+    mask_approve(mask=Mask.objects.get(pk=mask.pk), reviewer=reviewer)
+    mask.refresh_from_db()
+    assert (mask.status, mask.rejection_reason) == ("accepted", "")
+    # Another annotator may not resubmit it.
+    mask_reject(mask=mask, reviewer=reviewer, reason="still misses it")
+    assert (
+        _edit(member(project, "dora", "annotator"), mask, {"rle": rle_of(square())}).status_code
+        == 403
+    )
 
 
 def test_an_edit_follows_the_lease_rule_of_an_accept(project, annotator_user):

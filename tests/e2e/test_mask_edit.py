@@ -1,7 +1,8 @@
-"""Editing an accepted mask in the real browser (gunicorn, Debian chromium): M over a mask opens
-it in the editor, a brush stroke grows it, Enter saves it under the same id, Ctrl+Z puts the
-old pixels back and the edit into the editor, Esc cancels; another annotator's mask cannot be
-edited. Fails on any console error."""
+"""Editing masks in the real browser (gunicorn, Debian chromium): M over a mask opens it in the
+editor, a brush stroke grows it, Enter saves it under the same id, Ctrl+Z puts the old pixels
+back and the edit into the editor, Esc cancels; another annotator's mask cannot be edited. A
+mask sent back by review opens from its link, is fixed and resubmitted. Fails on any console
+error."""
 
 import re
 from typing import Any
@@ -11,10 +12,18 @@ import pytest
 
 from annotation.models import Mask
 from annotation.services.masks import mask_create
+from annotation.services.review import mask_reject
 from tests.annotation.workflow import member
 from tests.e2e.conftest import LiveWeb
 from tests.e2e.test_rounds_page import close_connection, console_errors
-from tests.e2e.test_tool import drag_image, make_setup, rle_mask, screen_point, tool_data
+from tests.e2e.test_tool import (
+    drag_image,
+    log_in,
+    make_setup,
+    rle_mask,
+    screen_point,
+    tool_data,
+)
 from tests.e2e.test_tool_keys import accept_object_at, open_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -105,4 +114,47 @@ def test_an_accepted_mask_is_edited_saved_undone_and_cancelled(
     expect(tool).to_have_attribute("data-editing", "")
     theirs.refresh_from_db()
     assert theirs.edit_count == 0
+    assert console_errors == []
+
+
+def test_a_mask_sent_back_by_review_is_fixed_from_its_link_and_resubmitted(
+    live_web: LiveWeb, browser_context: Any, console_errors: list[str], close_connection: None
+) -> None:
+    from playwright.sync_api import expect
+
+    setup = make_setup([(420, 300)], embed=True)
+    (image,) = setup.images
+    square = np.zeros((300, 420), dtype=bool)
+    square[100:160, 100:160] = True
+    mask = mask_create(image=image, binary=square, source="manual", annotator=setup.user)
+    mask_reject(mask=mask, reviewer=member(setup.project, "rita", "reviewer"), reason="too small")
+    page = browser_context.new_page()
+    log_in(page, live_web)
+    page.goto(f"{live_web.url}/projects/{setup.project.pk}/")
+    page.click("#sent-back-link")
+    expect(page.locator("#sent-back-table [data-cell=reason]")).to_have_text("too small")
+    page.click("#sent-back-table [data-fix-link]")
+    tool = page.locator("#tool")
+    # The link opens the mask in the editor; the panel lists it with the reason.
+    expect(tool).to_have_attribute("data-editing", str(mask.pk))
+    expect(page.locator("#sent-back-list li")).to_contain_text("too small")
+    expect(tool).to_have_attribute("data-state", "ready", timeout=60_000)
+    assert "mask=" not in page.url
+    page.keyboard.press("b")
+    drag_image(page, (130, 130), (200, 130))
+    page.keyboard.press("Enter")
+    expect(page.locator("#status-message")).to_have_text(
+        f"Mask #{mask.pk} fixed and sent back to review."
+    )
+    expect(tool).to_have_attribute("data-sent-back", "0")
+    expect(tool).to_have_attribute("data-accepted", "1")
+    expect(page.locator("#sent-back-block")).to_be_hidden()
+    mask.refresh_from_db()
+    assert (mask.status, mask.reviewed_at, mask.rejection_reason) == ("accepted", None, "too small")
+    assert mask.area > int(square.sum())
+    # Resubmitting is not undone by Ctrl+Z: the mask stays in the review queue.
+    page.keyboard.press("Control+z")
+    expect(page.locator("#status-message")).to_have_text("Nothing to undo.")
+    mask.refresh_from_db()
+    assert mask.status == "accepted"
     assert console_errors == []

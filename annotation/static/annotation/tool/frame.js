@@ -64,6 +64,9 @@ export class ToolBase {
     this.decoder = null;
     this.decoderNote = "";
     this.accepted = [];
+    this.sentBack = [];
+    // ?mask=<id> (the "Fix in the tool" links): opened in the editor once its image is loaded.
+    this.requestedEditId = Number(new URLSearchParams(window.location.search).get("mask")) || null;
     this.hoveredId = null;
     this.overlays = { visible: true, opacity: 0.45, uncovered: false };
     this.coverageCanvas = document.createElement("canvas");
@@ -193,6 +196,7 @@ export class ToolBase {
     this.work = newWork(this.idleCap);
     this.history = [];
     this.accepted = [];
+    this.sentBack = []; // masks a reviewer rejected, to fix (edit.js)
     this.coverageDirty = true;
     this.uncoveredPixels = null;
     this.hoveredId = null;
@@ -209,15 +213,17 @@ export class ToolBase {
     rememberVisit(this, image.id);
     const url = new URL(window.location.href);
     url.searchParams.set("image", String(image.id));
+    url.searchParams.delete("mask");
     window.history.replaceState(null, "", url);
     this.setState("loading", "Loading the image…");
     const element = new Image();
     element.crossOrigin = "anonymous";
     element.src = image.display_url;
-    const [, masks, proposed] = await Promise.all([
+    const [, masks, proposed, sentBack] = await Promise.all([
       element.decode(),
       session.acceptedMasks(image.id),
       session.proposedPrefill(image.id),
+      session.sentBackMasks(image.id, this.userId, this.mayReview()),
     ]);
     if (token !== this.loadToken) return;
     this.imageElement = element;
@@ -231,6 +237,7 @@ export class ToolBase {
     const prefilled = proposed.length;
     const leased = lease ? `Leased for ${Math.round(lease.seconds / 60)} min.` : this.$("#status-message").textContent;
     this.say(prefilled ? `${leased} ${prefilled} prefilled mask${prefilled > 1 ? "s" : ""}: reject wrong ones (R), add what is missing, then Done (N).` : leased);
+    this.showSentBack(sentBack);
     if (image.status === "skipped") {
       this.say(`This image was skipped: “${image.skip_reason}”. It stays out of exports and training until a reviewer reopens it.`, "warn");
     }

@@ -8,6 +8,7 @@ export function updatePanel(tool) {
   root.dataset.versionId = tool.version ? tool.version.id : "";
   root.dataset.accepted = String(tool.accepted.length);
   root.dataset.prefilled = String(tool.accepted.filter((item) => item.prefill).length);
+  root.dataset.sentBack = String(tool.sentBack.length);
   if (tool.overlays.uncovered) tool.refreshCoverage();
   root.dataset.uncovered = tool.overlays.uncovered && tool.uncoveredPixels !== null ? String(tool.uncoveredPixels) : "";
   root.dataset.maskArea = String(tool.work.area);
@@ -35,6 +36,7 @@ export function updatePanel(tool) {
   tool.$("#status-zoom").textContent = `${Math.round(tool.view.scale * 100)}%`;
   renderCandidates(tool, entry);
   renderAcceptedList(tool);
+  renderSentBack(tool);
   for (const button of root.querySelectorAll("[data-mode-button]")) {
     button.setAttribute("aria-pressed", String(button.dataset.modeButton === tool.mode));
   }
@@ -63,6 +65,46 @@ function renderCandidates(tool, entry) {
   });
 }
 
+/** A row of a mask list: its colour swatch and a label; framed while it is in the editor. */
+function maskRow(tool, item, text) {
+  const row = document.createElement("li");
+  row.dataset.maskId = String(item.id);
+  row.classList.toggle("editing", item.id === tool.editingId());
+  const swatch = document.createElement("span");
+  swatch.className = "swatch";
+  swatch.style.background = `rgb(${item.color.join(",")})`;
+  const label = document.createElement("span");
+  label.textContent = text;
+  row.append(swatch, label);
+  return row;
+}
+
+/** The button that opens the mask in the editor (none where the user may not edit it). */
+function editButton(tool, item, [idle, busy], title) {
+  if (!tool.mayEdit(item)) return [];
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "button button-quiet small edit-mask";
+  button.textContent = item.id === tool.editingId() ? busy : idle;
+  button.disabled = item.id === tool.editingId();
+  button.title = title;
+  button.addEventListener("click", () => tool.startEdit(item.id));
+  return [button];
+}
+
+/** Masks a reviewer rejected, with the reason and a Fix button (opens them in the editor). */
+function renderSentBack(tool) {
+  tool.$("#sent-back-block").hidden = tool.sentBack.length === 0;
+  tool.$("#sent-back-count").textContent = String(tool.sentBack.length);
+  const rows = tool.sentBack.map((item) => {
+    const row = maskRow(tool, item, `#${item.id} · “${item.reason}”`);
+    row.title = item.reason;
+    row.append(...editButton(tool, item, ["Fix", "Fixing"], "Fix this mask and send it back to review"));
+    return row;
+  });
+  tool.$("#sent-back-list").replaceChildren(...rows);
+}
+
 function renderAcceptedList(tool) {
   const list = tool.$("#accepted-list");
   list.replaceChildren();
@@ -71,17 +113,10 @@ function renderAcceptedList(tool) {
     ? `${tool.accepted.length} (${prefilled} prefilled)`
     : String(tool.accepted.length);
   for (const item of tool.accepted) {
-    const row = document.createElement("li");
-    row.dataset.maskId = String(item.id);
+    const row = maskRow(tool, item, `#${item.id} · ${item.prefill ? "prefilled" : item.source} · ${item.area} px`);
     row.classList.toggle("hovered", item.id === tool.hoveredId);
     row.classList.toggle("prefill", item.prefill);
-    row.classList.toggle("editing", item.id === tool.editingId());
     if (item.prefill) row.dataset.prefill = "proposed";
-    const swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = `rgb(${item.color.join(",")})`;
-    const label = document.createElement("span");
-    label.textContent = `#${item.id} · ${item.prefill ? "prefilled" : item.source} · ${item.area} px`;
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = `button button-quiet small ${item.prefill ? "reject-prefill" : "delete-mask"}`;
@@ -90,18 +125,7 @@ function renderAcceptedList(tool) {
     remove.addEventListener("click", () => tool.deleteAccepted(item.id));
     row.addEventListener("mouseenter", () => tool.hover(item.id));
     row.addEventListener("mouseleave", () => tool.hover(null));
-    row.append(swatch, label);
-    if (tool.mayEdit(item)) {
-      const edit = document.createElement("button");
-      edit.type = "button";
-      edit.className = "button button-quiet small edit-mask";
-      edit.textContent = item.id === tool.editingId() ? "Editing" : "Edit";
-      edit.disabled = item.id === tool.editingId();
-      edit.title = "Open this mask in the editor (M)";
-      edit.addEventListener("click", () => tool.startEdit(item.id));
-      row.append(edit);
-    }
-    row.append(remove);
+    row.append(...editButton(tool, item, ["Edit", "Editing"], "Open this mask in the editor (M)"), remove);
     list.append(row);
   }
 }

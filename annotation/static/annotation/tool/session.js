@@ -69,6 +69,16 @@ export async function acceptedMasks(imageId) {
   return listMasks(`/api/images/${imageId}/masks/?limit=500`);
 }
 
+/**
+ * The image's masks a reviewer rejected that this user may fix: their own, or every
+ * annotator's for reviewers and admins (prefilled masks rejected in the tool are not feedback).
+ */
+export async function sentBackMasks(imageId, userId, anyAnnotator) {
+  const mine = anyAnnotator ? "" : `&annotator=${userId}`;
+  const masks = await listMasks(`/api/images/${imageId}/masks/?limit=500&status=rejected${mine}`);
+  return masks.filter((mask) => mask.source !== "prefill");
+}
+
 /** The image's prefilled masks still proposed (semi-automatic stage): shown as done. */
 export async function proposedPrefill(imageId) {
   return listMasks(`/api/images/${imageId}/masks/?limit=500&status=proposed&source=prefill`);
