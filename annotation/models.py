@@ -217,7 +217,7 @@ class Mask(models.Model):
     rejection_reason = models.CharField(max_length=500, blank=True)
     # Edits of an accepted mask in the tool (annotation.services.mask_edit): how many, the
     # latest by whom and when. The annotator and provenance above stay those of the accept.
-    edit_count = models.PositiveIntegerField(default=0)
+    edit_count = models.PositiveIntegerField(default=0, db_default=0)  # raw inserts too
     edited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

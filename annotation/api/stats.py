@@ -1,4 +1,5 @@
-"""Annotation speed per project and per annotator: s/mask, clicks/mask, masks/image."""
+"""Annotation speed per project and per annotator: s/mask, clicks/mask, masks/image; and how
+many of the masks review rejected."""
 
 from typing import Any
 
@@ -27,7 +28,17 @@ class RatesOutput(serializers.Serializer[Any]):
     clicks_per_mask = serializers.FloatField(allow_null=True)
 
 
-class TotalsOutput(RatesOutput):
+class ReviewRatesOutput(serializers.Serializer[Any]):
+    masks_reviewed = serializers.IntegerField(
+        help_text="of the masks made in the window, those a reviewer decided on"
+    )
+    masks_rejected = serializers.IntegerField(help_text="of those, the ones rejected now")
+    rejection_rate = serializers.FloatField(
+        allow_null=True, help_text="masks_rejected / masks_reviewed (null before any review)"
+    )
+
+
+class TotalsOutput(RatesOutput, ReviewRatesOutput):
     images_total = serializers.IntegerField()
     images_done = serializers.IntegerField()
     images_skipped = serializers.IntegerField(help_text="the project's images skipped now")
@@ -44,7 +55,7 @@ class DayOutput(RatesOutput):
     prefilled = serializers.IntegerField(help_text="masks made by prefill runs that day")
 
 
-class AnnotatorRatesOutput(RatesOutput):
+class AnnotatorRatesOutput(RatesOutput, ReviewRatesOutput):
     user_id = serializers.IntegerField()
     username = serializers.CharField()
     images_skipped = serializers.IntegerField(

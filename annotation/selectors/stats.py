@@ -31,7 +31,16 @@ class Rates(TypedDict):
     clicks_per_mask: float | None
 
 
-class Totals(Rates):
+class ReviewRates(TypedDict):
+    """Of the masks made in the window: how many a reviewer decided on, how many stand
+    rejected now (a fixed and resubmitted one no longer does), and their ratio."""
+
+    masks_reviewed: int
+    masks_rejected: int
+    rejection_rate: float | None
+
+
+class Totals(Rates, ReviewRates):
     images_total: int
     images_done: int
     images_skipped: int
@@ -48,7 +57,7 @@ class DayRates(Rates):
     prefilled: int
 
 
-class AnnotatorRates(Rates):
+class AnnotatorRates(Rates, ReviewRates):
     user_id: int
     username: str
     images_skipped: int  # images this annotator set aside in the window (still skipped)
@@ -117,6 +126,24 @@ def _prefill_totals(days: dict[dt.date, dict[str, int]]) -> dict[str, int]:
     return {key: sum(day[key] for day in days.values()) for key in _PREFILL_KEYS}
 
 
+# A rejected mask was reviewed even where an import or script set the status alone.
+_REVIEW_AGGREGATES: dict[str, Any] = {
+    "masks_reviewed": Count(
+        "id", filter=Q(reviewed_at__isnull=False) | Q(status=Mask.Status.REJECTED)
+    ),
+    "masks_rejected": Count("id", filter=Q(status=Mask.Status.REJECTED)),
+}
+
+
+def _review_rates(row: dict[str, Any]) -> ReviewRates:
+    reviewed, rejected = int(row["masks_reviewed"]), int(row["masks_rejected"])
+    return {
+        "masks_reviewed": reviewed,
+        "masks_rejected": rejected,
+        "rejection_rate": rejected / reviewed if reviewed else None,
+    }
+
+
 def _per_image(row: dict[str, Any]) -> float | None:
     return row["masks"] / row["images"] if row["images"] else None
 
@@ -139,10 +166,11 @@ def _totals(
         done=Count("id", filter=Q(status=Image.Status.DONE)),
         skipped=Count("id", filter=Q(status=Image.Status.SKIPPED)),
     )
-    row = masks.aggregate(**_AGGREGATES)
+    row = masks.aggregate(**_AGGREGATES, **_REVIEW_AGGREGATES)
     prefilled = _prefill_totals(prefill)
     return {
         **_rates(row),
+        **_review_rates(row),
         "images_total": images["total"],
         "images_done": images["done"],
         "images_skipped": images["skipped"],
@@ -212,9 +240,12 @@ def _per_annotator(*, masks: QuerySet[Mask], skips: QuerySet[Image]) -> list[Ann
             "user_id": row["annotator_id"],
             "username": row["annotator__username"],
             **_rates(dict(row)),
+            **_review_rates(dict(row)),
             "images_skipped": 0,
         }
-        for row in masks.values("annotator_id", "annotator__username").annotate(**_AGGREGATES)
+        for row in masks.values("annotator_id", "annotator__username").annotate(
+            **_AGGREGATES, **_REVIEW_AGGREGATES
+        )
     }
     skipped = skips.values("skipped_by_id", "skipped_by__username").annotate(n=Count("id"))
     for row in skipped:
@@ -224,6 +255,7 @@ def _per_annotator(*, masks: QuerySet[Mask], skips: QuerySet[Image]) -> list[Ann
                 "user_id": user_id,
                 "username": row["skipped_by__username"],
                 **_rates({"masks": 0, "seconds_per_mask": None, "clicks_per_mask": None}),
+                **_review_rates({"masks_reviewed": 0, "masks_rejected": 0}),
                 "images_skipped": 0,
             }
         rows[user_id]["images_skipped"] = int(row["n"])

@@ -8,6 +8,7 @@ from django.test import Client
 
 from annotation.models import Image, Mask
 from annotation.services.leases import image_skip
+from annotation.services.mask_edit import mask_edit
 from annotation.services.masks import mask_create
 from annotation.services.review import mask_reject
 from tests.annotation.workflow import make_images, member, rle_of, square
@@ -95,3 +96,15 @@ def test_the_project_page_links_to_it_with_a_count(project, annotator_user):
     reviewer_client.force_login(reviewer)
     page = reviewer_client.get(f"/projects/{project.pk}/").content.decode()
     assert '<span class="badge" data-count="sent-back">2</span>' in page
+
+
+def test_a_resubmitted_mask_shows_its_earlier_reason_in_the_review_queue(project, annotator_user):
+    (image,) = make_images(project, 1)
+    reviewer = member(project, "rita", "reviewer")
+    mask = _rejected(image, annotator_user, reviewer, "misses the handle")
+    mask_edit(mask=mask, user=annotator_user, rle=rle_of(square(x0=5)))
+    assert f'data-mask-id="{mask.pk}"' not in _page(annotator_user, project)[1]  # not sent back
+    client = Client()
+    client.force_login(reviewer)
+    queue = client.get(f"/projects/{project.pk}/review/").content.decode()
+    assert "Sent back before: “misses the handle”; fixed and resubmitted." in queue

@@ -55,7 +55,8 @@ def rows(project: Project, annotator_user: User) -> dict[str, User]:
     bob = annotator_user
     _made(one, bob, NOW - 2 * DAY, seconds=10, clicks=2)
     _made(one, bob, NOW - 2 * DAY + dt.timedelta(hours=3), seconds=20, clicks=4)
-    _made(two, bob, NOW - dt.timedelta(hours=1), seconds=30, clicks=3)
+    approved = _made(two, bob, NOW - dt.timedelta(hours=1), seconds=30, clicks=3)
+    Mask.objects.filter(pk=approved.pk).update(reviewed_at=NOW)
     _made(two, carol, NOW, seconds=60, clicks=None)
     _made(three, carol, NOW - dt.timedelta(hours=2), seconds=40, clicks=5, status="rejected")
     _made(three, bob, NOW - 3 * DAY, seconds=1000, clicks=100)
@@ -74,6 +75,10 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
         "images_done": 1,
         "images_skipped": 0,
         "masks_per_image": pytest.approx(5 / 3),
+        # bob's approved mask and carol's rejected one (reviewed by its status alone)
+        "masks_reviewed": 2,
+        "masks_rejected": 1,
+        "rejection_rate": pytest.approx(0.5),
         "prefilled": 0,
         "prefill_kept": 0,
         "prefill_rejected": 0,
@@ -113,6 +118,9 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "masks": 3,
             "seconds_per_mask": pytest.approx(20),
             "clicks_per_mask": pytest.approx(3),
+            "masks_reviewed": 1,
+            "masks_rejected": 0,
+            "rejection_rate": 0.0,
             "images_skipped": 0,
         },
         {
@@ -121,6 +129,9 @@ def test_project_stats_match_the_hand_computed_figures(project, rows):
             "masks": 2,
             "seconds_per_mask": pytest.approx(50),
             "clicks_per_mask": pytest.approx(5),
+            "masks_reviewed": 1,
+            "masks_rejected": 1,
+            "rejection_rate": 1.0,
             "images_skipped": 0,
         },
     ]

@@ -330,7 +330,10 @@ def test_the_project_stats_page_shows_totals_days_and_annotators(
         "seconds_per_mask": "27.5",
         "clicks_per_mask": "5.0",
         "masks_per_image": "2.0",
+        "masks_rejected": "0",
+        "masks_reviewed": "0",
     }
+    assert 'data-cell="masks_rejected" title="0 of 0 reviewed">—<' in html
     today = timezone.localdate().isoformat()
     three_days_ago = (timezone.localdate() - dt.timedelta(days=3)).isoformat()
     days = re.findall(r'<tr data-date="([0-9-]+)">', html)

@@ -196,6 +196,7 @@ def test_a_reviewer_rejects_a_mask_with_a_reason(live_web: LiveWeb, browser_cont
     assert page.locator(".stat [data-count=images]").inner_text() == "2"
     bea = page.locator(f"#annotator-table tr[data-annotator='{setup.annotator.pk}']")
     assert bea.locator("[data-cell=masks]").inner_text() == "3"  # rejected work still counts
+    assert bea.locator("[data-cell=masks_rejected]").inner_text() == "1 / 1 (100%)"
 
     page.click("#stats-link")
     page.wait_for_url(f"{live_web.url}/projects/{setup.project.pk}/stats/")
@@ -203,6 +204,8 @@ def test_a_reviewer_rejects_a_mask_with_a_reason(live_web: LiveWeb, browser_cont
     assert page.locator("[data-total=seconds_per_mask]").inner_text() == "12.0"
     assert page.locator("[data-total=clicks_per_mask]").inner_text() == "3.0"
     assert page.locator("[data-total=images_total]").inner_text() == "2"
+    assert page.locator("[data-total=masks_rejected]").inner_text() == "1"
+    assert page.locator("[data-total=masks_reviewed]").inner_text() == "1"
     page.wait_for_selector("figure[data-field=seconds_per_mask] svg.chart .chart-dot")
     assert page.locator("figure[data-chart] svg.chart").count() == 4
 
