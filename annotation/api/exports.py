@@ -42,6 +42,9 @@ class ExportInput(serializers.Serializer[Any]):
     include_images = serializers.BooleanField(
         default=True, help_text="SA-1B: put the image files in the shards next to their JSON"
     )
+    reviewed = serializers.BooleanField(
+        default=False, help_text="only masks a reviewer approved or fixed (QA-passed data)"
+    )
 
     def validate_status(self, value: str) -> str:
         if value not in Mask.Status.values:

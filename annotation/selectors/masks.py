@@ -7,7 +7,7 @@ PostgreSQL), so memory stays flat however many masks a project holds.
 from collections.abc import Iterator
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.db.models import Exists, F, OuterRef, QuerySet
 
@@ -37,54 +37,51 @@ def usable_masks(*, project: Project, status: str) -> QuerySet[Mask]:
     )
 
 
-def _filtered_masks(
-    *,
-    project: Project,
-    status: str,
-    stage: str | None,
-    source: str | None,
-    job_id: int | None = None,
-) -> QuerySet[Mask]:
-    masks = usable_masks(project=project, status=status)
+class MaskFilters(TypedDict, total=False):
+    """What an export selects, besides the project: the masks in ``status`` (default
+    accepted), of one ``stage`` or ``source``, written by one automatic or prefill run
+    (``job_id``), or only those a reviewer approved or fixed (``reviewed``)."""
+
+    status: str
+    stage: str | None
+    source: str | None
+    job_id: int | None
+    reviewed: bool
+
+
+def _filtered_masks(*, project: Project, **filters: Unpack[MaskFilters]) -> QuerySet[Mask]:
+    masks = usable_masks(project=project, status=filters.get("status", Mask.Status.ACCEPTED))
+    job_id = filters.get("job_id")
     if job_id is not None:
         masks = masks.filter(job_id=job_id)  # the masks one automatic or prefill run wrote
+    stage, source = filters.get("stage"), filters.get("source")
     if stage is not None:
         masks = masks.filter(stage=stage)
     if source is not None:
         masks = masks.filter(source=source)
+    if filters.get("reviewed"):
+        masks = masks.filter(reviewed_at__isnull=False)  # approved or fixed by a reviewer
     return masks
 
 
 def masks_for_export(
-    *,
-    project: Project,
-    status: str = Mask.Status.ACCEPTED,
-    stage: str | None = None,
-    source: str | None = None,
-    job_id: int | None = None,
+    *, project: Project, **filters: Unpack[MaskFilters]
 ) -> QuerySet[Mask, dict[str, Any]]:
     """The selected masks as dict rows (``EXPORT_MASK_FIELDS`` plus the image's ``height`` and
     ``width``, which an RLE's size needs), in id order."""
     return (
-        _filtered_masks(project=project, status=status, stage=stage, source=source, job_id=job_id)
+        _filtered_masks(project=project, **filters)
         .order_by("id")
         .values(*EXPORT_MASK_FIELDS, height=F("image__height"), width=F("image__width"))
     )
 
 
 def images_for_export(
-    *,
-    project: Project,
-    status: str = Mask.Status.ACCEPTED,
-    stage: str | None = None,
-    source: str | None = None,
-    job_id: int | None = None,
+    *, project: Project, **filters: Unpack[MaskFilters]
 ) -> QuerySet[Image, dict[str, Any]]:
     """Images holding at least one selected mask, as dict rows (``EXPORT_IMAGE_FIELDS``), in id
     order."""
-    selected = _filtered_masks(
-        project=project, status=status, stage=stage, source=source, job_id=job_id
-    )
+    selected = _filtered_masks(project=project, **filters)
     return (
         Image.objects.filter(project=project)
         .filter(Exists(selected.filter(image_id=OuterRef("pk"))))
@@ -94,13 +91,7 @@ def images_for_export(
 
 
 def mask_groups_for_export(
-    *,
-    project: Project,
-    status: str = Mask.Status.ACCEPTED,
-    stage: str | None = None,
-    source: str | None = None,
-    job_id: int | None = None,
-    chunk_size: int = 2000,
+    *, project: Project, chunk_size: int = 2000, **filters: Unpack[MaskFilters]
 ) -> Iterator[tuple[dict[str, Any], Iterator[dict[str, Any]]]]:
     """``(image row, its mask rows)`` per image holding selected masks, images in id order and
     masks in id order within each image.
@@ -110,7 +101,7 @@ def mask_groups_for_export(
     """
     image_keys = ["image_id", *(f"image__{name}" for name in EXPORT_IMAGE_FIELDS[1:])]
     rows = (
-        _filtered_masks(project=project, status=status, stage=stage, source=source, job_id=job_id)
+        _filtered_masks(project=project, **filters)
         .order_by("image_id", "id")
         .values(*EXPORT_MASK_FIELDS, *image_keys[1:])
         .iterator(chunk_size=chunk_size)
@@ -131,21 +122,9 @@ def _mask_rows(rows: Iterator[dict[str, Any]], image_keys: list[str]) -> Iterato
         yield row
 
 
-def export_counts(
-    *,
-    project: Project,
-    status: str = Mask.Status.ACCEPTED,
-    stage: str | None = None,
-    source: str | None = None,
-    job_id: int | None = None,
-) -> tuple[int, int]:
+def export_counts(*, project: Project, **filters: Unpack[MaskFilters]) -> tuple[int, int]:
     """``(images, masks)`` that an export with these filters will hold."""
-    masks = _filtered_masks(
-        project=project, status=status, stage=stage, source=source, job_id=job_id
-    )
     return (
-        images_for_export(
-            project=project, status=status, stage=stage, source=source, job_id=job_id
-        ).count(),
-        masks.count(),
+        images_for_export(project=project, **filters).count(),
+        _filtered_masks(project=project, **filters).count(),
     )

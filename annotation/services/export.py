@@ -32,6 +32,7 @@ from annotation.selectors.masks import (
 )
 from annotation.services.export_params import (
     export_choice,
+    export_flag_checked,
     export_out_checked,
     export_run_id_checked,
     export_shard_size_checked,
@@ -75,6 +76,7 @@ def export_start(
     shard_size: int | None = None,
     include_images: bool = True,
     job_id: int | None = None,
+    reviewed: bool = False,
     enqueue: bool = True,
 ) -> Job:
     """Check the request, create the export Job and (unless ``enqueue=False``, for callers that
@@ -82,6 +84,7 @@ def export_start(
 
     ``job_id`` selects the masks one automatic or prefill run of this project wrote (its
     SA-1B export); the other filters still apply (a prefill run's masks are ``proposed``).
+    ``reviewed`` keeps only the masks a reviewer approved or fixed (QA-passed data).
 
     Raises ExportRefused, creating nothing, for an unknown format/status/stage/source, a bad
     shard size, a ``job_id`` that is not an automatic or prefill run of this project, or an
@@ -105,6 +108,7 @@ def export_start(
         "shard_size": export_shard_size_checked(shard_size),
         "include_images": bool(include_images),
         "job_id": export_run_id_checked(job_id, project=project),
+        "reviewed": export_flag_checked(reviewed, name="reviewed"),
     }
     job = job_create(
         kind=Job.Kind.EXPORT,
@@ -170,6 +174,7 @@ class _ExportRun:
             "stage": self.params["stage"],
             "source": self.params["source"],
             "job_id": self.params.get("job_id"),  # absent in jobs from before run exports
+            "reviewed": bool(self.params.get("reviewed", False)),  # absent in older jobs
         }
         self.store = get_blob_store()
         out = self.params.get("out")
@@ -245,6 +250,8 @@ class _ExportRun:
         described = {key: self.params[key] for key in ("status", "stage", "source")}
         if self.filters["job_id"] is not None:
             described["job_id"] = self.filters["job_id"]  # the export of one run
+        if self.filters["reviewed"]:
+            described["reviewed"] = True
         return described
 
     # -- SA-1B --------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ def export_choice(value: object, *, name: str, allowed: list[str] | tuple[str, .
     return value
 
 
+def export_flag_checked(value: object, *, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ExportRefused(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 _RUN_KINDS = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)
 
 

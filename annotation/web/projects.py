@@ -221,7 +221,8 @@ def project_upload(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Start a COCO or SA-1B export of the accepted masks; the jobs table shows its progress."""
+    """Start a COCO or SA-1B export of the accepted masks (the reviewed ones only when the box
+    is ticked); the jobs table shows its progress."""
     project = project_get_for_user(user=request.user, project_id=project_id)
     require_admin(user=request.user, project=project)
     fmt = request.POST.get("format", "")
@@ -229,7 +230,12 @@ def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.error(request, f"Unknown export format {fmt!r}.")
         return redirect("project-detail", project_id=project.pk)
     try:
-        job = export_start(project=project, fmt=fmt, user=acting_user(request.user))
+        job = export_start(
+            project=project,
+            fmt=fmt,
+            user=acting_user(request.user),
+            reviewed=request.POST.get("reviewed") == "1",
+        )
     except DomainError as exc:
         messages.error(request, f"Export refused: {exc.message}")
     else:

@@ -51,6 +51,22 @@ def test_starting_an_export_answers_202_with_a_queued_job(
     assert job.created_by == admin_user
 
 
+def test_an_export_of_reviewed_masks_only_is_recorded_on_its_job(
+    project, admin_client, django_capture_on_commit_callbacks
+):
+    body = start_export(
+        admin_client, project, django_capture_on_commit_callbacks, format="coco", reviewed=True
+    )
+    assert Job.objects.get(pk=body["id"]).params["reviewed"] is True
+    answer = admin_client.post(
+        f"/api/projects/{project.pk}/exports/",
+        {"format": "coco", "reviewed": "maybe"},
+        format="json",
+    )
+    assert answer.status_code == 400
+    assert "reviewed" in answer.json()
+
+
 def test_an_unknown_export_format_is_400_and_creates_no_job(project, admin_client):
     response = admin_client.post(
         f"/api/projects/{project.pk}/exports/", {"format": "voc"}, format="json"

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import User
 from django.test import override_settings
 from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
@@ -20,6 +21,7 @@ from annotation.models import Image, Mask, Project, Stage
 from annotation.services import export as export_service
 from annotation.services.export import export_run, export_start
 from annotation.services.masks import mask_create
+from annotation.services.review import mask_approve, mask_fix, mask_reject
 from engine.models import Job
 from storage.blobs import get_blob_store
 from tests.s3server import s3_test_client
@@ -236,6 +238,39 @@ def test_coco_export_holds_exactly_the_filtered_masks(dataset, filters, expected
     assert {i["id"] for i in document["images"]} == with_masks
 
 
+def test_a_reviewed_export_holds_only_the_masks_a_reviewer_approved_or_fixed(dataset):
+    reviewer = User.objects.create_user("rita")
+    first, second = sorted(dataset.ids(status="accepted", source="manual"))[:2]
+    mask_approve(mask=Mask.objects.get(pk=first), reviewer=reviewer)
+    mask_fix(
+        mask=Mask.objects.get(pk=second), reviewer=reviewer, rle=Mask.objects.get(pk=second).rle
+    )
+    mask_reject(
+        mask=Mask.objects.get(pk=dataset.ids(status="accepted", source="automatic").pop()),
+        reviewer=reviewer,
+        reason="leaks",
+    )
+    document = coco_document(run_export(dataset.project, "coco", reviewed=True))
+    assert {a["id"] for a in document["annotations"]} == {first, second}
+    assert {i["id"] for i in document["images"]} == {
+        Mask.objects.get(pk=first).image_id,
+        Mask.objects.get(pk=second).image_id,
+    }
+    assert document["info"]["filters"]["reviewed"] is True
+    members = sa1b_members(run_export(dataset.project, "sa1b", reviewed=True, include_images=False))
+    exported = [
+        annotation["id"]
+        for name, body in members.items()
+        if name.endswith(".json")
+        for annotation in json.loads(body)["annotations"]
+    ]
+    assert sorted(exported) == sorted([first, second])
+    # Without the flag nothing changes: every accepted mask, reviewed or not.
+    plain = coco_document(run_export(dataset.project, "coco"))
+    assert "reviewed" not in plain["info"]["filters"]
+    assert {a["id"] for a in plain["annotations"]} == dataset.ids(status="accepted")
+
+
 def test_masks_of_another_project_are_not_exported(dataset):
     other = build_dataset(Project.objects.create(name="other"))
     document = coco_document(run_export(dataset.project, "coco"))
@@ -385,6 +420,7 @@ def test_read_only_out_folder_is_refused_and_creates_no_job(dataset, tmp_path):
         ({"fmt": "coco", "source": "crowd"}, "unknown source 'crowd'"),
         ({"fmt": "coco", "status": "maybe"}, "unknown status 'maybe'"),
         ({"fmt": "sa1b", "shard_size": 0}, "shard size must be a positive integer"),
+        ({"fmt": "coco", "reviewed": "yes"}, "reviewed must be true or false"),
     ],
 )
 def test_bad_parameters_are_refused_and_create_no_job(dataset, kwargs, message):

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotation import tasks
-from annotation.models import Project
+from annotation.models import Mask, Project
 from annotation.services import export as export_service
 from annotation.services.export import export_run, export_start
+from annotation.services.review import mask_approve
 from engine.models import Job
 from engine.services.jobs import job_cancel, job_start
 from storage.blobs import BlobStoreUnavailable, get_blob_store
@@ -185,6 +187,21 @@ def test_command_exports_and_prints_where_the_files_went(dataset, tmp_path):
     assert f"{out}/street-scenes-coco.json" in text
     assert (out / "street-scenes-coco.json").is_file()
     assert job.status == Job.Status.SUCCEEDED
+
+
+def test_command_exports_only_reviewed_masks_with_reviewed(dataset):
+    reviewer = User.objects.create_user("rita")
+    approved = Mask.objects.filter(project=dataset.project, status="accepted").first()
+    assert approved is not None
+    mask_approve(mask=approved, reviewer=reviewer)
+    stdout = io.StringIO()
+    call_command(
+        "export_dataset", "Street Scenes", "--format", "coco", "--reviewed", "--no-progress",
+        stdout=stdout,
+    )  # fmt: skip
+    job = Job.objects.get()
+    assert job.params["reviewed"] is True
+    assert "exported 1 masks of 1 images as coco" in stdout.getvalue()
 
 
 def test_command_refuses_an_unknown_project(db):

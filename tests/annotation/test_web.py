@@ -141,7 +141,11 @@ def test_an_export_button_starts_a_job_shown_in_the_jobs_table(
     assert response["Location"].endswith("#jobs")
     assert len(callbacks) == 1
     job = Job.objects.get(project=project, kind="export")
-    assert job.params["format"] == "sa1b"
+    assert (job.params["format"], job.params["reviewed"]) == ("sa1b", False)
+    # The box "only masks a reviewer approved or fixed" ticked:
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(f"/projects/{project.pk}/export/", {"format": "coco", "reviewed": "1"})
+    assert Job.objects.filter(kind="export").latest("pk").params["reviewed"] is True
     table = client.get(f"/projects/{project.pk}/jobs/").content.decode()
     assert f'data-job="{job.pk}" data-status="queued"' in table
     assert 'data-active="1"' in table

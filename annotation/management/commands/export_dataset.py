@@ -34,6 +34,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--job", type=int, metavar="ID", help="only the masks of this automatic/prefill run"
         )
+        parser.add_argument(
+            "--reviewed",
+            action="store_true",
+            help="only masks a reviewer approved or fixed (QA-passed)",
+        )
         parser.add_argument("--out", metavar="PATH_OR_S3_URL", help="also write here")
         parser.add_argument("--shard-size", type=int, help="SA-1B: images per tar shard")
         parser.add_argument(
@@ -57,6 +62,7 @@ class Command(BaseCommand):
                 shard_size=options["shard_size"],
                 include_images=not options["no_images"],
                 job_id=options["job"],
+                reviewed=options["reviewed"],
                 enqueue=False,
             )
         except DomainError as exc:
