@@ -1,7 +1,9 @@
 """Stats pages: a project's annotation speed over time (reviewers and admins) and one
 annotator's (themselves, or reviewers and admins). Charts are drawn in the browser from the
-per-day series the page embeds; the same numbers are in its tables."""
+per-day series the page embeds; the same numbers are in its tables. The per-annotator table
+also downloads as CSV."""
 
+import csv
 from typing import Any
 
 from django.conf import settings
@@ -10,6 +12,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
 from annotation.models import Project
@@ -104,3 +107,35 @@ def annotator_stats_page(request: HttpRequest, project_id: int, user_id: int) ->
         subject=subject,
         may_see_project=may_see_project,
     )
+
+
+# The per-annotator table as a spreadsheet (payroll, vendor QA reports); one row per annotator.
+CSV_COLUMNS = (
+    "user_id",
+    "username",
+    "masks",
+    "seconds_per_mask",
+    "clicks_per_mask",
+    "masks_reviewed",
+    "masks_rejected",
+    "rejection_rate",
+    "images_skipped",
+)
+
+
+@require_GET
+@login_required
+def project_stats_csv(request: HttpRequest, project_id: int) -> HttpResponse:
+    """``?days=N``: the per-annotator figures of the project page's table, as CSV."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_role(user=request.user, project=project, role=REVIEWER)
+    days = _days(request.GET.get("days"))
+    rows = project_stats(project=project, days=days)["per_annotator"]
+    name = f"{slugify(project.name) or 'project'}-annotators-{days}d.csv"
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    writer = csv.DictWriter(response, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return response

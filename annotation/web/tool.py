@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 from annotation.ids import id_from_query
 from annotation.permissions import ANNOTATOR, require_role, role_in
 from annotation.selectors.projects import project_get_for_user
+from annotation.selectors.review import masks_sent_back
 
 DECODER_CHOICES = ("auto", "browser", "server")
 ISOLATION_HEADERS = {
@@ -38,6 +39,8 @@ def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
         "image_id": id_from_query(request.GET.get("image")),
         "decoder": decoder if decoder in DECODER_CHOICES else "auto",
         "idle_cap_seconds": settings.MASKLOOP_TOOL_IDLE_CAP_SECONDS,
+        # The annotator's own masks reviewers rejected, anywhere in the project (a link).
+        "sent_back": masks_sent_back(project=project, annotator_id=request.user.pk).count(),
     }
     response = render(request, "annotation/tool.html", context)
     for header, value in ISOLATION_HEADERS.items():

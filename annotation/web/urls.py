@@ -42,6 +42,11 @@ urlpatterns = [
     path("projects/<int:project_id>/sent-back/", review.sent_back_page, name="project-sent-back"),
     path("projects/<int:project_id>/stats/", stats.project_stats_page, name="project-stats"),
     path(
+        "projects/<int:project_id>/stats/annotators.csv",
+        stats.project_stats_csv,
+        name="project-stats-csv",
+    ),
+    path(
         "projects/<int:project_id>/stats/annotators/<int:user_id>/",
         stats.annotator_stats_page,
         name="annotator-stats",

@@ -108,3 +108,17 @@ def test_a_resubmitted_mask_shows_its_earlier_reason_in_the_review_queue(project
     client.force_login(reviewer)
     queue = client.get(f"/projects/{project.pk}/review/").content.decode()
     assert "Sent back before: “misses the handle”; fixed and resubmitted." in queue
+
+
+def test_the_tool_page_links_to_the_annotators_sent_back_masks(project, annotator_user):
+    (image,) = make_images(project, 1)
+    client = Client()
+    client.force_login(annotator_user)
+    assert (
+        'id="tool-sent-back"'
+        not in client.get(f"/projects/{project.pk}/annotate/").content.decode()
+    )
+    _rejected(image, annotator_user, member(project, "rita", "reviewer"), "misses the handle")
+    page = client.get(f"/projects/{project.pk}/annotate/").content.decode()
+    assert f'href="/projects/{project.pk}/sent-back/" id="tool-sent-back"' in page
+    assert "1 sent back to you" in page

@@ -1,10 +1,13 @@
 """Stats (s/mask, clicks/mask, masks/image per day and per annotator) against hand-computed
 values, their permissions, and the progress counts of the project API."""
 
+import csv
 import datetime as dt
+import io
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 from django.utils import timezone
 
 from annotation.models import Image, Mask, Project
@@ -230,3 +233,37 @@ def test_the_project_api_reports_progress_and_the_deployed_version(
         assert body["masks_accepted"] == 2
         assert body["my_masks_today"] == 1
         assert body["deployed_version"] == {"id": version.pk, "name": "base", "arch": "vit_b"}
+
+
+def test_the_per_annotator_table_downloads_as_csv(project, annotator_user):
+    (image,) = make_images(project, 1)
+    carol = member(project, "carol", "annotator")
+    now = timezone.now()
+    _made(image, annotator_user, now, seconds=10, clicks=2)
+    _made(image, carol, now, seconds=40, clicks=4, status="rejected")
+    _made(image, carol, now, seconds=60, clicks=None)
+    reviewer = member(project, "rita", "reviewer")
+    client = Client()
+    client.force_login(reviewer)
+    answer = client.get(f"/projects/{project.pk}/stats/annotators.csv?days=7")
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "text/csv; charset=utf-8"
+    assert "-annotators-7d.csv" in answer["Content-Disposition"]
+    table = list(csv.DictReader(io.StringIO(answer.content.decode())))
+    assert [row["username"] for row in table] == ["carol", "bob"]  # most masks first
+    assert table[0] == {
+        "user_id": str(carol.pk),
+        "username": "carol",
+        "masks": "2",
+        "seconds_per_mask": "50.0",
+        "clicks_per_mask": "4.0",
+        "masks_reviewed": "1",
+        "masks_rejected": "1",
+        "rejection_rate": "1.0",
+        "images_skipped": "0",
+    }
+    assert (table[1]["masks_reviewed"], table[1]["rejection_rate"]) == ("0", "")  # no review yet
+    # Reviewers and admins only, as the stats page.
+    annotator = Client()
+    annotator.force_login(annotator_user)
+    assert annotator.get(f"/projects/{project.pk}/stats/annotators.csv").status_code == 403
