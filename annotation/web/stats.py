@@ -67,12 +67,17 @@ def _render(
     return render(request, "annotation/stats.html", context)
 
 
+def _project_window(request: HttpRequest, project_id: int) -> tuple[Project, int]:
+    """The project whose figures a reviewer or admin asks for, and the ``?days=`` window."""
+    project = project_get_for_user(user=request.user, project_id=project_id)
+    require_role(user=request.user, project=project, role=REVIEWER)
+    return project, _days(request.GET.get("days"))
+
+
 @require_GET
 @login_required
 def project_stats_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = project_get_for_user(user=request.user, project_id=project_id)
-    require_role(user=request.user, project=project, role=REVIEWER)
-    days = _days(request.GET.get("days"))
+    project, days = _project_window(request, project_id)
     stats = project_stats(project=project, days=days)
     return _render(
         request, project=project, stats=stats, days=days, subject=None, may_see_project=True
@@ -127,9 +132,7 @@ CSV_COLUMNS = (
 @login_required
 def project_stats_csv(request: HttpRequest, project_id: int) -> HttpResponse:
     """``?days=N``: the per-annotator figures of the project page's table, as CSV."""
-    project = project_get_for_user(user=request.user, project_id=project_id)
-    require_role(user=request.user, project=project, role=REVIEWER)
-    days = _days(request.GET.get("days"))
+    project, days = _project_window(request, project_id)
     rows = project_stats(project=project, days=days)["per_annotator"]
     name = f"{slugify(project.name) or 'project'}-annotators-{days}d.csv"
     response = HttpResponse(content_type="text/csv; charset=utf-8")
