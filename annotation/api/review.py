@@ -26,6 +26,7 @@ from annotation.services.review import (
     MAX_MASKS_PER_APPROVAL,
     REASON_MAX,
     image_masks_approve,
+    image_masks_unreview,
     mask_approve,
     mask_fix,
     mask_reject,
@@ -120,19 +121,19 @@ class MaskFixApi(APIView):
         return Response(MaskOutput(fixed).data)
 
 
-class ImageApproveInput(serializers.Serializer[Any]):
+class ImageMasksInput(serializers.Serializer[Any]):
     mask_ids = serializers.ListField(
         child=IdField(),
         allow_empty=False,
         max_length=MAX_MASKS_PER_APPROVAL,
-        help_text="the image's masks the reviewer saw and approves, at most "
+        help_text="masks of the image the reviewer saw (approve) or decided on (undo), at most "
         f"{MAX_MASKS_PER_APPROVAL}",
     )
 
 
 class UnchangedMaskOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
-    status = serializers.CharField(help_text="why it was not approved: it is not accepted")
+    status = serializers.CharField(help_text="its status now (why it was left alone)")
 
 
 class ImageApproveOutput(serializers.Serializer[Any]):
@@ -140,27 +141,55 @@ class ImageApproveOutput(serializers.Serializer[Any]):
     unchanged = UnchangedMaskOutput(many=True)
 
 
+def _image_for_review(request: Request, image_id: int) -> tuple[Image, list[int]]:
+    image = image_get_for_user(user=request.user, image_id=image_id)
+    require_role(user=request.user, project=image.project, role=REVIEWER)
+    data = ImageMasksInput(data=request.data)
+    data.is_valid(raise_exception=True)
+    return image, list(data.validated_data["mask_ids"])
+
+
+def _unchanged(masks: list[Mask]) -> list[dict[str, Any]]:
+    return [{"id": mask.pk, "status": mask.status} for mask in masks]
+
+
 class ImageApproveApi(APIView):
     @extend_schema(
         operation_id="image_masks_approve",
-        request=ImageApproveInput,
+        request=ImageMasksInput,
         responses={200: ImageApproveOutput},
     )
     def post(self, request: Request, image_id: int) -> Response:
         """Approve the listed masks of the image at once; those no longer accepted stay as
         they are (``unchanged``). Ids that are not the image's masks: 400, nothing changed."""
-        image = image_get_for_user(user=request.user, image_id=image_id)
-        require_role(user=request.user, project=image.project, role=REVIEWER)
-        data = ImageApproveInput(data=request.data)
-        data.is_valid(raise_exception=True)
+        image, mask_ids = _image_for_review(request, image_id)
         approved, unchanged = image_masks_approve(
-            image=image,
-            reviewer=acting_user(request.user),
-            mask_ids=data.validated_data["mask_ids"],
+            image=image, reviewer=acting_user(request.user), mask_ids=mask_ids
         )
         return Response(
-            {
-                "approved": MaskOutput(approved, many=True).data,
-                "unchanged": [{"id": mask.pk, "status": mask.status} for mask in unchanged],
-            }
+            {"approved": MaskOutput(approved, many=True).data, "unchanged": _unchanged(unchanged)}
+        )
+
+
+class ImageUnreviewOutput(serializers.Serializer[Any]):
+    returned = MaskOutput(many=True, help_text="back in the queue, accepted and undecided")
+    unchanged = UnchangedMaskOutput(many=True)
+
+
+class ImageUnreviewApi(APIView):
+    @extend_schema(
+        operation_id="image_masks_unreview",
+        request=ImageMasksInput,
+        responses={200: ImageUnreviewOutput},
+    )
+    def post(self, request: Request, image_id: int) -> Response:
+        """Take back your own verdicts on the listed masks of the image (undo): each goes back
+        to the queue accepted and undecided; a fix keeps its pixels. Masks another reviewer
+        decided on, or nobody did, are left alone (``unchanged``)."""
+        image, mask_ids = _image_for_review(request, image_id)
+        returned, unchanged = image_masks_unreview(
+            image=image, reviewer=acting_user(request.user), mask_ids=mask_ids
+        )
+        return Response(
+            {"returned": MaskOutput(returned, many=True).data, "unchanged": _unchanged(unchanged)}
         )

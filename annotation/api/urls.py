@@ -20,6 +20,7 @@ from annotation.api.members import MemberListSetApi, MemberRemoveApi
 from annotation.api.projects import ProjectDetailApi, ProjectListCreateApi, ProjectStageApi
 from annotation.api.review import (
     ImageApproveApi,
+    ImageUnreviewApi,
     MaskApproveApi,
     MaskFixApi,
     MaskRejectApi,
@@ -98,6 +99,11 @@ urlpatterns = [
         "images/<int:image_id>/review/approve/",
         ImageApproveApi.as_view(),
         name="api-image-masks-approve",
+    ),
+    path(
+        "images/<int:image_id>/review/undo/",
+        ImageUnreviewApi.as_view(),
+        name="api-image-masks-unreview",
     ),
     path("masks/<int:mask_id>/reject/", MaskRejectApi.as_view(), name="api-mask-reject"),
     path("masks/<int:mask_id>/approve/", MaskApproveApi.as_view(), name="api-mask-approve"),

@@ -1,5 +1,5 @@
-"""Review: a reviewer approves, rejects (with a reason) or fixes an accepted mask, or approves
-the masks of an image at once.
+"""Review: a reviewer approves, rejects (with a reason) or fixes an accepted mask, approves
+the masks of an image at once, or takes their verdicts back (undo).
 
 Every decision records who reviewed and when. A rejected mask keeps its pixels and
 provenance but leaves exports and training snapshots, which select accepted masks only.
@@ -90,6 +90,24 @@ def mask_fix(
 MAX_MASKS_PER_APPROVAL = 1000
 
 
+def _image_masks_locked(*, image: Image, mask_ids: list[int], action: str) -> list[Mask]:
+    """The listed masks of ``image``, locked, in id order; InvalidReview naming the ids that
+    are not its masks (``action`` says what did not happen)."""
+    ids = list(dict.fromkeys(mask_ids))
+    if not ids or len(ids) > MAX_MASKS_PER_APPROVAL:
+        raise InvalidReview(f"name 1 to {MAX_MASKS_PER_APPROVAL} masks of the image")
+    rows = list(
+        Mask.objects.select_for_update(of=("self",)).filter(image=image, pk__in=ids).order_by("pk")
+    )
+    missing = sorted(set(ids) - {row.pk for row in rows})
+    if missing:
+        raise InvalidReview(
+            f"not masks of image #{image.pk}: {missing[:10]}; nothing was {action}",
+            extra={"missing": missing[:100]},
+        )
+    return rows
+
+
 @transaction.atomic
 def image_masks_approve(
     *, image: Image, reviewer: User, mask_ids: list[int], now: dt.datetime | None = None
@@ -101,24 +119,38 @@ def image_masks_approve(
     a prefilled one still proposed) is left as it is and returned in ``unchanged``. Raises
     InvalidReview (nothing changed) for ids that are not masks of ``image``.
     """
-    ids = list(dict.fromkeys(mask_ids))
-    if not ids or len(ids) > MAX_MASKS_PER_APPROVAL:
-        raise InvalidReview(f"name 1 to {MAX_MASKS_PER_APPROVAL} masks of the image to approve")
-    rows = list(
-        Mask.objects.select_for_update(of=("self",)).filter(image=image, pk__in=ids).order_by("pk")
-    )
-    missing = sorted(set(ids) - {row.pk for row in rows})
-    if missing:
-        raise InvalidReview(
-            f"not masks of image #{image.pk}: {missing[:10]}; nothing was approved",
-            extra={"missing": missing[:100]},
-        )
+    rows = _image_masks_locked(image=image, mask_ids=mask_ids, action="approved")
     approved = [row for row in rows if row.status == Mask.Status.ACCEPTED]
     when = now or timezone.now()
     for row in approved:
         row.rejection_reason = ""
+        row.updated_at = when  # bulk_update does not run auto_now
         _reviewed(row, reviewer=reviewer, now=when)
     Mask.objects.bulk_update(
         approved, ["rejection_reason", "reviewed_by", "reviewed_at", "updated_at"]
     )
     return approved, [row for row in rows if row.status != Mask.Status.ACCEPTED]
+
+
+@transaction.atomic
+def image_masks_unreview(
+    *, image: Image, reviewer: User, mask_ids: list[int]
+) -> tuple[list[Mask], list[Mask]]:
+    """Take back the reviewer's own verdicts on the listed masks of ``image`` (the review
+    page's Undo): each goes back to the queue, accepted and undecided, ``(returned,
+    unchanged)``. A fix keeps its new pixels (only the verdict is taken back). Masks another
+    reviewer decided on, or nobody did, are left alone and returned in ``unchanged``. Raises
+    InvalidReview (nothing changed) for ids that are not masks of ``image``.
+    """
+    rows = _image_masks_locked(image=image, mask_ids=mask_ids, action="taken back")
+    returned = [row for row in rows if row.reviewed_by_id == reviewer.pk]
+    unchanged = [row for row in rows if row.reviewed_by_id != reviewer.pk]
+    when = timezone.now()
+    for row in returned:
+        row.updated_at = when  # bulk_update does not run auto_now
+        row.status = Mask.Status.ACCEPTED
+        row.rejection_reason = ""
+        row.reviewed_by = None
+        row.reviewed_at = None
+    Mask.objects.bulk_update(returned, _REVIEW_FIELDS)
+    return returned, unchanged

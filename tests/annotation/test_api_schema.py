@@ -30,6 +30,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/projects/{project_id}/masks/"): "masks_list",
     ("patch", "/api/masks/{mask_id}/"): "masks_edit",
     ("post", "/api/images/{image_id}/review/approve/"): "image_masks_approve",
+    ("post", "/api/images/{image_id}/review/undo/"): "image_masks_unreview",
     ("post", "/api/projects/{project_id}/exports/"): "exports_create",
     ("post", "/api/projects/{project_id}/annotation-imports/"): "annotations_import_coco",
     (

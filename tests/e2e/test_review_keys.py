@@ -179,8 +179,8 @@ def test_approve_all_takes_the_images_listed_masks_and_opens_the_next(
     live_web: LiveWeb, browser_context: Any
 ) -> None:
     """Shift+Enter approves both masks of the first image in one request and the queue moves
-    on; a mask rejected meanwhile by a co-reviewer is left alone and says why; the button
-    approves the rest."""
+    on; Ctrl+Z takes that back; a mask rejected meanwhile by a co-reviewer is left alone and
+    says why; the button approves the rest."""
     from playwright.sync_api import expect
 
     setup = make_setup()
@@ -192,6 +192,17 @@ def test_approve_all_takes_the_images_listed_masks_and_opens_the_next(
     for mask in (first, second):
         mask.refresh_from_db()
         assert (mask.status, mask.reviewed_by_id) == (Mask.Status.ACCEPTED, setup.reviewer.pk)
+    # Ctrl+Z takes the approve-all back: both masks are in the queue again (the page reloads).
+    expect(page.locator("#review-undo-text")).to_have_text("2 masks approved.")
+    page.keyboard.press("Control+z")
+    page.wait_for_load_state("load")
+    wait_drawn(page, setup.images[0], 2)
+    expect(page.locator("#review-undo-bar")).to_be_hidden()
+    for mask in (first, second):
+        mask.refresh_from_db()
+        assert (mask.status, mask.reviewed_at) == (Mask.Status.ACCEPTED, None)
+    page.keyboard.press("Shift+Enter")
+    wait_drawn(page, setup.images[1], 1)
 
     # The second image's mask is rejected in another tab: approving all leaves it as it is.
     carl = User.objects.create_user("carl", password="carl-pass-123")

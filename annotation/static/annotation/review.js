@@ -1,8 +1,8 @@
 // maskloop review queue: masks drawn over the image, approve / reject with a reason / fix with a
 // brush and eraser. Talks to the REST API (session auth + CSRF header). No dependencies.
-import { api, ApiError } from "./tool/api.js";
 import { shortcutKey, typesText } from "./keys.js";
 import { MaskLayer } from "./mask-layer.js";
+import { fixMethods, post } from "./review-fix.js";
 
 const PALETTE = [
   [239, 68, 68], [59, 130, 246], [16, 185, 129], [245, 158, 11], [168, 85, 247],
@@ -10,22 +10,6 @@ const PALETTE = [
 ];
 const ALPHA_IDLE = 0.4;
 const ALPHA_FOCUS = 0.7;
-
-// POST JSON; resolves to {ok, data} or {ok: false, text} with the server's explanation.
-async function post(url, body) {
-  try {
-    const { data } = await api("POST", url, body ?? {});
-    return { ok: true, data };
-  } catch (error) {
-    if (!(error instanceof ApiError)) return { ok: false, text: "network error: the server could not be reached" };
-    const fields = Object.entries(error.body || {}).filter(([key]) => key !== "detail" && key !== "code");
-    if (!error.body?.detail && fields.length) {
-      // DRF field errors, e.g. {"reason": ["Ensure this field has no more than 500 characters."]}
-      return { ok: false, text: fields.map(([key, value]) => `${key}: ${[].concat(value).join(" ")}`).join("; ") };
-    }
-    return { ok: false, text: error.message };
-  }
-}
 
 // --- the page ------------------------------------------------------------------------------------
 
@@ -42,6 +26,7 @@ class ReviewPage {
     this.fix = null; // {layer, tool, radius, last, drawing}
     this.cursor = null;
     this.loadToken = 0;
+    this.lastVerdict = null; // {imageId, maskIds, text}: what Undo (Ctrl+Z) takes back
   }
 
   start() {
@@ -49,6 +34,7 @@ class ReviewPage {
       button.addEventListener("click", () => this.select(Number(button.dataset.selectImage)));
     });
     document.querySelectorAll(".mask-row").forEach((row) => this.wireRow(row));
+    document.getElementById("review-undo").addEventListener("click", () => this.undo());
     document.querySelectorAll("[data-action=approve-all]").forEach((button) => {
       button.addEventListener("click", () => this.approveAll());
     });
@@ -222,7 +208,9 @@ class ReviewPage {
     }
     for (const mask of approved) this.settle(mask.id, { ok: true }, "approved");
     const left = unchanged.length ? `; ${unchanged.length} no longer accepted, left as they are` : "";
-    this.announce(`${approved.length} mask${approved.length === 1 ? "" : "s"} approved${left}.`);
+    const text = `${approved.length} mask${approved.length === 1 ? "" : "s"} approved${left}.`;
+    this.announce(text);
+    if (approved.length) this.offerUndo(entry.id, approved.map((mask) => mask.id), text);
   }
 
   openReject(maskId) {
@@ -259,6 +247,7 @@ class ReviewPage {
     this.announce(`Mask #${maskId} ${verdict}.`);
     if (!this.current) return;
     const { entry, layers } = this.current;
+    this.offerUndo(entry.id, [maskId], `Mask #${maskId} ${verdict}.`);
     layers.delete(maskId);
     entry.masks = entry.masks.filter((mask) => mask.id !== maskId);
     const queueButton = document.querySelector(`[data-select-image="${entry.id}"]`);
@@ -286,112 +275,39 @@ class ReviewPage {
     }
   }
 
+  /** Show the Undo bar for the latest verdict (one mask, or an image's approve-all). */
+  offerUndo(imageId, maskIds, text) {
+    this.lastVerdict = { imageId, maskIds, text };
+    document.getElementById("review-undo-text").textContent = text;
+    document.getElementById("review-undo-bar").hidden = false;
+  }
+
+  /** Take the latest verdict back: the masks return to the queue (the page reloads to show them). */
+  async undo() {
+    const last = this.lastVerdict;
+    if (!last || this.fix) return;
+    this.lastVerdict = null;
+    document.getElementById("review-undo").disabled = true;
+    const result = await post(`/api/images/${last.imageId}/review/undo/`, { mask_ids: last.maskIds });
+    if (!result.ok) {
+      document.getElementById("review-undo").disabled = false;
+      document.getElementById("review-undo-text").textContent = `Undo failed: ${result.text}`;
+      return;
+    }
+    window.location.reload();
+  }
+
   announce(text) {
     const live = document.getElementById("review-live");
     if (live) live.textContent = text;
   }
 
-  // --- fix: brush and eraser on one mask --------------------------------------------------------
-
-  wireFixBar() {
-    this.fixBar.querySelectorAll("input[name=fix-tool]").forEach((input) => {
-      input.addEventListener("change", () => { if (this.fix) this.fix.tool = input.value; });
-    });
-    const size = document.getElementById("fix-size");
-    size.addEventListener("input", () => { if (this.fix) { this.fix.radius = Number(size.value) / 2; this.draw(); } });
-    document.getElementById("fix-save").addEventListener("click", () => this.saveFix());
-    document.getElementById("fix-cancel").addEventListener("click", () => this.endFix());
-  }
-
-  beginFix(maskId) {
-    if (!this.current || !this.current.layers.has(maskId)) return;
-    if (this.fix) this.endFix();
-    const size = document.getElementById("fix-size");
-    const tool = this.fixBar.querySelector("input[name=fix-tool]:checked")?.value ?? "brush";
-    this.fix = { layer: this.current.layers.get(maskId), tool, radius: Number(size.value) / 2, last: null, drawing: false };
-    this.focusId = maskId;
-    this.markFocus();
-    this.fixBar.hidden = false;
-    document.getElementById("fix-mask-id").textContent = `#${maskId}`;
-    this.canvas.classList.add("is-fixing");
-    this.row(maskId)?.classList.add("is-fixing");
-    this.draw();
-  }
-
-  endFix() {
-    if (!this.fix) return;
-    this.fix.layer.reset();
-    this.row(this.fix.layer.id)?.classList.remove("is-fixing");
-    this.fix = null;
-    this.fixBar.hidden = true;
-    this.canvas.classList.remove("is-fixing");
-    this.draw();
-  }
-
-  async saveFix() {
-    if (!this.fix) return;
-    const { layer } = this.fix;
-    if (layer.area() === 0) {
-      this.showError(layer.id, "The fixed mask is empty: reject it instead.");
-      return;
-    }
-    const rle = layer.toRle();
-    document.getElementById("fix-save").disabled = true;
-    const result = await post(`/api/masks/${layer.id}/fix/`, { rle });
-    document.getElementById("fix-save").disabled = false;
-    if (!result.ok) {
-      this.showError(layer.id, result.text);
-      return;
-    }
-    this.row(layer.id)?.classList.remove("is-fixing");
-    this.fix = null;
-    this.fixBar.hidden = true;
-    this.canvas.classList.remove("is-fixing");
-    this.settle(layer.id, result, "fixed");
-  }
-
-  imagePoint(event) {
-    const rect = this.canvas.getBoundingClientRect();
-    return {
-      x: ((event.clientX - rect.left) * this.canvas.width) / rect.width,
-      y: ((event.clientY - rect.top) * this.canvas.height) / rect.height,
-    };
-  }
-
-  // Paint along the segment from the previous pointer position so fast strokes leave no gaps.
-  stroke(point) {
-    const { layer, tool, radius, last } = this.fix;
-    const value = tool === "eraser" ? 0 : 1;
-    const from = last ?? point;
-    const steps = Math.max(1, Math.ceil(Math.hypot(point.x - from.x, point.y - from.y) / Math.max(1, radius / 2)));
-    for (let i = 1; i <= steps; i++) {
-      layer.disc(from.x + ((point.x - from.x) * i) / steps, from.y + ((point.y - from.y) * i) / steps, radius, value);
-    }
-    this.fix.last = point;
-  }
-
-  wireCanvas() {
-    this.canvas.addEventListener("pointerdown", (event) => {
-      if (!this.fix || event.button !== 0) return;
-      this.canvas.setPointerCapture(event.pointerId);
-      this.fix.last = null;
-      this.fix.drawing = true;
-      this.stroke(this.imagePoint(event));
-      this.draw();
-    });
-    this.canvas.addEventListener("pointermove", (event) => {
-      if (!this.fix) return;
-      this.cursor = this.imagePoint(event);
-      if (this.fix.drawing) this.stroke(this.cursor);
-      this.draw();
-    });
-    const stop = () => { if (this.fix) { this.fix.drawing = false; this.fix.last = null; } };
-    this.canvas.addEventListener("pointerup", stop);
-    this.canvas.addEventListener("pointercancel", stop);
-    this.canvas.addEventListener("pointerleave", () => { this.cursor = null; this.draw(); });
-  }
-
   onKey(event) {
+    if ((event.ctrlKey || event.metaKey) && shortcutKey(event) === "z" && this.lastVerdict && !this.fix && !typesText(event.target)) {
+      event.preventDefault();
+      this.undo();
+      return;
+    }
     // Keys with Ctrl/Cmd/Alt are the browser's (reload, find, select all); text fields type.
     if (event.ctrlKey || event.metaKey || event.altKey || typesText(event.target)) return;
     const key = shortcutKey(event);
@@ -432,6 +348,8 @@ class ReviewPage {
     event.preventDefault();
   }
 }
+
+Object.assign(ReviewPage.prototype, fixMethods);
 
 const holder = document.getElementById("review-data");
 if (holder) new ReviewPage(JSON.parse(holder.textContent)).start();
