@@ -260,3 +260,5 @@ def test_the_review_page_shows_an_edited_mask_back_in_the_queue(project, annotat
     assert f"Mask #{mask.pk}" in page
     assert "edited 1\u00d7" in page
     assert "last edited by bob" in page
+    # Each card opens its mask in the tool's editor too.
+    assert f"/annotate/?image={image.pk}&amp;mask={mask.pk}" in page
