@@ -1,6 +1,6 @@
 """Review (reviewers and admins): the queue of images with unreviewed masks, a decision per
-mask (reject with a reason, approve, or fix with new pixels), and approving an image's masks
-at once."""
+mask (reject with a reason, approve, or fix with new pixels), approving an image's masks at
+once, and taking verdicts back (undo)."""
 
 from typing import Any
 

@@ -11,22 +11,14 @@ import datetime as dt
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import ConflictError, InvalidMask
+from annotation.errors import ConflictError
 from annotation.models import Image, Mask
-from annotation.permissions import REVIEWER, has_role
 from annotation.services.leases import lease_renew_for_accept
-from annotation.services.mask_encoding import check_number, mask_encode
-from annotation.services.masks import MAX_COUNT, MAX_SECONDS
-
-
-def _count(value: object, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise InvalidMask(f"{name} must be an integer from 0 to {MAX_COUNT}, got {value!r}")
-    return value
+from annotation.services.mask_encoding import check_count, check_number, mask_encode
+from annotation.services.masks import MAX_COUNT, MAX_SECONDS, require_owner_or_reviewer
 
 
 def _editable(mask: Mask, *, user: User) -> None:
@@ -44,10 +36,7 @@ def _editable(mask: Mask, *, user: User) -> None:
             f"image #{mask.image_id} is skipped: a reviewer must reopen it before its masks "
             "are edited"
         )
-    if mask.annotator_id != user.pk and not has_role(
-        user=user, project=mask.project, role=REVIEWER
-    ):
-        raise PermissionDenied("only the mask's annotator or a reviewer may edit it")
+    require_owner_or_reviewer(mask=mask, user=user, action="edit")
 
 
 @transaction.atomic
@@ -81,8 +70,8 @@ def mask_edit(
         .get(pk=mask.pk)
     )
     _editable(row, user=user)
-    clicks = _count(clicks, name="clicks")
-    brush_strokes = _count(brush_strokes, name="brush_strokes")
+    clicks = check_count(clicks, name="clicks", high=MAX_COUNT)
+    brush_strokes = check_count(brush_strokes, name="brush_strokes", high=MAX_COUNT)
     seconds = check_number(seconds_spent, name="seconds_spent", low=0.0, high=MAX_SECONDS)
     encoded = mask_encode(height=row.image.height, width=row.image.width, rle=rle, png=png)
     lease_renew_for_accept(image=row.image, user=user, now=now)  # last: refusals touch nothing

@@ -217,6 +217,13 @@ def check_number(
     return number
 
 
+def check_count(value: object, *, name: str, high: int) -> int:
+    """A non-negative integer up to ``high`` (clicks, brush strokes); InvalidMask otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise InvalidMask(f"{name} must be a non-negative integer up to {high}, got {value!r}")
+    return value
+
+
 def check_number_list(value: object, *, name: str, length: int) -> list[float | int]:
     if isinstance(value, np.ndarray):
         value = value.tolist()

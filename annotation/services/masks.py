@@ -22,6 +22,7 @@ from annotation.services.leases import lease_renew_for_accept
 from annotation.services.mask_encoding import EncodedMask as EncodedMask  # re-exported
 from annotation.services.mask_encoding import (
     check_choice,
+    check_count,
     check_number,
     check_number_list,
     check_points,
@@ -59,10 +60,8 @@ def _extras(
     if prompts is not None and not isinstance(prompts, list | dict):
         raise InvalidMask(f"prompts must be a list or an object, got {type(prompts).__name__}")
     for name, count in (("clicks", clicks), ("brush_strokes", brush_strokes)):
-        if count is not None and (
-            isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT
-        ):
-            raise InvalidMask(f"{name} must be a non-negative integer, got {count!r}")
+        if count is not None:
+            check_count(count, name=name, high=MAX_COUNT)
     return {
         "predicted_iou": check_number(predicted_iou, name="predicted_iou"),
         "stability_score": check_number(stability_score, name="stability_score", low=0.0, high=1.0),
@@ -360,11 +359,17 @@ def _own(mask: Mask, *, annotator: User) -> Mask:
     return mask
 
 
-@transaction.atomic
-def mask_delete(*, mask: Mask, user: User) -> None:
-    """Delete a mask: its own annotator, or a reviewer or admin of its project (else 403)."""
+def require_owner_or_reviewer(*, mask: Mask, user: User, action: str) -> None:
+    """PermissionDenied (403) unless ``user`` made ``mask`` or reviews or administers its
+    project; ``action`` names what was refused ("delete", "edit")."""
     if mask.annotator_id != user.pk and not has_role(
         user=user, project=mask.project, role=REVIEWER
     ):
-        raise PermissionDenied("only the mask's annotator or a reviewer may delete it")
+        raise PermissionDenied(f"only the mask's annotator or a reviewer may {action} it")
+
+
+@transaction.atomic
+def mask_delete(*, mask: Mask, user: User) -> None:
+    """Delete a mask: its own annotator, or a reviewer or admin of its project (else 403)."""
+    require_owner_or_reviewer(mask=mask, user=user, action="delete")
     mask.delete()

@@ -126,9 +126,7 @@ def image_masks_approve(
         row.rejection_reason = ""
         row.updated_at = when  # bulk_update does not run auto_now
         _reviewed(row, reviewer=reviewer, now=when)
-    Mask.objects.bulk_update(
-        approved, ["rejection_reason", "reviewed_by", "reviewed_at", "updated_at"]
-    )
+    Mask.objects.bulk_update(approved, _REVIEW_FIELDS)
     return approved, [row for row in rows if row.status != Mask.Status.ACCEPTED]
 
 

@@ -16,10 +16,14 @@ from tests.annotation.workflow import make_images, member, rle_of, square
 pytestmark = pytest.mark.django_db
 
 
-def _page(user: User, project, query: str = "") -> tuple[int, str]:
+def _logged_in(user: User) -> Client:
     client = Client()
     client.force_login(user)
-    answer = client.get(f"/projects/{project.pk}/sent-back/{query}")
+    return client
+
+
+def _page(user: User, project, query: str = "") -> tuple[int, str]:
+    answer = _logged_in(user).get(f"/projects/{project.pk}/sent-back/{query}")
     return answer.status_code, answer.content.decode()
 
 
@@ -83,8 +87,7 @@ def test_outsiders_get_404_and_an_empty_list_says_so(project, annotator_user, ou
 
 def test_the_project_page_links_to_it_with_a_count(project, annotator_user):
     (image,) = make_images(project, 1)
-    client = Client()
-    client.force_login(annotator_user)
+    client = _logged_in(annotator_user)
     assert 'id="sent-back-link"' not in client.get(f"/projects/{project.pk}/").content.decode()
     reviewer = member(project, "rita", "reviewer")
     _rejected(image, annotator_user, reviewer, "misses the handle")
@@ -92,9 +95,7 @@ def test_the_project_page_links_to_it_with_a_count(project, annotator_user):
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert "Sent back to you" in page
     assert '<span class="badge" data-count="sent-back">1</span>' in page
-    reviewer_client = Client()
-    reviewer_client.force_login(reviewer)
-    page = reviewer_client.get(f"/projects/{project.pk}/").content.decode()
+    page = _logged_in(reviewer).get(f"/projects/{project.pk}/").content.decode()
     assert '<span class="badge" data-count="sent-back">2</span>' in page
 
 
@@ -104,16 +105,13 @@ def test_a_resubmitted_mask_shows_its_earlier_reason_in_the_review_queue(project
     mask = _rejected(image, annotator_user, reviewer, "misses the handle")
     mask_edit(mask=mask, user=annotator_user, rle=rle_of(square(x0=5)))
     assert f'data-mask-id="{mask.pk}"' not in _page(annotator_user, project)[1]  # not sent back
-    client = Client()
-    client.force_login(reviewer)
-    queue = client.get(f"/projects/{project.pk}/review/").content.decode()
+    queue = _logged_in(reviewer).get(f"/projects/{project.pk}/review/").content.decode()
     assert "Sent back before: “misses the handle”; fixed and resubmitted." in queue
 
 
 def test_the_tool_page_links_to_the_annotators_sent_back_masks(project, annotator_user):
     (image,) = make_images(project, 1)
-    client = Client()
-    client.force_login(annotator_user)
+    client = _logged_in(annotator_user)
     assert (
         'id="tool-sent-back"'
         not in client.get(f"/projects/{project.pk}/annotate/").content.decode()
