@@ -156,6 +156,32 @@ class ImageLease(models.Model):
         return f"lease of image {self.image_id} by user {self.user_id} until {self.expires_at}"
 
 
+class Category(models.Model):
+    """An optional class label of a project's masks ("car", "person"), as in COCO.
+
+    SAM's masks are class-agnostic, so a mask needs none; teams that want classes define them
+    per project. ``coco_id`` is the category's id in COCO exports and imports (kept from an
+    imported file, so a round trip keeps the ids); ``color`` is how the tool draws its masks.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="categories")
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7, help_text="#rrggbb")
+    coco_id = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["coco_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="category_unique_name"),
+            models.UniqueConstraint(fields=["project", "coco_id"], name="category_unique_coco_id"),
+            models.CheckConstraint(condition=Q(coco_id__gt=0), name="category_coco_id_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Mask(models.Model):
     """One object mask as COCO RLE (``counts`` compressed, as str; size = image height, width)."""
 
@@ -227,6 +253,16 @@ class Mask(models.Model):
         db_index=False,  # never looked up by editor; an index would cost a write per edit
     )
     edited_at = models.DateTimeField(null=True, blank=True)
+    # Optional class label; null: class-agnostic, as SAM's masks are. A deleted category
+    # leaves its masks without one.
+    category = models.ForeignKey(
+        Category,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # the partial index mask_category
+    )
     # The automatic or prefill run that made the mask (null for annotators' masks): rerunning
     # an image replaces exactly that run's masks of it.
     # No single-column index: mask_job_image (job, image) serves lookups by job as well, and
@@ -279,6 +315,13 @@ class Mask(models.Model):
                 fields=["project", "image"],
                 condition=Q(status="accepted", reviewed_at__isnull=True),
                 name="mask_review_pending",
+            ),
+            # Masks of one category (counts, exports of some categories, a category deleted).
+            # Partial: class-agnostic masks, the bulk of the table at scale, pay no write.
+            models.Index(
+                fields=["category", "id"],
+                condition=Q(category__isnull=False),
+                name="mask_category",
             ),
             # Automatic runs: replace one run's masks of one image, count a run's masks.
             models.Index(fields=["job", "image"], name="mask_job_image"),

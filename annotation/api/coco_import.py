@@ -26,6 +26,11 @@ class CocoImportInput(serializers.Serializer[Any]):
         default=False,
         help_text="leave out the file's images that are not in the project (default: refuse)",
     )
+    keep_categories = serializers.BooleanField(
+        default=True,
+        help_text="give the masks the file's categories, creating the project's missing ones "
+        "(false: import them without a category)",
+    )
 
 
 class CocoImportOutput(serializers.Serializer[Any]):
@@ -39,7 +44,10 @@ class CocoImportOutput(serializers.Serializer[Any]):
         child=serializers.CharField(), help_text="the first 20 names not in the project"
     )
     skipped_images_total = serializers.IntegerField()
-    categories = serializers.IntegerField(help_text="categories in the file (not kept)")
+    categories = serializers.IntegerField(help_text="categories in the file")
+    categories_created = serializers.IntegerField(
+        help_text="categories the project did not have, created from the file's"
+    )
 
 
 class CocoImportApi(APIView):
@@ -67,6 +75,7 @@ class CocoImportApi(APIView):
             upload=data.validated_data["file"],
             user=acting_user(request.user),
             skip_missing_images=data.validated_data["skip_missing_images"],
+            keep_categories=data.validated_data["keep_categories"],
         )
         body = {"job": summary.job_id, **summary.as_dict()}
         return Response(CocoImportOutput(body).data, status=status.HTTP_201_CREATED)

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.ids import IdField
-from annotation.models import Image, Mask, Stage
+from annotation.models import Category, Image, Mask, Stage
 from annotation.permissions import ANNOTATOR, acting_user, require_role
 from annotation.selectors.projects import (
     image_get_for_user,
@@ -44,6 +44,9 @@ class MaskOutput(serializers.ModelSerializer[Mask]):
     annotator = serializers.PrimaryKeyRelatedField[User](read_only=True, allow_null=True)
     reviewed_by = serializers.PrimaryKeyRelatedField[User](read_only=True, allow_null=True)
     edited_by = serializers.PrimaryKeyRelatedField[User](read_only=True, allow_null=True)
+    category = serializers.PrimaryKeyRelatedField[Category](
+        read_only=True, allow_null=True, help_text="the mask's category id; null: none"
+    )
     segmentation = RleOutput(source="rle", read_only=True)
     bbox = serializers.ListField(child=serializers.FloatField(), help_text="[x, y, w, h]")
     point_coords = serializers.ListField(
@@ -79,6 +82,7 @@ class MaskOutput(serializers.ModelSerializer[Mask]):
             "edit_count",
             "edited_by",
             "edited_at",
+            "category",
             "created_at",
             "updated_at",
         ]
@@ -140,10 +144,20 @@ class MaskAcceptInput(MaskPixelsInput):
         max_length=100,
         help_text="a client-made unique key: a retried accept returns the stored row",
     )
+    category = IdField(
+        required=False, allow_null=True, help_text="a category of the project; null or absent: none"
+    )
 
 
 class MaskEditInput(MaskPixelsInput):
-    """New pixels for an accepted mask, with the effort the edit took (added to the mask's)."""
+    """New pixels for an accepted mask, with the effort the edit took (added to the mask's),
+    and/or a new category (then the pixels may be left out)."""
+
+    category = IdField(
+        required=False,
+        allow_null=True,
+        help_text="a category of the project, or null to take the mask's off; absent: unchanged",
+    )
 
     clicks = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_COUNT)
     brush_strokes = serializers.IntegerField(
@@ -166,6 +180,7 @@ class MaskFilterInput(serializers.Serializer[Any]):
     )
     stage = serializers.ChoiceField(choices=Stage.choices, required=False)
     annotator = IdField(required=False, help_text="a user id")
+    category = IdField(required=False, help_text="a category id")
 
 
 class ProjectMaskFilterInput(MaskFilterInput):
@@ -176,7 +191,7 @@ def _filters(serializer_class: type[MaskFilterInput], params: Any) -> dict[str, 
     data = serializer_class(data=params)
     data.is_valid(raise_exception=True)
     values = dict(data.validated_data)
-    renamed = {"annotator": "annotator_id", "image": "image_id"}
+    renamed = {"annotator": "annotator_id", "image": "image_id", "category": "category_id"}
     return {renamed.get(str(key), str(key)): value for key, value in values.items()}
 
 
@@ -233,6 +248,7 @@ class ImageMaskListApi(generics.ListAPIView[Mask]):
             image=image,
             annotator=acting_user(request.user),
             model_version_id=values.pop("model_version", None),
+            category_id=values.pop("category", None),
             **values,
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -244,9 +260,9 @@ class MaskDetailApi(APIView):
         operation_id="masks_edit",
         request=MaskEditInput,
         responses={200: MaskOutput},
-        description="Replace an accepted mask's pixels: your own mask, or any mask of a "
-        "project you review or administer. The edit's clicks, brush strokes and seconds add "
-        "to the mask's; the mask needs review again.",
+        description="Replace an accepted mask's pixels and/or change its category: your own "
+        "mask, or any mask of a project you review or administer. The edit's clicks, brush "
+        "strokes and seconds add to the mask's; the mask needs review again.",
     )
     def patch(self, request: Request, mask_id: int) -> Response:
         mask = mask_get_for_user(user=request.user, mask_id=mask_id)

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from annotation.api.auth import TokenObtainApi
+from annotation.api.categories import CategoryDetailApi, CategoryListCreateApi
 from annotation.api.coco_import import CocoImportApi, CocoImportUndoApi
 from annotation.api.exports import ExportCreateApi
 from annotation.api.image_removal import ImagesRemoveApi
@@ -52,6 +53,16 @@ urlpatterns = [
         "projects/<int:project_id>/images/",
         ImageListUploadApi.as_view(),
         name="api-image-list",
+    ),
+    path(
+        "projects/<int:project_id>/categories/",
+        CategoryListCreateApi.as_view(),
+        name="api-category-list",
+    ),
+    path(
+        "projects/<int:project_id>/categories/<int:category_id>/",
+        CategoryDetailApi.as_view(),
+        name="api-category-detail",
     ),
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="api-image-detail"),
     path(

@@ -25,6 +25,7 @@ EXPORT_MASK_FIELDS = (
     "stability_score",
     "point_coords",
     "crop_box",
+    "category_id",
 )
 EXPORT_IMAGE_FIELDS = ("id", "width", "height", "file_name", "sha256", "blob_key", "format")
 
@@ -120,6 +121,12 @@ def _mask_rows(rows: Iterator[dict[str, Any]], image_keys: list[str]) -> Iterato
         for key in image_keys:
             del row[key]
         yield row
+
+
+def export_has_uncategorized(*, project: Project, **filters: Unpack[MaskFilters]) -> bool:
+    """Whether any selected mask has no category (a COCO export then lists a class-agnostic
+    category for them)."""
+    return _filtered_masks(project=project, **filters).filter(category__isnull=True).exists()
 
 
 def export_counts(*, project: Project, **filters: Unpack[MaskFilters]) -> tuple[int, int]:

@@ -143,6 +143,7 @@ def project_masks(
     source: str | None = None,
     stage: str | None = None,
     annotator_id: int | None = None,
+    category_id: int | None = None,
 ) -> QuerySet[Mask]:
     """Masks of ``project`` in id order, optionally narrowed by the given filters."""
     filters = Q(project=project)
@@ -156,6 +157,8 @@ def project_masks(
         filters &= Q(stage=stage)
     if annotator_id is not None:
         filters &= Q(annotator_id=annotator_id)
+    if category_id is not None:
+        filters &= Q(category_id=category_id)
     return Mask.objects.filter(filters).select_related("image").order_by("id")
 
 

@@ -27,7 +27,7 @@ def review_queue(*, project: Project, annotator_id: int | None = None) -> QueryS
         pending = pending.filter(annotator_id=annotator_id)
     accepted = (
         Mask.objects.filter(status=Mask.Status.ACCEPTED)
-        .select_related("image", "annotator", "reviewed_by", "edited_by")
+        .select_related("image", "annotator", "reviewed_by", "edited_by", "category")
         .order_by("id")
     )
     return (
@@ -47,4 +47,6 @@ def masks_sent_back(*, project: Project, annotator_id: int | None = None) -> Que
     )
     if annotator_id is not None:
         masks = masks.filter(annotator_id=annotator_id)
-    return masks.select_related("image", "annotator", "reviewed_by").order_by("-reviewed_at", "-id")
+    return masks.select_related("image", "annotator", "reviewed_by", "category").order_by(
+        "-reviewed_at", "-id"
+    )

@@ -5,8 +5,9 @@ exported with the rest.
 Images are matched by ``file_name`` (its base name, as maskloop stores it) or, for the names a
 maskloop export gives images it has no name for, ``<sha256>.<ext>``. A segmentation may be a
 compressed RLE, an uncompressed RLE (``iscrowd: 1``) or polygons; pycocotools turns the last
-two into compressed RLE. Categories are not kept: maskloop's masks are class-agnostic (the
-count is reported).
+two into compressed RLE. The file's categories become the project's (matched by name, created
+when missing; ``keep_categories=False`` imports the masks without a category), see
+:mod:`annotation.services.coco_categories`.
 
 Everything is checked before anything is written: one bad annotation refuses the whole file
 with a list of what is wrong (:class:`CocoImportRefused`). The import is then a ``Job`` with
@@ -19,29 +20,29 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from pycocotools import mask as mask_utils
 
 from annotation.errors import DomainError, InvalidMask
-from annotation.models import Image, Mask, Project
-from annotation.services.mask_encoding import EncodedMask, mask_encode
-from annotation.services.masks_bulk_rle import rle_encode_from_runs
+from annotation.models import Category, Image, Mask, Project
+from annotation.services.coco_categories import (
+    annotation_category,
+    categories_write,
+    file_categories,
+)
+from annotation.services.coco_segmentation import segmentation_encoded
+from annotation.services.mask_encoding import EncodedMask
 from engine.models import Job
 from engine.services.jobs import job_create, job_fail, job_progress, job_start, job_succeed
 
 MAX_FILE_BYTES = 2 * 1024**3
-# The polygons of one annotation may have edges (in L-infinity length) of at most this many
-# times the image's height + width: a detailed outline is a few times that.
-MAX_EDGE_FACTOR = 100
 ERRORS_SHOWN = 20
 LOOKUP_CHUNK = 5000  # file names per query when finding the file's images
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -74,7 +75,8 @@ class CocoImportSummary:
     # annotation id), or the very pixels of a mask the image has (a maskloop export of it).
     already: int
     skipped_images: list[str] = field(default_factory=list)  # not in the project (allowed)
-    categories: int = 0
+    categories: int = 0  # in the file
+    categories_created: int = 0  # new categories of the project
 
     @property
     def line(self) -> str:
@@ -92,6 +94,7 @@ class CocoImportSummary:
             "skipped_images": self.skipped_images[:ERRORS_SHOWN],
             "skipped_images_total": len(self.skipped_images),
             "categories": self.categories,
+            "categories_created": self.categories_created,
         }
 
 
@@ -100,6 +103,7 @@ class _Planned:
     image: Image
     annotation_id: int
     mask: EncodedMask
+    category: int | None = None  # the file's category id, when kept
 
 
 def coco_import(
@@ -108,6 +112,7 @@ def coco_import(
     path: Path,
     user: User | None = None,
     skip_missing_images: bool = False,
+    keep_categories: bool = True,
     progress: ProgressCallback | None = None,
 ) -> CocoImportSummary:
     """Import the masks of the COCO file at ``path`` as accepted masks of source ``imported``
@@ -119,6 +124,7 @@ def coco_import(
         name=path.name,
         user=user,
         skip_missing_images=skip_missing_images,
+        keep_categories=keep_categories,
         progress=progress,
     )
 
@@ -129,6 +135,7 @@ def coco_import_upload(
     upload: UploadedFile,
     user: User | None = None,
     skip_missing_images: bool = False,
+    keep_categories: bool = True,
 ) -> CocoImportSummary:
     """:func:`coco_import_data` of an uploaded file (the API, the project page), imported while
     the request waits: refused with CocoUploadTooLarge over MASKLOOP_MAX_COCO_UPLOAD_BYTES."""
@@ -144,6 +151,7 @@ def coco_import_upload(
         name=upload.name or "upload.json",
         user=user,
         skip_missing_images=skip_missing_images,
+        keep_categories=keep_categories,
     )
 
 
@@ -154,15 +162,17 @@ def coco_import_data(
     name: str,
     user: User | None = None,
     skip_missing_images: bool = False,
+    keep_categories: bool = True,
     progress: ProgressCallback | None = None,
 ) -> CocoImportSummary:
     """:func:`coco_import` of a file's bytes (an upload); ``name`` names it in messages."""
     sha256 = hashlib.sha256(data).hexdigest()
     coco = _parse(data)
     errors: list[str] = []
+    categories = file_categories(coco, project=project, errors=errors, keep=keep_categories)
     images, skipped = _match_images(project, coco["images"], errors, skip_missing_images)
     listed = {r["id"] for r in coco["images"] if isinstance(r, dict) and _whole(r.get("id"))}
-    planned = _plan(coco["annotations"], images, listed, errors)
+    planned = _plan(coco["annotations"], images, listed, errors, categories)
     if errors:
         shown = "; ".join(errors[:ERRORS_SHOWN])
         more = f" (and {len(errors) - ERRORS_SHOWN} more)" if len(errors) > ERRORS_SHOWN else ""
@@ -174,6 +184,8 @@ def coco_import_data(
     for item in planned:
         by_image.setdefault(item.image.pk, []).append(item)
     prefix = f"{KEY_PREFIX}:{project.pk}:{sha256[:40]}:"
+    before = project.categories.count()
+    project_categories = categories_write(project=project, categories=categories)
     job = job_create(
         kind=Job.Kind.IMPORT_MASKS,
         project=project,
@@ -190,11 +202,14 @@ def coco_import_data(
         already=0,
         skipped_images=skipped,
         categories=len(coco.get("categories") or []),
+        categories_created=project.categories.count() - before,
     )
     reported = time.monotonic()
     try:
         for done, items in enumerate(by_image.values(), start=1):
-            written = _write_image(items, project=project, prefix=prefix, job=job)
+            written = _write_image(
+                items, project=project, prefix=prefix, job=job, categories=project_categories
+            )
             summary.masks += written
             summary.already += len(items) - written
             if done == len(by_image) or time.monotonic() - reported >= PROGRESS_EVERY_S:
@@ -321,7 +336,11 @@ def _match_images(
 
 
 def _plan(
-    records: list[Any], images: dict[int, Image], listed: set[int], errors: list[str]
+    records: list[Any],
+    images: dict[int, Image],
+    listed: set[int],
+    errors: list[str],
+    categories: dict[int, str | None],
 ) -> list[_Planned]:
     """The checked masks of the annotations on matched images (``listed``: every image id of
     the file; an annotation on another id is an error)."""
@@ -344,60 +363,30 @@ def _plan(
         image = images.get(image_id)
         if image is None:
             continue  # an image skipped, or refused above (its own error says why)
+        category, problem = annotation_category(record, categories, keep=bool(categories))
+        if problem is not None:
+            errors.append(f"{where}: {problem}")
+            continue
         try:
-            encoded = _segmentation(record.get("segmentation"), image=image)
+            encoded = segmentation_encoded(record.get("segmentation"), image=image)
         except InvalidMask as exc:
             errors.append(f"{where}: {exc.message}")
             continue
-        planned.append(_Planned(image=image, annotation_id=record["id"], mask=encoded))
+        planned.append(
+            _Planned(image=image, annotation_id=record["id"], mask=encoded, category=category)
+        )
     return planned
 
 
-def _segmentation(value: object, *, image: Image) -> EncodedMask:
-    """A COCO segmentation (RLE or polygons) as the canonical mask, or InvalidMask."""
-    height, width = image.height, image.width
-    if isinstance(value, Mapping):
-        fast = rle_encode_from_runs(value, height=height, width=width)
-        return fast if fast is not None else mask_encode(height=height, width=width, rle=value)
-    if not isinstance(value, list) or not value:
-        raise InvalidMask("segmentation must be an RLE object or a non-empty list of polygons")
-    polygons = [_polygon(polygon, height=height, width=width) for polygon in value]
-    # pycocotools rasterises along every edge: bound that work for a hostile file.
-    length = sum(float(np.abs(np.diff(p, axis=0)).max(axis=1).sum()) for p in polygons)
-    if length > MAX_EDGE_FACTOR * (height + width):
-        raise InvalidMask(f"the polygons' edges are {length:.0f} px long: not a mask outline")
-    rle = mask_utils.merge(mask_utils.frPyObjects(value, height, width))
-    counts = rle["counts"].decode("ascii")
-    fast = rle_encode_from_runs(
-        {"size": [height, width], "counts": counts}, height=height, width=width
-    )
-    if fast is None:
-        return mask_encode(
-            height=height, width=width, rle={"size": [height, width], "counts": counts}
-        )
-    return fast
-
-
-def _polygon(value: object, *, height: int, width: int) -> np.ndarray:
-    """One polygon as N x 2 (x, y) float64, closed, checked to lie in the image (a pixel of
-    slack for outlines drawn on pixel edges)."""
-    if (
-        not isinstance(value, list)
-        or len(value) < 6
-        or len(value) % 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        raise InvalidMask("each polygon must be a list of at least 3 x, y pairs of numbers")
-    points = np.asarray(value, dtype=np.float64).reshape(-1, 2)
-    if not np.isfinite(points).all():
-        raise InvalidMask("a polygon has a NaN or infinite coordinate")
-    if not ((points >= -1).all() and (points <= [width + 1, height + 1]).all()):
-        raise InvalidMask(f"a polygon has points outside the {width} x {height} image")
-    return np.vstack([points, points[:1]])
-
-
 @transaction.atomic
-def _write_image(items: list[_Planned], *, project: Project, prefix: str, job: Job) -> int:
+def _write_image(
+    items: list[_Planned],
+    *,
+    project: Project,
+    prefix: str,
+    job: Job,
+    categories: dict[int, Category],
+) -> int:
     """Insert one image's masks that are not stored yet (by key, or the same pixels as a
     mask of the image in any status: a rejected one is not brought back); how many."""
     image = items[0].image
@@ -422,6 +411,7 @@ def _write_image(items: list[_Planned], *, project: Project, prefix: str, job: J
             status=Mask.Status.ACCEPTED,
             idempotency_key=key,
             job=job,
+            category=None if item.category is None else categories[item.category],
         )
         for key, item in keys.items()
         if key not in stored

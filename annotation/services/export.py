@@ -24,8 +24,10 @@ from django.utils.text import slugify
 
 from annotation.errors import ExportRefused
 from annotation.models import Mask, Project, Stage
+from annotation.selectors.categories import project_categories
 from annotation.selectors.masks import (
     export_counts,
+    export_has_uncategorized,
     images_for_export,
     mask_groups_for_export,
     masks_for_export,
@@ -55,7 +57,15 @@ FORMATS = ("coco", "sa1b")
 PROGRESS_EVERY = 500  # masks between two progress reports (each also checks for cancellation)
 _CHUNK = 2000  # rows fetched per round trip from the server-side cursor
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "TIFF": "tif"}
-_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+# Masks without a category: the only category of a project that has none (id 1, as always),
+# id 0 beside a project's own (whose COCO ids start at 1). Imports read the flag as "none".
+_AGNOSTIC_ID = 1
+_CATEGORY: dict[str, Any] = {
+    "id": _AGNOSTIC_ID,
+    "name": "object",
+    "supercategory": "object",
+    "class_agnostic": True,
+}
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -224,7 +234,8 @@ class _ExportRun:
         # queries; a mask selected in between (e.g. just accepted) may sit on an image the first
         # pass did not list. One byte per image id remembers which images were written.
         listed = bytearray()
-        with path.open("wb") as fh, CocoWriter(fh, info=info, categories=[_CATEGORY]) as writer:
+        categories, coco_ids = self._coco_categories()
+        with path.open("wb") as fh, CocoWriter(fh, info=info, categories=categories) as writer:
             for image in images_for_export(**self.filters).iterator(chunk_size=_CHUNK):
                 writer.add_image(
                     {
@@ -240,11 +251,26 @@ class _ExportRun:
             for mask in masks_for_export(**self.filters).iterator(chunk_size=_CHUNK):
                 self._advance()
                 if mask["image_id"] < len(listed) and listed[mask["image_id"]]:
-                    writer.add_annotation(_coco_annotation(mask))
+                    writer.add_annotation(_coco_annotation(mask, coco_ids))
             counts = writer.close()
         self._publish(path, name, content_type="application/json")
         path.unlink()
         return counts
+
+    def _coco_categories(self) -> tuple[list[dict[str, Any]], dict[int | None, int]]:
+        """The file's categories, and the COCO id of each mask category (None: no category)."""
+        own = list(project_categories(project=self.project))
+        if not own:
+            return [_CATEGORY], {None: _AGNOSTIC_ID}
+        listed = [
+            {"id": c.coco_id, "name": c.name, "supercategory": "object", "color": c.color}
+            for c in own
+        ]
+        coco_ids: dict[int | None, int] = {c.pk: c.coco_id for c in own}
+        if export_has_uncategorized(**self.filters):
+            listed.insert(0, {**_CATEGORY, "id": 0})
+            coco_ids[None] = 0
+        return listed, coco_ids
 
     def _described_filters(self) -> dict[str, Any]:
         described = {key: self.params[key] for key in ("status", "stage", "source")}
@@ -355,11 +381,12 @@ def _stored_name(image: dict[str, Any]) -> str:
     return f"{image['sha256']}.{_extension(image)}"
 
 
-def _coco_annotation(mask: dict[str, Any]) -> dict[str, Any]:
+def _coco_annotation(mask: dict[str, Any], coco_ids: dict[int | None, int]) -> dict[str, Any]:
     record = {
         "id": mask["id"],
         "image_id": mask["image_id"],
-        "category_id": _CATEGORY["id"],
+        # A category made after the listing above (rare: exports run for minutes) reads as none.
+        "category_id": coco_ids.get(mask["category_id"], coco_ids.get(None, 0)),
         "segmentation": {"size": [mask["height"], mask["width"]], "counts": mask["rle_counts"]},
         "area": mask["area"],
         "bbox": mask["bbox"],

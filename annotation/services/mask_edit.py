@@ -16,9 +16,13 @@ from django.utils import timezone
 
 from annotation.errors import ConflictError
 from annotation.models import Image, Mask
+from annotation.services.categories import mask_category
 from annotation.services.leases import lease_renew_for_accept
 from annotation.services.mask_encoding import check_count, check_number, mask_encode
 from annotation.services.masks import MAX_COUNT, MAX_SECONDS, require_owner_or_reviewer
+
+# ``category`` not given: the mask keeps its own (None would take it off).
+UNCHANGED: Any = object()
 
 
 def _editable(mask: Mask, *, user: User) -> None:
@@ -49,9 +53,12 @@ def mask_edit(
     clicks: int = 0,
     brush_strokes: int = 0,
     seconds_spent: float = 0.0,
+    category: int | None = UNCHANGED,
     now: dt.datetime | None = None,
 ) -> Mask:
-    """Replace ``mask``'s pixels (``rle`` or ``png``, of the image's size) with the user's edit.
+    """Replace ``mask``'s pixels (``rle`` or ``png``, of the image's size) with the user's edit,
+    and/or its category (a category id of the project, or None to take it off; the pixels may
+    be left out when the category is given: a relabel is an edit too).
 
     ``clicks``, ``brush_strokes`` and ``seconds_spent`` are the edit's own effort; they are
     added to the mask's (a mask stored without them counts from 0). The annotator, source,
@@ -73,11 +80,13 @@ def mask_edit(
     clicks = check_count(clicks, name="clicks", high=MAX_COUNT)
     brush_strokes = check_count(brush_strokes, name="brush_strokes", high=MAX_COUNT)
     seconds = check_number(seconds_spent, name="seconds_spent", low=0.0, high=MAX_SECONDS)
-    encoded = mask_encode(height=row.image.height, width=row.image.width, rle=rle, png=png)
+    relabel_only = category is not UNCHANGED and rle is None and png is None
+    if not relabel_only:
+        encoded = mask_encode(height=row.image.height, width=row.image.width, rle=rle, png=png)
+        row.rle_counts, row.area, row.bbox = encoded.counts, encoded.area, encoded.bbox
+    if category is not UNCHANGED:
+        row.category = mask_category(project_id=row.project_id, category_id=category)
     lease_renew_for_accept(image=row.image, user=user, now=now)  # last: refusals touch nothing
-    row.rle_counts = encoded.counts
-    row.area = encoded.area
-    row.bbox = encoded.bbox
     row.clicks = min(MAX_COUNT, (row.clicks or 0) + clicks)
     row.brush_strokes = min(MAX_COUNT, (row.brush_strokes or 0) + brush_strokes)
     row.seconds_spent = (row.seconds_spent or 0.0) + (seconds or 0.0)
@@ -101,6 +110,7 @@ def mask_edit(
             "edited_at",
             "reviewed_by",
             "reviewed_at",
+            "category",
             "updated_at",
         ]
     )

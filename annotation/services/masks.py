@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from annotation.errors import ConflictError, InvalidMask
 from annotation.models import Image, Mask, Stage
 from annotation.permissions import REVIEWER, has_role
+from annotation.services.categories import mask_category
 from annotation.services.leases import lease_renew_for_accept
 from annotation.services.mask_encoding import EncodedMask as EncodedMask  # re-exported
 from annotation.services.mask_encoding import (
@@ -308,13 +309,15 @@ def mask_accept(
     brush_strokes: int | None = None,
     seconds_spent: float | None = None,
     idempotency_key: str | None = None,
+    category_id: int | None = None,
     now: dt.datetime | None = None,
 ) -> tuple[Mask, bool]:
     """An annotator accepts a mask drawn in the tool; returns ``(mask, created)``.
 
     Provenance: stage = the project's stage, ``source`` (assisted when model prompts were
     used, manual when drawn only), the model version, the annotator, the prompts, clicks,
-    brush strokes and the active seconds the client measured (0 to 86400). A repeated
+    brush strokes and the active seconds the client measured (0 to 86400), and the optional
+    ``category_id`` (a category of the project, else InvalidCategory). A repeated
     ``idempotency_key`` of the same annotator returns the stored row with ``created`` False.
     Lease rule: see :func:`lease_renew_for_accept` (LeaseExpired: nothing stored).
     """
@@ -344,6 +347,7 @@ def mask_accept(
         annotator=annotator,
         idempotency_key=idempotency_key,
     )
+    mask.category = mask_category(project_id=image.project_id, category_id=category_id)
     # Checked last: a bad mask is refused without touching the lease.
     lease_renew_for_accept(image=image, user=annotator, now=now)
     stored, created = _insert(mask, image=image)

@@ -37,6 +37,7 @@ def project_import_coco(request: HttpRequest, project_id: int) -> HttpResponse:
             upload=upload,
             user=acting_user(request.user),
             skip_missing_images=request.POST.get("skip_missing_images") == "on",
+            keep_categories=request.POST.get("no_categories") != "on",
         )
     except CocoUploadTooLarge as exc:
         messages.error(request, exc.message)

@@ -25,6 +25,7 @@ from annotation.permissions import (
     require_admin,
     role_in,
 )
+from annotation.selectors.categories import category_mask_counts, project_categories
 from annotation.selectors.images import (
     IMAGE_STATES,
     image_state_counts,
@@ -120,6 +121,15 @@ def _annotator_figures(request: HttpRequest, project: Project, *, may_review: bo
     ]
 
 
+def _categories_with_counts(project: Project) -> list[dict[str, Any]]:
+    """The project's categories for its page, each with its accepted masks."""
+    counts = category_mask_counts(project=project)
+    return [
+        {"category": row, "masks": counts.get(row.pk, 0)}
+        for row in project_categories(project=project)
+    ]
+
+
 def project_page(
     request: HttpRequest,
     project_id: int,
@@ -147,6 +157,7 @@ def project_page(
         "is_admin": is_admin,
         "may_review": may_review,
         "members": project_members(project=project),
+        "categories": _categories_with_counts(project),
         "roles": Membership.Role.choices,
         "page": page,
         "state": state,

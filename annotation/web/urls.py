@@ -5,6 +5,7 @@ from django.urls import path
 
 from annotation.web import (
     automatic,
+    categories,
     coco_import,
     deletion,
     image_selection,
@@ -67,6 +68,21 @@ urlpatterns = [
         "projects/<int:project_id>/images/reopen/",
         image_selection.project_images_reopen,
         name="project-images-reopen",
+    ),
+    path(
+        "projects/<int:project_id>/categories/add/",
+        categories.project_category_add,
+        name="project-category-add",
+    ),
+    path(
+        "projects/<int:project_id>/categories/update/",
+        categories.project_category_update,
+        name="project-category-update",
+    ),
+    path(
+        "projects/<int:project_id>/categories/delete/",
+        categories.project_category_delete,
+        name="project-category-delete",
     ),
     path(
         "projects/<int:project_id>/members/",

@@ -151,7 +151,7 @@ def test_coco_export_loads_in_pycocotools_and_every_mask_equals_the_stored_one(d
     assert set(coco.getAnnIds()) == accepted
     assert set(coco.getImgIds()) == {image.pk for image in dataset.images}
     assert coco.loadCats(coco.getCatIds()) == [
-        {"id": 1, "name": "object", "supercategory": "object"}
+        {"id": 1, "name": "object", "supercategory": "object", "class_agnostic": True}
     ]
     for ann in coco.loadAnns(coco.getAnnIds()):
         decoded = coco.annToMask(ann).astype(bool)

@@ -39,6 +39,12 @@ class Command(BaseCommand):
             action="store_true",
             help="leave out the file's images that are not in the project (default: refuse)",
         )
+        parser.add_argument(
+            "--no-categories",
+            action="store_true",
+            help="import the masks without a category (default: the file's categories, "
+            "created in the project when missing)",
+        )
         parser.add_argument("--user", metavar="USERNAME", help="record the job as this user's")
         parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -76,6 +82,7 @@ class Command(BaseCommand):
                 path=options["annotations"],
                 user=user,
                 skip_missing_images=options["skip_missing_images"],
+                keep_categories=not options["no_categories"],
                 progress=progress,
             )
         except DomainError as exc:
