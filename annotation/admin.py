@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotation.errors import DomainError
-from annotation.models import Image, ImageLease, Mask, Membership, Project
+from annotation.models import Category, Image, ImageLease, Mask, Membership, Project
 from annotation.permissions import acting_user
 from annotation.services.export import export_start
 
@@ -90,6 +90,22 @@ class ImageAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    """Read-only here: the project page and the API check names, colours and ids."""
+
+    list_display = ["name", "project", "coco_id", "color", "created_at"]
+    list_filter = ["project"]
+    search_fields = ["name", "project__name"]
+    list_select_related = ["project"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Category | None = None) -> bool:
+        return False
+
+
 @admin.register(Mask)
 class MaskAdmin(admin.ModelAdmin):
     list_display = [
@@ -106,7 +122,7 @@ class MaskAdmin(admin.ModelAdmin):
     list_filter = ["status", "source", "stage", "project"]
     search_fields = ["=id", "=image__id", "image__file_name", "rejection_reason"]
     list_select_related = ["image", "project", "annotator"]
-    raw_id_fields = ["image", "project", "annotator", "model_version", "reviewed_by"]
+    raw_id_fields = ["image", "project", "annotator", "model_version", "reviewed_by", "category"]
     readonly_fields = ["created_at", "updated_at", "reviewed_at"]
     # Millions of rows: no COUNT(*) over the whole table on every page.
     show_full_result_count = False

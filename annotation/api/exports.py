@@ -45,6 +45,13 @@ class ExportInput(serializers.Serializer[Any]):
     reviewed = serializers.BooleanField(
         default=False, help_text="only masks a reviewer approved or fixed (QA-passed data)"
     )
+    categories = serializers.ListField(
+        child=IdField(),
+        required=False,
+        allow_empty=False,
+        max_length=1000,
+        help_text="only the masks of these categories of the project (their ids)",
+    )
 
     def validate_status(self, value: str) -> str:
         if value not in Mask.Status.values:

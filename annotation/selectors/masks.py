@@ -41,13 +41,15 @@ def usable_masks(*, project: Project, status: str) -> QuerySet[Mask]:
 class MaskFilters(TypedDict, total=False):
     """What an export selects, besides the project: the masks in ``status`` (default
     accepted), of one ``stage`` or ``source``, written by one automatic or prefill run
-    (``job_id``), or only those a reviewer approved or fixed (``reviewed``)."""
+    (``job_id``), only those a reviewer approved or fixed (``reviewed``), or only those of
+    some categories (``category_ids``)."""
 
     status: str
     stage: str | None
     source: str | None
     job_id: int | None
     reviewed: bool
+    category_ids: list[int] | None
 
 
 def _filtered_masks(*, project: Project, **filters: Unpack[MaskFilters]) -> QuerySet[Mask]:
@@ -62,6 +64,9 @@ def _filtered_masks(*, project: Project, **filters: Unpack[MaskFilters]) -> Quer
         masks = masks.filter(source=source)
     if filters.get("reviewed"):
         masks = masks.filter(reviewed_at__isnull=False)  # approved or fixed by a reviewer
+    category_ids = filters.get("category_ids")
+    if category_ids is not None:
+        masks = masks.filter(category_id__in=category_ids)
     return masks
 
 

@@ -33,6 +33,7 @@ from annotation.selectors.masks import (
     masks_for_export,
 )
 from annotation.services.export_params import (
+    export_categories_checked,
     export_choice,
     export_flag_checked,
     export_out_checked,
@@ -87,6 +88,7 @@ def export_start(
     include_images: bool = True,
     job_id: int | None = None,
     reviewed: bool = False,
+    categories: list[int] | None = None,
     enqueue: bool = True,
 ) -> Job:
     """Check the request, create the export Job and (unless ``enqueue=False``, for callers that
@@ -94,10 +96,12 @@ def export_start(
 
     ``job_id`` selects the masks one automatic or prefill run of this project wrote (its
     SA-1B export); the other filters still apply (a prefill run's masks are ``proposed``).
-    ``reviewed`` keeps only the masks a reviewer approved or fixed (QA-passed data).
+    ``reviewed`` keeps only the masks a reviewer approved or fixed (QA-passed data);
+    ``categories`` (category ids of the project) only the masks of those categories.
 
     Raises ExportRefused, creating nothing, for an unknown format/status/stage/source, a bad
-    shard size, a ``job_id`` that is not an automatic or prefill run of this project, or an
+    shard size, a ``job_id`` that is not an automatic or prefill run of this project, a
+    category that is not the project's, or an
     ``out`` that is neither a writable local folder (or one whose parent exists and is
     writable) nor a well-formed ``s3://bucket/prefix``.
     """
@@ -119,6 +123,7 @@ def export_start(
         "include_images": bool(include_images),
         "job_id": export_run_id_checked(job_id, project=project),
         "reviewed": export_flag_checked(reviewed, name="reviewed"),
+        "categories": export_categories_checked(categories, project=project),
     }
     job = job_create(
         kind=Job.Kind.EXPORT,
@@ -185,6 +190,7 @@ class _ExportRun:
             "source": self.params["source"],
             "job_id": self.params.get("job_id"),  # absent in jobs from before run exports
             "reviewed": bool(self.params.get("reviewed", False)),  # absent in older jobs
+            "category_ids": self.params.get("categories"),
         }
         self.store = get_blob_store()
         out = self.params.get("out")
@@ -260,7 +266,10 @@ class _ExportRun:
     def _coco_categories(self) -> tuple[list[dict[str, Any]], dict[int | None, int]]:
         """The file's categories, and the COCO id of each mask category (None: no category)."""
         own = list(project_categories(project=self.project))
-        if not own:
+        chosen = self.filters["category_ids"]
+        if chosen is not None:  # only those; an export of some categories has no "none"
+            own = [c for c in own if c.pk in chosen]
+        if not own and chosen is None:
             return [_CATEGORY], {None: _AGNOSTIC_ID}
         listed = [
             {"id": c.coco_id, "name": c.name, "supercategory": "object", "color": c.color}
@@ -278,6 +287,12 @@ class _ExportRun:
             described["job_id"] = self.filters["job_id"]  # the export of one run
         if self.filters["reviewed"]:
             described["reviewed"] = True
+        if self.filters["category_ids"] is not None:
+            described["categories"] = [
+                c.coco_id
+                for c in project_categories(project=self.project)
+                if c.pk in self.filters["category_ids"]
+            ]
         return described
 
     # -- SA-1B --------------------------------------------------------------------------------

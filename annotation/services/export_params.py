@@ -6,7 +6,7 @@ import tempfile
 from django.conf import settings
 
 from annotation.errors import ExportRefused
-from annotation.models import Project
+from annotation.models import Category, Project
 from engine.models import Job
 from storage.blobs import LocalBlobStore, open_location
 
@@ -21,6 +21,27 @@ def export_flag_checked(value: object, *, name: str) -> bool:
     if not isinstance(value, bool):
         raise ExportRefused(f"{name} must be true or false, got {value!r}")
     return value
+
+
+def export_categories_checked(categories: object, *, project: Project) -> list[int] | None:
+    """The ids of the categories of ``project`` whose masks to export (sorted), None for all
+    masks, or ExportRefused."""
+    if categories is None:
+        return None
+    if not isinstance(categories, list | tuple) or not categories:
+        raise ExportRefused("categories must be a non-empty list of category ids")
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in categories):
+        raise ExportRefused(f"categories must be category ids, got {categories!r}")
+    wanted = sorted(set(categories))
+    found = set(
+        Category.objects.filter(project=project, pk__in=wanted).values_list("pk", flat=True)
+    )
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        raise ExportRefused(
+            f"not categories of project {project.name!r}: {', '.join(map(str, missing))}"
+        )
+    return wanted
 
 
 _RUN_KINDS = (Job.Kind.AUTOMATIC, Job.Kind.PREFILL)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.errors import DomainError, ImageRejected
+from annotation.ids import id_from_query
 from annotation.models import Membership, Project, Stage
 from annotation.permissions import (
     ADMIN,
@@ -229,6 +230,13 @@ def project_upload(request: HttpRequest, project_id: int) -> HttpResponse:
     return redirect("project-detail", project_id=project.pk)
 
 
+def _posted_ids(values: list[str]) -> list[int] | None:
+    """The ticked category ids (None when none is ticked: every mask); a value that is not an
+    id is passed on as -1 so that the export refuses it by name."""
+    ids = [id_from_query(value) for value in values]
+    return [-1 if i is None else i for i in ids] or None
+
+
 @require_POST
 @login_required
 def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
@@ -246,6 +254,7 @@ def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
             fmt=fmt,
             user=acting_user(request.user),
             reviewed=request.POST.get("reviewed") == "1",
+            categories=_posted_ids(request.POST.getlist("categories")),
         )
     except DomainError as exc:
         messages.error(request, f"Export refused: {exc.message}")

@@ -2,10 +2,13 @@
 accept or an edit gives a mask, refusals that change nothing, and COCO exports and imports that
 keep them (round trip) or leave a class-agnostic project class-agnostic."""
 
+import io
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from annotation.models import Category, Image, Mask, Project
 from annotation.services.categories import (
@@ -21,6 +24,7 @@ from annotation.services.coco_import import CocoImportRefused, coco_import
 from annotation.services.mask_edit import mask_edit
 from annotation.services.masks import mask_accept, mask_create
 from annotation.services.review import mask_approve
+from engine.models import Job
 from tests.annotation.test_coco_import import one_triangle, write
 from tests.annotation.test_export import coco_document, run_export
 from tests.annotation.workflow import make_images, member, rle_of, square
@@ -277,3 +281,48 @@ def test_coco_import_refuses_bad_categories_and_can_leave_them_out(project, tmp_
     assert (summary.masks, summary.categories_created) == (1, 0)
     assert Mask.objects.get().category_id is None
     assert not Category.objects.exists()
+
+
+def test_an_export_of_some_categories_holds_only_their_masks(
+    project, admin_user, annotator_user, tmp_path: Path
+):
+    car = category_create(project=project, name="car")
+    bus = category_create(project=project, name="bus")
+    foreign = category_create(project=Project.objects.create(name="other"), name="car")
+    first, second = make_images(project, 2)
+    kept = _accept(first, annotator_user, car, x0=3)
+    _accept(second, annotator_user, bus, x0=6)
+    _accept(second, annotator_user, x0=9)  # none
+    document = coco_document(run_export(project, "coco", categories=[car.pk]))
+    assert [a["id"] for a in document["annotations"]] == [kept.pk]
+    assert [c["name"] for c in document["categories"]] == ["car"]
+    assert [i["id"] for i in document["images"]] == [first.pk]
+    assert document["info"]["filters"]["categories"] == [car.coco_id]
+    url = f"/api/projects/{project.pk}/exports/"
+    for bad in ([foreign.pk], [], "car"):
+        answer = client_for(admin_user).post(
+            url, {"format": "coco", "categories": bad}, format="json"
+        )
+        assert answer.status_code == 400, (bad, answer.content)
+    assert not Job.objects.filter(kind=Job.Kind.EXPORT).exclude(status="succeeded").exists()
+    answer = client_for(admin_user).post(
+        url, {"format": "coco", "categories": [bus.pk, car.pk]}, format="json"
+    )
+    assert answer.status_code == 202
+    assert Job.objects.get(pk=answer.json()["id"]).params["categories"] == sorted([bus.pk, car.pk])
+    out = io.StringIO()
+    call_command(
+        "export_dataset",
+        project.name,
+        "--format",
+        "coco",
+        "--category",
+        "BUS",
+        "--no-progress",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    job = Job.objects.filter(kind=Job.Kind.EXPORT).latest("id")
+    assert job.params["categories"] == [bus.pk]
+    with pytest.raises(CommandError, match="has no category 'tram'"):
+        call_command("export_dataset", project.name, "--format", "coco", "--category", "tram")

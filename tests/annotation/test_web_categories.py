@@ -7,6 +7,7 @@ import pytest
 from annotation.models import Category, Mask
 from annotation.services.categories import category_create
 from annotation.services.masks import mask_accept
+from engine.models import Job
 from tests.annotation.test_web_members import logged_in
 from tests.annotation.workflow import make_images, rle_of, square
 
@@ -78,3 +79,19 @@ def test_non_admins_change_nothing(project, annotator_user):
         answer = client.post(f"/projects/{project.pk}/categories/{action}/", data)
         assert answer.status_code == 403
     assert list(Category.objects.values_list("name", flat=True)) == ["car"]
+
+
+def test_the_export_form_exports_the_ticked_categories(project, admin_user):
+    car = category_create(project=project, name="car")
+    category_create(project=project, name="bus")
+    client = logged_in(admin_user)
+    html = client.get(f"/projects/{project.pk}/").content.decode()
+    assert 'id="export-categories"' in html
+    client.post(f"/projects/{project.pk}/export/", {"format": "coco", "categories": [car.pk]})
+    client.post(f"/projects/{project.pk}/export/", {"format": "coco"})
+    text = client.post(
+        f"/projects/{project.pk}/export/", {"format": "coco", "categories": ["x"]}, follow=True
+    ).content.decode()
+    assert "Export refused: not categories of project" in text
+    exports = Job.objects.filter(kind=Job.Kind.EXPORT).order_by("id")
+    assert [job.params["categories"] for job in exports] == [[car.pk], None]

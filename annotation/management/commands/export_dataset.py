@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from annotation.errors import DomainError
 from annotation.management.commands._lookup import project_from_ref, user_from_name
-from annotation.models import Mask, Stage
+from annotation.models import Mask, Project, Stage
+from annotation.selectors.categories import project_categories
 from annotation.services.export import FORMATS, export_run, export_start
 from engine.services.jobs import job_fail
 from storage.blobs import get_blob_store, open_location
@@ -39,6 +40,12 @@ class Command(BaseCommand):
             action="store_true",
             help="only masks a reviewer approved or fixed (QA-passed)",
         )
+        parser.add_argument(
+            "--category",
+            action="append",
+            metavar="NAME",
+            help="only the masks of this category (repeat for several)",
+        )
         parser.add_argument("--out", metavar="PATH_OR_S3_URL", help="also write here")
         parser.add_argument("--shard-size", type=int, help="SA-1B: images per tar shard")
         parser.add_argument(
@@ -63,6 +70,7 @@ class Command(BaseCommand):
                 include_images=not options["no_images"],
                 job_id=options["job"],
                 reviewed=options["reviewed"],
+                categories=_category_ids(project, options["category"]),
                 enqueue=False,
             )
         except DomainError as exc:
@@ -97,3 +105,18 @@ class Command(BaseCommand):
             self.stdout.write(f"  {store}/{file['key']} ({file['bytes']} bytes)")
             if out is not None:
                 self.stdout.write(f"  {out}/{file['name']}")
+
+
+def _category_ids(project: Project, names: list[str] | None) -> list[int] | None:
+    """The ids of the project's categories named on the command line (any case)."""
+    if not names:
+        return None
+    by_name = {c.name.lower(): c.pk for c in project_categories(project=project)}
+    unknown = [name for name in names if name.lower() not in by_name]
+    if unknown:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise CommandError(
+            f"project {project.name!r} has no category {', '.join(map(repr, unknown))} "
+            f"(its categories: {known})"
+        )
+    return sorted({by_name[name.lower()] for name in names})
