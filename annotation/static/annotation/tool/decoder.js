@@ -14,6 +14,15 @@ import { api, fetchBytes } from "./api.js";
 import { decodeMask } from "./rle.js";
 import { LOW_RES, MaskUpscaler } from "./upscale.js";
 
+/** The index of the candidate with the highest predicted IoU (the one shown first). */
+export function bestIndex(candidates) {
+  let best = 0;
+  candidates.forEach((c, i) => {
+    if (c.score > candidates[best].score) best = i;
+  });
+  return best;
+}
+
 /** SAM's ambiguity rule: three candidates for a single point without a box, else one. */
 export function wantsMultimask(prompt) {
   return prompt.points.length === 1 && !prompt.box;

@@ -2,10 +2,12 @@
 // brush and eraser touch it up and prompts segment it anew; Enter saves the new pixels under
 // the same mask id (PATCH /api/masks/{id}/), Esc leaves it as it was. The mask's own overlay
 // is hidden meanwhile: the editor draws it. Masks a reviewer rejected ("sent back", listed in
-// the panel) are fixed the same way, and saving sends them back to review. Sits between
-// strokes.js and tool.js.
+// the panel) are fixed the same way, and saving sends them back to review. A new category
+// picked in the panel meanwhile (categories.js) is saved with the edit, or alone: a relabel.
+// Sits between strokes.js and tool.js.
 
 import { ApiError } from "./api.js";
+import { relabelOf } from "./categories.js";
 import { newWork } from "./frame.js";
 import { historyWithoutMask } from "./history.js";
 import { decodeMask, encodeMask } from "./rle.js";
@@ -73,6 +75,7 @@ export class EditTool extends StrokeTool {
       maskId,
       base: decodeMask(item.segmentation),
       counted: { clicks: 0, strokes: 0, seconds: 0 }, // effort already stored by a saved edit
+      category: item.category, // shown by the panel's select; a change is saved with the edit
     };
     this.history.push({ type: "edit", maskId });
     this.compose();
@@ -80,12 +83,14 @@ export class EditTool extends StrokeTool {
     this.say(`Editing mask #${maskId}: brush (B) and eraser (E) touch it up, a click segments it anew. Enter saves, Esc cancels.${why}`);
   }
 
-  /** Enter while editing: store the new pixels under the mask's id. */
+  /** Enter while editing: store the new pixels and/or category under the mask's id. */
   async saveEdit() {
     const work = this.work;
     const { maskId } = work.editing;
     const item = this.editable(maskId);
-    if (!item || (!work.prompts.length && !work.strokes.length)) {
+    const redrawn = work.prompts.length > 0 || work.strokes.length > 0;
+    const relabel = item ? relabelOf(this, item) : null;
+    if (!item || (!redrawn && !relabel)) {
       this.leaveEdit(!item ? `Mask #${maskId} is gone.` : `Mask #${maskId} unchanged.`);
       return;
     }
@@ -93,19 +98,21 @@ export class EditTool extends StrokeTool {
     const seconds = Math.round(work.timer.seconds() * 1000) / 1000;
     const { counted } = work.editing;
     const body = {
-      rle: encodeMask(work.mask, height, width),
+      ...(redrawn ? { rle: encodeMask(work.mask, height, width) } : {}), // a relabel alone keeps them
+      ...relabel,
       clicks: work.clicks - counted.clicks,
       brush_strokes: work.strokeCount - counted.strokes,
       seconds_spent: Math.max(0, Math.round((seconds - counted.seconds) * 1000) / 1000),
     };
     const before = item.segmentation;
+    const categoryBefore = relabel ? { category: item.category } : {}; // what an undo puts back
     const resubmit = Boolean(item.reason);
     this.accepting = true;
     try {
       const mask = await session.editMask(maskId, body);
       work.editing.counted = { clicks: work.clicks, strokes: work.strokeCount, seconds };
       this.replaceAccepted(mask);
-      this.history.push({ type: "edit-saved", maskId, work, before, timer: work.timer.snapshot() });
+      this.history.push({ type: "edit-saved", maskId, work, before, categoryBefore, timer: work.timer.snapshot() });
       // A fixed rejected mask is back in the review queue: that is not taken back by an undo.
       if (resubmit) this.history = historyWithoutMask(this.history, maskId);
       this.work = newWork(this.idleCap);
@@ -129,11 +136,11 @@ export class EditTool extends StrokeTool {
     }
   }
 
-  /** Ctrl+Z over a saved edit: the mask's previous pixels are stored again and the edit comes
-   * back into the editor. The effort the edit took stays counted. */
+  /** Ctrl+Z over a saved edit: the mask's previous pixels (and category) are stored again and
+   * the edit comes back into the editor. The effort the edit took stays counted. */
   async undoSavedEdit(action) {
     try {
-      const mask = await session.editMask(action.maskId, { rle: action.before });
+      const mask = await session.editMask(action.maskId, { rle: action.before, ...action.categoryBefore });
       this.replaceAccepted(mask);
     } catch (error) {
       if (!(error instanceof ApiError && error.status === 404)) {

@@ -3,6 +3,7 @@
 // priority by the server) and choosing the decoding path. tool.js adds the editing on top.
 
 import { ApiError } from "./api.js";
+import { categoryRgb } from "./categories.js";
 import { BrowserDecoder, ServerDecoder } from "./decoder.js";
 import { bindInput } from "./input.js";
 import { PALETTE, PREFILL_STYLE, maskBitmap, paintUncovered } from "./masks.js";
@@ -38,7 +39,6 @@ export function newWork(idleCap) {
     editing: null, // {maskId, base, counted} while an accepted mask is in the editor (edit.js)
   };
 }
-
 
 export class ToolBase {
   constructor(root) {
@@ -224,6 +224,7 @@ export class ToolBase {
       session.acceptedMasks(image.id),
       session.proposedPrefill(image.id),
       session.sentBackMasks(image.id, this.userId, this.mayReview()),
+      this.categoriesLoaded, // masks are drawn in their category's colour
     ]);
     if (token !== this.loadToken) return;
     this.imageElement = element;
@@ -247,7 +248,7 @@ export class ToolBase {
   }
 
   acceptedItem(mask) {
-    const color = PALETTE[mask.id % PALETTE.length];
+    const color = categoryRgb(this, mask.category) || PALETTE[mask.id % PALETTE.length];
     const bits = decodeMask(mask.segmentation);
     // A proposed prefilled mask: the model's, not vetted yet; drawn hatched with a white edge.
     const prefill = mask.source === "prefill" && mask.status === "proposed";
@@ -257,6 +258,7 @@ export class ToolBase {
       status: mask.status,
       prefill,
       annotator: mask.annotator,
+      category: mask.category ?? null, // a category id (categories.js)
       area: mask.area,
       segmentation: mask.segmentation, // kept (small) to open the mask in the editor
       color,

@@ -5,6 +5,7 @@
 // + drag or middle-button drag pans.
 
 import { shortcutKey, typesText } from "../keys.js";
+import { cycleCategory } from "./categories.js";
 import { bitmapHit } from "./masks.js";
 import { closeSkip, openSkip, skipDialogOpen } from "./skip.js";
 import { openPrevious } from "./visited.js";
@@ -177,6 +178,8 @@ export function bindInput(tool) {
       tool.overlays.visible = !tool.overlays.visible;
       tool.$("#overlay-toggle").checked = tool.overlays.visible;
       tool.requestFrame();
+    } else if (key === "c") {
+      cycleCategory(tool);
     } else if (key === "u") {
       setUncovered(tool, !tool.overlays.uncovered);
     } else if (key === "m" && tool.hoveredId !== null) {

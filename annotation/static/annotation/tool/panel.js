@@ -1,5 +1,8 @@
 // The side panel and the data-* attributes of #tool (read by the browser tests): model and
-// decoding path, candidates with their predicted IoU, accepted masks, tool mode, brush size.
+// decoding path, candidates with their predicted IoU, accepted masks, tool mode, brush size;
+// the Category block is categories.js's.
+
+import { categoryName, renderCategory } from "./categories.js";
 
 export function updatePanel(tool) {
   const root = tool.root;
@@ -35,6 +38,7 @@ export function updatePanel(tool) {
     : "";
   tool.$("#status-zoom").textContent = `${Math.round(tool.view.scale * 100)}%`;
   renderCandidates(tool, entry);
+  renderCategory(tool);
   renderAcceptedList(tool);
   renderSentBack(tool);
   for (const button of root.querySelectorAll("[data-mode-button]")) {
@@ -113,7 +117,8 @@ function renderAcceptedList(tool) {
     ? `${tool.accepted.length} (${prefilled} prefilled)`
     : String(tool.accepted.length);
   for (const item of tool.accepted) {
-    const row = maskRow(tool, item, `#${item.id} · ${item.prefill ? "prefilled" : item.source} · ${item.area} px`);
+    const parts = [`#${item.id}`, categoryName(tool, item.category), item.prefill ? "prefilled" : item.source, `${item.area} px`];
+    const row = maskRow(tool, item, parts.filter(Boolean).join(" · "));
     row.classList.toggle("hovered", item.id === tool.hoveredId);
     row.classList.toggle("prefill", item.prefill);
     if (item.prefill) row.dataset.prefill = "proposed";

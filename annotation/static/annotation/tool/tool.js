@@ -5,10 +5,11 @@
 // on top, the counters and the active-time timer. `this.history` is the undo stack across
 // prompts, strokes, clears and accepts. The image, its lease and embedding are handled in
 // frame.js (the base class), brush and eraser strokes in strokes.js, editing an accepted mask in
-// edit.js, input in input.js, drawing in render.js, the panel in panel.js.
+// edit.js, input in input.js, drawing in render.js, the panel in panel.js and categories.js.
 
 import { ApiError, uuid4 } from "./api.js";
-import { BrowserDecoder, ServerDecoder, maskOf, wantsMultimask } from "./decoder.js";
+import { acceptCategory, bindCategories } from "./categories.js";
+import { BrowserDecoder, ServerDecoder, bestIndex, maskOf, wantsMultimask } from "./decoder.js";
 import { EditTool } from "./edit.js";
 import { newWork } from "./frame.js";
 import { historyWithoutMask } from "./history.js";
@@ -187,7 +188,7 @@ class Tool extends EditTool {
 
   async accept() {
     if (!this.image || this.accepting) return;
-    await this.decodeChain;
+    await Promise.all([this.decodeChain, this.categoriesLoaded]);
     const work = this.work;
     if (!work.mask || work.area === 0) {
       this.say(work.editing ? "Not saved: the mask is empty (delete it instead)." : "Nothing to accept: the mask is empty.", "warn");
@@ -215,6 +216,7 @@ class Tool extends EditTool {
       brush_strokes: work.strokeCount,
       seconds_spent: Math.round(work.timer.seconds() * 1000) / 1000,
       idempotency_key: work.acceptKey,
+      ...acceptCategory(this),
     };
     this.accepting = true;
     try {
@@ -397,15 +399,8 @@ class Tool extends EditTool {
   }
 }
 
-function bestIndex(candidates) {
-  let best = 0;
-  candidates.forEach((c, i) => {
-    if (c.score > candidates[best].score) best = i;
-  });
-  return best;
-}
-
 const root = document.getElementById("tool");
 const tool = new Tool(root);
 window.maskloopTool = tool;
+bindCategories(tool);
 tool.start();
