@@ -26,11 +26,19 @@ def _admin_project(request: HttpRequest, project_id: int) -> Project:
     return project
 
 
-def _category(request: HttpRequest, project: Project) -> Category | None:
+def _posted_category(request: HttpRequest, project_id: int) -> tuple[Project, Category | None]:
+    """The admin's project and the posted category of it (None, with the page's error message
+    set, when it is not one: deleted meanwhile, or a forged id)."""
+    project = _admin_project(request, project_id)
     category_id = id_from_query(request.POST.get("category_id"))
-    if category_id is None:
-        return None
-    return Category.objects.filter(project=project, pk=category_id).first()
+    category = (
+        None
+        if category_id is None
+        else Category.objects.filter(project=project, pk=category_id).first()
+    )
+    if category is None:
+        messages.error(request, "That category is not in this project any more.")
+    return project, category
 
 
 @require_POST
@@ -50,10 +58,8 @@ def project_category_add(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def project_category_update(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
-    category = _category(request, project)
+    project, category = _posted_category(request, project_id)
     if category is None:
-        messages.error(request, "That category is not in this project any more.")
         return _back(project.pk)
     try:
         updated = category_update(
@@ -71,10 +77,8 @@ def project_category_update(request: HttpRequest, project_id: int) -> HttpRespon
 @require_POST
 @login_required
 def project_category_delete(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
-    category = _category(request, project)
+    project, category = _posted_category(request, project_id)
     if category is None:
-        messages.error(request, "That category is not in this project any more.")
         return _back(project.pk)
     try:
         used = category_delete(category=category, force=request.POST.get("force") == "on")

@@ -4,6 +4,7 @@ keep them (round trip) or leave a class-agnostic project class-agnostic."""
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -264,7 +265,7 @@ def test_coco_import_refuses_bad_categories_and_can_leave_them_out(project, tmp_
     image.file_name = "a.png"
     base = one_triangle(image)
     base["annotations"][0]["category_id"] = 5
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"categories": {"id": 5}}, "categories must be a list"),
         ({"categories": [{"id": "5", "name": "car"}]}, "needs an integer id"),
         ({"categories": [{"id": 5, "name": ""}]}, "needs a name"),

@@ -4,7 +4,7 @@ change nothing."""
 
 import pytest
 
-from annotation.models import Category, Mask
+from annotation.models import Category, Mask, Project
 from annotation.services.categories import category_create
 from annotation.services.masks import mask_accept
 from engine.models import Job
@@ -95,3 +95,14 @@ def test_the_export_form_exports_the_ticked_categories(project, admin_user):
     assert "Export refused: not categories of project" in text
     exports = Job.objects.filter(kind=Job.Kind.EXPORT).order_by("id")
     assert [job.params["categories"] for job in exports] == [[car.pk], None]
+
+
+def test_a_category_of_another_project_is_not_touched(project, admin_user):
+    other = Project.objects.create(name="other")
+    foreign = category_create(project=other, name="car")
+    client = logged_in(admin_user)
+    for action in ("update", "delete"):
+        text = _post(client, project, action, category_id=foreign.pk, name="bus", force="on")
+        assert "That category is not in this project any more." in text
+    foreign.refresh_from_db()
+    assert foreign.name == "car"
