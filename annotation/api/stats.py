@@ -63,6 +63,14 @@ class AnnotatorRatesOutput(RatesOutput, ReviewRatesOutput):
     )
 
 
+class CategoryRatesOutput(RatesOutput, ReviewRatesOutput):
+    category_id = serializers.IntegerField(
+        allow_null=True, help_text="null: the masks without a category"
+    )
+    name = serializers.CharField(allow_null=True)
+    color = serializers.CharField(allow_null=True)
+
+
 class AnnotatorStatsOutput(serializers.Serializer[Any]):
     totals = TotalsOutput()
     per_day = DayOutput(many=True)
@@ -70,6 +78,9 @@ class AnnotatorStatsOutput(serializers.Serializer[Any]):
 
 class ProjectStatsOutput(AnnotatorStatsOutput):
     per_annotator = AnnotatorRatesOutput(many=True)
+    per_category = CategoryRatesOutput(
+        many=True, help_text="per category (then without one); empty without categories"
+    )
 
 
 def _days(request: Request) -> int:

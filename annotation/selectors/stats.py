@@ -20,7 +20,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from annotation.ids import id_in_range
-from annotation.models import Image, Mask, Membership, Project
+from annotation.models import Category, Image, Mask, Membership, Project
 
 MAX_DAYS = 366
 
@@ -63,10 +63,17 @@ class AnnotatorRates(Rates, ReviewRates):
     images_skipped: int  # images this annotator set aside in the window (still skipped)
 
 
+class CategoryRates(Rates, ReviewRates):
+    category_id: int | None  # None: the masks without a category
+    name: str | None
+    color: str | None
+
+
 class Stats(TypedDict, total=False):
     totals: Totals
     per_day: list[DayRates]
     per_annotator: list[AnnotatorRates]
+    per_category: list[CategoryRates]
 
 
 _AGGREGATES: dict[str, Any] = {
@@ -262,8 +269,40 @@ def _per_annotator(*, masks: QuerySet[Mask], skips: QuerySet[Image]) -> list[Ann
     return sorted(rows.values(), key=lambda row: (-row["masks"], row["username"]))
 
 
+def _per_category(*, project: Project, masks: QuerySet[Mask]) -> list[CategoryRates]:
+    """One row per category of the project, in COCO id order, then the masks without one (if
+    any); empty for a project without categories. Some classes cost more time per mask than
+    others: this is where it shows."""
+    categories = list(Category.objects.filter(project=project).order_by("coco_id"))
+    if not categories:
+        return []
+    grouped: dict[int | None, dict[str, Any]] = {
+        row["category_id"]: dict(row)
+        for row in masks.values("category_id").annotate(**_AGGREGATES, **_REVIEW_AGGREGATES)
+    }
+    empty: dict[str, Any] = {"masks": 0, "seconds_per_mask": None, "clicks_per_mask": None}
+    empty |= {"masks_reviewed": 0, "masks_rejected": 0}
+    rows: list[CategoryRates] = []
+    for category in [*categories, None]:
+        key = None if category is None else category.pk
+        if category is None and key not in grouped:
+            continue
+        row = grouped.get(key, empty)
+        rows.append(
+            {
+                "category_id": key,
+                "name": None if category is None else category.name,
+                "color": None if category is None else category.color,
+                **_rates(row),
+                **_review_rates(row),
+            }
+        )
+    return rows
+
+
 def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None = None) -> Stats:
-    """Totals, a per-day series (every day of the window) and per-annotator figures."""
+    """Totals, a per-day series (every day of the window), per-annotator figures and, in a
+    project with categories, per-category figures."""
     since = stats_window_start(days=days, now=now)
     masks = _masks(project=project, since=since, annotator_id=None)
     prefill = _prefill_days(project=project, since=since)
@@ -271,6 +310,7 @@ def project_stats(*, project: Project, days: int = 30, now: dt.datetime | None =
         "totals": _totals(project=project, masks=masks, prefill=prefill),
         "per_day": _per_day(masks=masks, prefill=prefill, since=since, days=days),
         "per_annotator": _per_annotator(masks=masks, skips=_skips(project=project, since=since)),
+        "per_category": _per_category(project=project, masks=masks),
     }
 
 

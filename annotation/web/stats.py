@@ -59,6 +59,7 @@ def _render(
         "subject": subject,
         "may_see_project": may_see_project,
         "per_annotator": stats.get("per_annotator"),
+        "per_category": stats.get("per_category") or [],
         # Newest first in the table; days without masks are only gaps in the charts.
         "days_with_masks": [day for day in reversed(stats["per_day"]) if day["masks"]],
         "chart_data": _chart_data(stats),

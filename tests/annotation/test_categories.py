@@ -24,10 +24,11 @@ from annotation.services.categories import (
 from annotation.services.coco_import import CocoImportRefused, coco_import
 from annotation.services.mask_edit import mask_edit
 from annotation.services.masks import mask_accept, mask_create
-from annotation.services.review import mask_approve
+from annotation.services.review import mask_approve, mask_reject
 from engine.models import Job
 from tests.annotation.test_coco_import import one_triangle, write
 from tests.annotation.test_export import coco_document, run_export
+from tests.annotation.test_web_members import logged_in
 from tests.annotation.workflow import make_images, member, rle_of, square
 from tests.factories import client_for
 
@@ -327,3 +328,33 @@ def test_an_export_of_some_categories_holds_only_their_masks(
     assert job.params["categories"] == [bus.pk]
     with pytest.raises(CommandError, match="has no category 'tram'"):
         call_command("export_dataset", project.name, "--format", "coco", "--category", "tram")
+
+
+def test_statistics_per_category(project, admin_user, annotator_user):
+    (image,) = make_images(project, 1)
+    _accept(image, annotator_user, x0=1)
+    stats_url = f"/api/projects/{project.pk}/stats/"
+    assert client_for(admin_user).get(stats_url).json()["per_category"] == []
+    car = category_create(project=project, name="car")
+    category_create(project=project, name="bus")  # no masks yet: listed with zeros
+    for x0, seconds in ((3, 10.0), (6, 20.0)):
+        mask, _ = mask_accept(
+            image=image,
+            annotator=annotator_user,
+            rle=rle_of(square(x0=x0)),
+            source="assisted",
+            clicks=2,
+            seconds_spent=seconds,
+            category_id=car.pk,
+        )
+    mask_reject(mask=mask, reviewer=member(project, "rita", "reviewer"), reason="not a car")
+    rows = client_for(admin_user).get(stats_url).json()["per_category"]
+    assert [(r["name"], r["masks"], r["seconds_per_mask"]) for r in rows] == [
+        ("car", 2, 15.0),
+        ("bus", 0, None),
+        (None, 1, None),
+    ]
+    assert (rows[0]["masks_rejected"], rows[0]["rejection_rate"]) == (1, 1.0)
+    html = logged_in(admin_user).get(f"/projects/{project.pk}/stats/").content.decode()
+    assert 'id="category-table"' in html
+    assert 'data-category="car"' in html

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from annotation.models import Image, Mask, Project
 from annotation.selectors.stats import annotator_stats, project_stats
+from annotation.services.categories import category_create
 from annotation.services.masks import mask_create
 from engine.models import ModelVersion
 from tests.annotation.workflow import make_images, member, rle_of, square
@@ -165,8 +166,12 @@ def test_annotator_stats_cover_only_that_annotators_masks(project, rows):
 def test_stats_are_computed_in_a_fixed_number_of_queries(
     project, rows, django_assert_max_num_queries
 ):
-    # Images, masks, masks per day, per annotator, skips per annotator, prefilled masks per day.
-    with django_assert_max_num_queries(6):
+    # Images, masks, masks per day, per annotator, skips per annotator, prefilled masks per day,
+    # the project's categories (and, in a project with some, masks per category).
+    with django_assert_max_num_queries(7):
+        project_stats(project=project, days=30, now=NOW)
+    category_create(project=project, name="car")
+    with django_assert_max_num_queries(8):
         project_stats(project=project, days=30, now=NOW)
 
 
