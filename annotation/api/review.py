@@ -49,6 +49,9 @@ class ReviewItemOutput(serializers.Serializer[Any]):
 
 class ReviewQueueInput(serializers.Serializer[Any]):
     annotator = IdField(required=False, help_text="only images with this user's pending masks")
+    category = IdField(
+        required=False, help_text="only images with pending masks of this category (its id)"
+    )
 
 
 class ReviewQueueApi(generics.ListAPIView[Image]):
@@ -64,7 +67,11 @@ class ReviewQueueApi(generics.ListAPIView[Image]):
         require_role(user=self.request.user, project=project, role=REVIEWER)
         data = ReviewQueueInput(data=self.request.query_params)
         data.is_valid(raise_exception=True)
-        return review_queue(project=project, annotator_id=data.validated_data.get("annotator"))
+        return review_queue(
+            project=project,
+            annotator_id=data.validated_data.get("annotator"),
+            category_id=data.validated_data.get("category"),
+        )
 
     @extend_schema(operation_id="review_queue", parameters=[ReviewQueueInput])
     def get(self, *args: Any, **kwargs: Any) -> Any:

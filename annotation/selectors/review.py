@@ -15,16 +15,21 @@ def review_pending_masks(*, project: Project) -> QuerySet[Mask]:
     )
 
 
-def review_queue(*, project: Project, annotator_id: int | None = None) -> QuerySet[Image]:
+def review_queue(
+    *, project: Project, annotator_id: int | None = None, category_id: int | None = None
+) -> QuerySet[Image]:
     """Images of ``project`` with at least one pending mask, in id order.
 
     Each image carries ``review_masks``: all its accepted masks in id order (reviewed ones
     too, so the reviewer sees the whole picture; ``reviewed_at`` tells them apart).
-    ``annotator_id`` narrows the queue to images where that user has pending masks.
+    ``annotator_id`` narrows the queue to images where that user has pending masks,
+    ``category_id`` to those with pending masks of that category.
     """
     pending = review_pending_masks(project=project).filter(image_id=OuterRef("pk"))
     if annotator_id is not None:
         pending = pending.filter(annotator_id=annotator_id)
+    if category_id is not None:
+        pending = pending.filter(category_id=category_id)
     accepted = (
         Mask.objects.filter(status=Mask.Status.ACCEPTED)
         .select_related("image", "annotator", "reviewed_by", "edited_by", "category")

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET
 from annotation.ids import id_from_query
 from annotation.models import Image, Mask
 from annotation.permissions import ANNOTATOR, REVIEWER, has_role, require_role
+from annotation.selectors.categories import project_categories
 from annotation.selectors.projects import project_get_for_user
 from annotation.selectors.review import masks_sent_back, review_pending_masks, review_queue
 
@@ -28,13 +29,16 @@ class ReviewItem:
     masks: list[Mask]  # the ones still waiting for a verdict
 
 
-def _pending(image: Image, annotator_id: int | None) -> list[Mask]:
-    """The image's masks still waiting for a verdict (the queue prefetches every accepted one)."""
+def _pending(image: Image, annotator_id: int | None, category_id: int | None) -> list[Mask]:
+    """The image's masks still waiting for a verdict, of the annotator and category asked for
+    (the queue prefetches every accepted one)."""
     masks: list[Mask] = getattr(image, "review_masks", [])
     return [
         mask
         for mask in masks
-        if mask.reviewed_at is None and (annotator_id is None or mask.annotator_id == annotator_id)
+        if mask.reviewed_at is None
+        and (annotator_id is None or mask.annotator_id == annotator_id)
+        and (category_id is None or mask.category_id == category_id)
     ]
 
 
@@ -49,12 +53,22 @@ def review_queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_get_for_user(user=request.user, project_id=project_id)
     require_role(user=request.user, project=project, role=REVIEWER)
     annotator_id = id_from_query(request.GET.get("annotator"))
-    queue = review_queue(project=project, annotator_id=annotator_id)
+    categories = list(project_categories(project=project))
+    category = next(
+        (c for c in categories if c.pk == id_from_query(request.GET.get("category"))), None
+    )
+    category_id = None if category is None else category.pk
+    queue = review_queue(project=project, annotator_id=annotator_id, category_id=category_id)
     page = Paginator(queue, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
-    items = [ReviewItem(image=image, masks=_pending(image, annotator_id)) for image in page]
+    items = [
+        ReviewItem(image=image, masks=_pending(image, annotator_id, category_id)) for image in page
+    ]
     pending = review_pending_masks(project=project)
     if annotator_id is not None:
         pending = pending.filter(annotator_id=annotator_id)
+    if category_id is not None:
+        pending = pending.filter(category_id=category_id)
+    narrowed = {"annotator": annotator_id, "category": category_id}
     totals = pending.aggregate(masks=Count("id"), images=Count("image_id", distinct=True))
     review_data = {
         "images": [
@@ -75,6 +89,10 @@ def review_queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "queue_images": totals["images"],
         "queue_masks": totals["masks"],
         "annotator_id": annotator_id,
+        "categories": categories,
+        "category": category,
+        # The filters for the pager and "load more" links: "annotator=3&category=4&".
+        "filter_query": "".join(f"{k}={v}&" for k, v in narrowed.items() if v is not None),
         "review_data": review_data,
     }
     return render(request, "annotation/review.html", context)

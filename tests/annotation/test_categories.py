@@ -358,3 +358,23 @@ def test_statistics_per_category(project, admin_user, annotator_user):
     html = logged_in(admin_user).get(f"/projects/{project.pk}/stats/").content.decode()
     assert 'id="category-table"' in html
     assert 'data-category="car"' in html
+
+
+def test_the_review_queue_narrows_to_one_category(project, admin_user, annotator_user):
+    car = category_create(project=project, name="car")
+    bus = category_create(project=project, name="bus")
+    first, second = make_images(project, 2)
+    car_mask = _accept(first, annotator_user, car, x0=3)
+    _accept(first, annotator_user, bus, x0=6)
+    _accept(second, annotator_user, bus, x0=9)
+    api = client_for(admin_user)
+    queue = api.get(f"/api/projects/{project.pk}/review/", {"category": car.pk}).json()
+    assert [item["image"]["id"] for item in queue["results"]] == [first.pk]
+    queue = api.get(f"/api/projects/{project.pk}/review/", {"category": bus.pk}).json()
+    assert [item["image"]["id"] for item in queue["results"]] == [first.pk, second.pk]
+    page = logged_in(admin_user).get(f"/projects/{project.pk}/review/", {"category": car.pk})
+    html = page.content.decode()
+    assert 'id="review-category-filter"' in html
+    assert f'data-mask-id="{car_mask.pk}"' in html
+    assert html.count('class="mask-row"') == 1  # the bus mask of the same image is not listed
+    assert page.context["queue_masks"] == 1
