@@ -20,6 +20,7 @@ from annotation.services.categories import mask_category
 from annotation.services.leases import lease_renew_for_accept
 from annotation.services.mask_encoding import check_count, check_number, mask_encode
 from annotation.services.masks import MAX_COUNT, MAX_SECONDS, require_owner_or_reviewer
+from annotation.services.semi_automatic import prefill_mask_relabel
 
 # ``category`` not given: the mask keeps its own (None would take it off).
 UNCHANGED: Any = object()
@@ -67,6 +68,9 @@ def mask_edit(
     A mask a reviewer rejected is thereby fixed and resubmitted: it is accepted again, and its
     ``rejection_reason`` stays until the next review, so the reviewer sees what was wrong.
 
+    A relabel alone of a proposed prefilled mask (semi-automatic stage) sets its category and
+    nothing else (see :func:`prefill_mask_relabel`).
+
     Refused with nothing changed: PermissionDenied (another annotator's mask), ConflictError
     (a prefilled mask not accepted, a skipped image), InvalidMask (malformed, empty or
     wrong-sized pixels, out-of-range counts), LeaseExpired (the lease rule of an accept).
@@ -76,11 +80,14 @@ def mask_edit(
         .select_related("image", "project")
         .get(pk=mask.pk)
     )
+    relabel_only = category is not UNCHANGED and rle is None and png is None
+    if relabel_only and row.source == Mask.Source.PREFILL and row.status == Mask.Status.PROPOSED:
+        # The model's proposal gets the label it will be accepted with; it is not an edit.
+        return prefill_mask_relabel(mask=row, user=user, category_id=category, now=now)
     _editable(row, user=user)
     clicks = check_count(clicks, name="clicks", high=MAX_COUNT)
     brush_strokes = check_count(brush_strokes, name="brush_strokes", high=MAX_COUNT)
     seconds = check_number(seconds_spent, name="seconds_spent", low=0.0, high=MAX_SECONDS)
-    relabel_only = category is not UNCHANGED and rle is None and png is None
     if not relabel_only:
         encoded = mask_encode(height=row.image.height, width=row.image.width, rle=rle, png=png)
         row.rle_counts, row.area, row.bbox = encoded.counts, encoded.area, encoded.bbox

@@ -30,6 +30,7 @@ from annotation.ids import id_in_range
 from annotation.imaging import load_rgb_array
 from annotation.models import Image, Mask, Project, Stage
 from annotation.permissions import ADMIN, ANNOTATOR, has_role
+from annotation.services.categories import mask_category
 from annotation.services.leases import lease_check_holder
 from annotation.services.prefill_calibration import MatchCounts, rle_iou
 from engine.models import AutomaticImage, Job
@@ -229,6 +230,25 @@ def prefill_mask_restore(*, mask: Mask, user: AnyUser, now: dt.datetime | None =
     locked.save(
         update_fields=["status", "reviewed_by", "reviewed_at", "rejection_reason", "updated_at"]
     )
+    return locked
+
+
+@transaction.atomic
+def prefill_mask_relabel(
+    *, mask: Mask, user: AnyUser, category_id: int | None, now: dt.datetime | None = None
+) -> Mask:
+    """An annotator gives a proposed prefilled mask a category (or takes it off) before the
+    image is done: the model's mask stays proposed and unedited, with the label it will be
+    accepted with. Same rules as :func:`prefill_mask_reject`; InvalidCategory for a category
+    that is not the project's."""
+    now = now or timezone.now()
+    locked = Mask.objects.select_for_update().select_related("image", "project").get(pk=mask.pk)
+    _prefilled(locked)
+    _check_annotator(mask=locked, user=user, now=now)
+    if locked.status != Mask.Status.PROPOSED:
+        raise PrefillRefused(f"mask #{locked.pk} is {locked.status}, not proposed")
+    locked.category = mask_category(project_id=locked.project_id, category_id=category_id)
+    locked.save(update_fields=["category", "updated_at"])
     return locked
 
 

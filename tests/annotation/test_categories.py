@@ -22,6 +22,7 @@ from annotation.services.categories import (
     category_update,
 )
 from annotation.services.coco_import import CocoImportRefused, coco_import
+from annotation.services.leases import image_lease_release, image_lease_take, image_mark_done
 from annotation.services.mask_edit import mask_edit
 from annotation.services.masks import mask_accept, mask_create
 from annotation.services.review import mask_approve, mask_reject
@@ -378,3 +379,56 @@ def test_the_review_queue_narrows_to_one_category(project, admin_user, annotator
     assert f'data-mask-id="{car_mask.pk}"' in html
     assert html.count('class="mask-row"') == 1  # the bus mask of the same image is not listed
     assert page.context["queue_masks"] == 1
+
+
+def test_a_proposed_prefilled_mask_is_labelled_before_the_image_is_done(project, annotator_user):
+    car = category_create(project=project, name="car")
+    (image,) = make_images(project, 1)
+    proposed = mask_create(
+        image=image,
+        rle=rle_of(square()),
+        source="prefill",
+        stage="semi_automatic",
+        status="proposed",
+    )
+    client = client_for(annotator_user)
+    other = member(project, "olga", "annotator")
+    image_lease_take(image=image, user=other)
+    taken = client.patch(f"/api/masks/{proposed.pk}/", {"category": car.pk}, format="json")
+    assert (taken.status_code, taken.json()["code"]) == (409, "lease_taken")
+    image_lease_release(image=image, user=other)
+    answer = client.patch(f"/api/masks/{proposed.pk}/", {"category": car.pk}, format="json")
+    assert answer.status_code == 200, answer.content
+    proposed.refresh_from_db()
+    # Labelled, still the model's proposal: not accepted, not an edit.
+    assert (proposed.category_id, proposed.status, proposed.edit_count) == (car.pk, "proposed", 0)
+    redrawn = client.patch(
+        f"/api/masks/{proposed.pk}/",
+        {"rle": rle_of(square(x0=3)), "category": None},
+        format="json",
+    )
+    assert (redrawn.status_code, redrawn.json()["code"]) == (409, "conflict")  # pixels: no
+    image_mark_done(image=image, user=annotator_user)
+    proposed.refresh_from_db()
+    assert (proposed.status, proposed.category_id) == ("accepted", car.pk)
+
+
+def test_the_categories_command_lists_adds_and_deletes(project, annotator_user):
+    out = io.StringIO()
+    call_command("categories", project.name, stdout=out)
+    assert "has no categories" in out.getvalue()
+    out = io.StringIO()
+    call_command("categories", project.name, "--add", "car", "person", stdout=out)
+    assert "added 'car' (COCO id 1)" in out.getvalue()
+    assert "    2  person" in out.getvalue()
+    car = Category.objects.get(name="car")
+    _accept(make_images(project, 1)[0], annotator_user, car)
+    with pytest.raises(CommandError, match=r"1 masks carry category 'car'.*nothing changed"):
+        call_command("categories", project.name, "--delete", "person", "CAR", "--add", "bus")
+    assert sorted(Category.objects.values_list("name", flat=True)) == ["car", "person"]
+    with pytest.raises(CommandError, match="has no category 'tram'"):
+        call_command("categories", project.name, "--delete", "tram")
+    out = io.StringIO()
+    call_command("categories", project.name, "--delete", "car", "--force", stdout=out)
+    assert "deleted 'car' (1 masks left without a category)" in out.getvalue()
+    assert list(Category.objects.values_list("name", flat=True)) == ["person"]

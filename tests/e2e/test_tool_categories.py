@@ -6,10 +6,13 @@ Setup and helpers: test_tool.py, test_tool_keys.py. Fails on any console error."
 
 from typing import Any
 
+import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from annotation.models import Mask
 from annotation.services.categories import category_create
+from annotation.services.masks import mask_create
 from tests.e2e.conftest import LiveWeb
 from tests.e2e.test_rounds_page import close_connection, console_errors
 from tests.e2e.test_tool import LIVE_TIMEOUT_MS, click_image, drag_image, make_setup, wait_decoded
@@ -123,11 +126,54 @@ def test_categories_are_chosen_stored_cycled_and_changed_in_the_editor(
     first.refresh_from_db()
     assert first.category_id == car.pk
 
+    # L: the keyboard goes to the list, a first letter picks, the focus comes back.
+    page.keyboard.press("l")
+    expect(select).to_be_focused()
+    page.keyboard.press("p")
+    expect(tool).to_have_attribute("data-category", str(person.pk))
+    expect(page.locator("#tool-canvas")).to_be_focused()
+
     # The choice is remembered for the project across a reload.
+    page.keyboard.press("c")
+    expect(tool).to_have_attribute("data-category", "")
     page.keyboard.press("c")
     expect(tool).to_have_attribute("data-category", str(car.pk))
     _reload(page)
     expect(tool).to_have_attribute("data-category", str(car.pk))
     expect(select).to_have_value(str(car.pk))
     assert Mask.objects.count() == 3
+
+    # A row's own select relabels that mask at once (an edit of it); Ctrl+Z takes it back.
+    row(plain).locator("select.row-category").select_option(str(person.pk))
+    expect(status).to_have_text(f"Mask #{plain.pk} is now person.")
+    plain.refresh_from_db()
+    assert (plain.category_id, plain.edit_count) == (person.pk, 1)
+    page.keyboard.press("Control+z")
+    expect(status).to_have_text(f"Mask #{plain.pk} has its category back.")
+    plain.refresh_from_db()
+    assert plain.category_id is None
+
+    # A prefilled mask still proposed is labelled from its row, and stays the model's proposal.
+    proposed = mask_create(
+        image=image,
+        rle=rle_of_box(image, (250, 20, 300, 70)),
+        source="prefill",
+        stage="semi_automatic",
+        status="proposed",
+    )
+    _reload(page)
+    row(proposed).locator("select.row-category").select_option(str(car.pk))
+    expect(status).to_have_text(f"Mask #{proposed.pk} is now car.")
+    proposed.refresh_from_db()
+    assert (proposed.category_id, proposed.status, proposed.edit_count) == (car.pk, "proposed", 0)
+    expect(row(proposed).locator("select.row-category")).to_have_value(str(car.pk))
     assert console_errors == []
+
+
+def rle_of_box(image: Any, box: tuple[int, int, int, int]) -> dict[str, Any]:
+    """COCO RLE of the rectangle ``(x0, y0, x1, y1)`` on ``image``."""
+    pixels = np.zeros((image.height, image.width), dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    pixels[y0:y1, x0:x1] = 1
+    rle = mask_utils.encode(np.asfortranarray(pixels))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}

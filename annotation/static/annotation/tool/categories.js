@@ -4,11 +4,13 @@
 // and its accepts send no category. With some, the block's select names the category the next
 // accepted masks get. The choice is sticky: it stays for the next masks and images, and is
 // remembered per project in localStorage (a remembered category that no longer exists is
-// ignored). C cycles through the categories and "(none)". While an accepted mask is in the
+// ignored). C cycles through the categories and "(none)"; L puts the focus on the list, to pick
+// one by typing. While an accepted mask is in the
 // editor, the select shows and changes that mask's category instead; the change is saved with
 // the edit (edit.js), and leaving the editor shows the sticky choice again.
 
-import { api } from "./api.js";
+import { api, ApiError } from "./api.js";
+import * as session from "./session.js";
 
 function storageKey(projectId) {
   return `maskloop.category.${projectId}`;
@@ -41,7 +43,24 @@ export function bindCategories(tool) {
     chooseCategory(tool, select.value === "" ? null : Number(select.value));
     tool.canvas.focus(); // a focused select swallows the shortcuts (Enter, C): hand them back
   });
+  select.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" || event.key === "Enter") {
+      event.preventDefault();
+      tool.canvas.focus(); // back to the image (L brought the focus here)
+    }
+  });
   tool.categoriesLoaded = loadCategories(tool, select);
+}
+
+/** L: the focus to the category list, to pick one by typing its first letters (many
+ * categories are slow to reach with C). Enter or Esc goes back to the image. */
+export function focusCategory(tool) {
+  if (!tool.categories.length) {
+    tool.say("This project has no categories: masks are stored without one.");
+    return;
+  }
+  tool.$("#category-select").focus();
+  tool.say("Type a category's first letters to pick it; Enter or Esc goes back to the image.");
 }
 
 async function loadCategories(tool, select) {
@@ -139,4 +158,51 @@ export function renderCategory(tool) {
   const editing = tool.work.editing;
   tool.$("#category-note").textContent =
     tool.categoryNote || (editing ? `Of mask #${editing.maskId} in the editor: a change is saved with Enter.` : "Given to the masks you accept next.");
+}
+
+/** A row's select (the accepted masks' list): one the user may relabel and not in the editor. */
+export function rowCategorySelect(tool, item) {
+  if (!tool.categories.length || !(item.prefill || tool.mayEdit(item)) || item.id === tool.editingId()) return [];
+  const select = document.createElement("select");
+  select.className = "row-category";
+  select.setAttribute("aria-label", `Category of mask #${item.id}`);
+  select.title = "Relabel this mask (saved at once; Ctrl+Z undoes it)";
+  select.append(new Option("(none)", ""), ...tool.categories.map((category) => new Option(category.name, String(category.id))));
+  select.value = item.category === null ? "" : String(item.category);
+  select.addEventListener("change", () => {
+    relabel(tool, item, select.value === "" ? null : Number(select.value));
+    tool.canvas.focus(); // give the shortcuts back
+  });
+  return [select];
+}
+
+/** Save a mask's new category alone (PATCH); Ctrl+Z stores the one before again. */
+async function relabel(tool, item, id) {
+  const before = item.category;
+  try {
+    tool.replaceAccepted(await session.editMask(item.id, { category: id }));
+    tool.history.push({ type: "relabel", maskId: item.id, before });
+    tool.say(`Mask #${item.id} is now ${categoryName(tool, id) || "without a category"}.`, "ok");
+  } catch (error) {
+    tool.say(`Not relabelled: ${error.message}`, "error");
+  }
+  tool.updatePanel();
+  tool.requestFrame();
+}
+
+/** Ctrl+Z over a relabel from a row. */
+export async function undoRelabel(tool, action) {
+  try {
+    tool.replaceAccepted(await session.editMask(action.maskId, { category: action.before }));
+    tool.say(`Mask #${action.maskId} has its category back.`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      tool.say(`Mask #${action.maskId} no longer exists.`, "warn");
+    } else {
+      tool.history.push(action);
+      tool.say(`Undo failed: ${error.message}`, "error");
+    }
+  }
+  tool.updatePanel();
+  tool.requestFrame();
 }

@@ -5,7 +5,7 @@
 // + drag or middle-button drag pans.
 
 import { shortcutKey, typesText } from "../keys.js";
-import { cycleCategory } from "./categories.js";
+import { cycleCategory, focusCategory } from "./categories.js";
 import { bitmapHit } from "./masks.js";
 import { closeSkip, openSkip, skipDialogOpen } from "./skip.js";
 import { openPrevious } from "./visited.js";
@@ -180,6 +180,9 @@ export function bindInput(tool) {
       tool.requestFrame();
     } else if (key === "c") {
       cycleCategory(tool);
+    } else if (key === "l") {
+      event.preventDefault(); // the letter must not pick a category in the list
+      focusCategory(tool);
     } else if (key === "u") {
       setUncovered(tool, !tool.overlays.uncovered);
     } else if (key === "m" && tool.hoveredId !== null) {

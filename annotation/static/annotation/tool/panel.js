@@ -2,7 +2,7 @@
 // decoding path, candidates with their predicted IoU, accepted masks, tool mode, brush size;
 // the Category block is categories.js's.
 
-import { categoryName, renderCategory } from "./categories.js";
+import { categoryName, renderCategory, rowCategorySelect } from "./categories.js";
 
 export function updatePanel(tool) {
   const root = tool.root;
@@ -130,7 +130,7 @@ function renderAcceptedList(tool) {
     remove.addEventListener("click", () => tool.deleteAccepted(item.id));
     row.addEventListener("mouseenter", () => tool.hover(item.id));
     row.addEventListener("mouseleave", () => tool.hover(null));
-    row.append(...editButton(tool, item, ["Edit", "Editing"], "Open this mask in the editor (M)"), remove);
+    row.append(...rowCategorySelect(tool, item), ...editButton(tool, item, ["Edit", "Editing"], "Open this mask in the editor (M)"), remove);
     list.append(row);
   }
 }

@@ -8,7 +8,7 @@
 // edit.js, input in input.js, drawing in render.js, the panel in panel.js and categories.js.
 
 import { ApiError, uuid4 } from "./api.js";
-import { acceptCategory, bindCategories } from "./categories.js";
+import { acceptCategory, bindCategories, undoRelabel } from "./categories.js";
 import { BrowserDecoder, ServerDecoder, bestIndex, maskOf, wantsMultimask } from "./decoder.js";
 import { EditTool } from "./edit.js";
 import { newWork } from "./frame.js";
@@ -283,6 +283,8 @@ class Tool extends EditTool {
       if (!this.undoEditStart(action)) return this.undo(); // stale: that edit ended otherwise
     } else if (action.type === "edit-saved") {
       await this.undoSavedEdit(action);
+    } else if (action.type === "relabel") {
+      await undoRelabel(this, action);
     } else if (action.type === "accept") {
       try {
         await session.deleteMask(action.maskId);
