@@ -65,10 +65,11 @@ def file_categories(
 
 
 def annotation_category(
-    record: dict[str, Any], categories: FileCategories, *, keep: bool
+    record: dict[str, Any], categories: FileCategories
 ) -> tuple[int | None, str | None]:
-    """``(file category id to keep or None, error or None)`` of one annotation."""
-    if not keep or not categories or record.get("category_id") is None:
+    """``(file category id to keep or None, error or None)`` of one annotation; no category
+    when the file's are not kept (``categories`` empty)."""
+    if not categories or record.get("category_id") is None:
         return None, None
     value = record["category_id"]
     if not _whole(value) or value not in categories:

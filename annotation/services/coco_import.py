@@ -363,7 +363,7 @@ def _plan(
         image = images.get(image_id)
         if image is None:
             continue  # an image skipped, or refused above (its own error says why)
-        category, problem = annotation_category(record, categories, keep=bool(categories))
+        category, problem = annotation_category(record, categories)
         if problem is not None:
             errors.append(f"{where}: {problem}")
             continue
