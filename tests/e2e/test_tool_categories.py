@@ -103,6 +103,8 @@ def test_categories_are_chosen_stored_cycled_and_changed_in_the_editor(
     expect(tool).to_have_attribute("data-category", str(car.pk))
     select.select_option(str(person.pk))
     expect(tool).to_have_attribute("data-category", str(person.pk))
+    page.keyboard.press("n")  # a relabel not saved yet is not dropped by one N
+    expect(status).to_contain_text("This edit is not saved")
     pixels_before = (first.rle_counts, first.area)
     page.keyboard.press("Enter")
     expect(status).to_contain_text(f"Mask #{first.pk} saved (edit 1")

@@ -165,7 +165,8 @@ export class ToolBase {
 
   async next({ markDone = true } = {}) {
     const work = this.work;
-    const unsaved = work.area > 0 && (!work.editing || work.prompts.length > 0 || work.strokes.length > 0);
+    const relabelled = work.editing !== null && this.editable(work.editing.maskId)?.category !== work.editing.category;
+    const unsaved = relabelled || (work.area > 0 && (!work.editing || work.prompts.length > 0 || work.strokes.length > 0));
     if (markDone && unsaved && performance.now() - this.lastN > DOUBLE_PRESS_MS) {
       this.lastN = performance.now();
       this.say(work.editing ? "This edit is not saved: press Enter to save it, or N again to drop it." : "This mask is not accepted: press Enter to keep it, or N again to drop it.", "warn");
