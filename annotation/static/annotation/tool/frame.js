@@ -85,7 +85,7 @@ export class ToolBase {
     this.pendingLatency = null;
     this.frameRequested = false;
     this.timers = [];
-    this.lastN = 0;
+    this.lastN = -Infinity; // no N yet: the first one within 4 s of loading warns too
     this.loadToken = 0;
     let resolveReady;
     this.ready = new Promise((resolve) => (resolveReady = resolve));
@@ -172,6 +172,7 @@ export class ToolBase {
       this.say(work.editing ? "This edit is not saved: press Enter to save it, or N again to drop it." : "This mask is not accepted: press Enter to keep it, or N again to drop it.", "warn");
       return;
     }
+    this.lastN = -Infinity; // a second N drops this work only, not the next image's
     try {
       if (markDone && this.image) await session.markDone(this.image.id).catch(ignoreRemoved);
       this.setState("loading", "Finding the next image…");
