@@ -8,7 +8,7 @@
 
 import { ApiError } from "./api.js";
 import { relabelOf } from "./categories.js";
-import { newWork } from "./frame.js";
+import { newWork } from "./work.js";
 import { historyWithoutMask } from "./history.js";
 import { decodeMask, encodeMask } from "./rle.js";
 import * as session from "./session.js";

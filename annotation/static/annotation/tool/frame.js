@@ -13,7 +13,8 @@ import { decodeMask } from "./rle.js";
 import * as session from "./session.js";
 import { bindSkip } from "./skip.js";
 import { rememberVisit } from "./visited.js";
-import { ActiveTimer, Viewport } from "./viewport.js";
+import { Viewport } from "./viewport.js";
+import { newWork } from "./work.js";
 
 const EMBEDDING_POLL_MS = 1000;
 const DOUBLE_PRESS_MS = 4000;
@@ -22,22 +23,6 @@ const DEPLOY_POLL_MS = 15_000; // how often the tool asks which model version is
 /** An image an admin removed while it was open has nothing left to mark done: go on. */
 function ignoreRemoved(error) {
   if (!(error instanceof ApiError && error.status === 404)) throw error;
-}
-
-export function newWork(idleCap) {
-  return {
-    prompts: [], // {kind: "point", x, y, label} | {kind: "box", box}; + result, selected
-    strokes: [], // {mode: "brush"|"eraser", radius, points: [[x, y], ...]}
-    events: [], // provenance: every prompt, stroke, pick and undo with its time offset
-    mask: null,
-    area: 0,
-    clicks: 0,
-    strokeCount: 0,
-    timer: new ActiveTimer(idleCap),
-    acceptKey: null,
-    generation: 0,
-    editing: null, // {maskId, base, counted} while an accepted mask is in the editor (edit.js)
-  };
 }
 
 export class ToolBase {
@@ -166,7 +151,8 @@ export class ToolBase {
   async next({ markDone = true } = {}) {
     const work = this.work;
     const relabelled = work.editing !== null && this.editable(work.editing.maskId)?.category !== work.editing.category;
-    const unsaved = relabelled || (work.area > 0 && (!work.editing || work.prompts.length > 0 || work.strokes.length > 0));
+    // Nothing can be saved on an image an admin removed meanwhile: N just moves on.
+    const unsaved = !this.imageGone && (relabelled || (work.area > 0 && (!work.editing || work.prompts.length > 0 || work.strokes.length > 0)));
     if (markDone && unsaved && performance.now() - this.lastN > DOUBLE_PRESS_MS) {
       this.lastN = performance.now();
       this.say(work.editing ? "This edit is not saved: press Enter to save it, or N again to drop it." : "This mask is not accepted: press Enter to keep it, or N again to drop it.", "warn");
@@ -195,6 +181,7 @@ export class ToolBase {
 
   clearImageState() {
     this.imageElement = null;
+    this.imageGone = false; // set when the server says an admin removed the image (tool.js)
     this.work = newWork(this.idleCap);
     this.history = [];
     this.accepted = [];

@@ -5,13 +5,14 @@
 // on top, the counters and the active-time timer. `this.history` is the undo stack across
 // prompts, strokes, clears and accepts. The image, its lease and embedding are handled in
 // frame.js (the base class), brush and eraser strokes in strokes.js, editing an accepted mask in
-// edit.js, input in input.js, drawing in render.js, the panel in panel.js and categories.js.
+// edit.js, input in input.js, drawing in render.js, the panel in panel.js and categories.js,
+// the work in progress on one mask in work.js.
 
 import { ApiError, uuid4 } from "./api.js";
 import { acceptCategory, bindCategories, undoRelabel } from "./categories.js";
 import { BrowserDecoder, ServerDecoder, bestIndex, maskOf, wantsMultimask } from "./decoder.js";
 import { EditTool } from "./edit.js";
-import { newWork } from "./frame.js";
+import { newWork } from "./work.js";
 import { historyWithoutMask } from "./history.js";
 import { maskArea, maskBox, paintRect } from "./masks.js";
 import { encodeMask } from "./rle.js";
@@ -142,7 +143,8 @@ class Tool extends EditTool {
       await this.prepareModel(this.version.id);
       return null;
     }
-    this.say(error.status === 404 ? IMAGE_GONE : error.message, "error");
+    this.imageGone = error.status === 404;
+    this.say(this.imageGone ? IMAGE_GONE : error.message, "error");
     return null;
   }
 
@@ -229,8 +231,8 @@ class Tool extends EditTool {
       this.say(`Mask #${mask.id} accepted (${body.source}, ${body.seconds_spent.toFixed(1)} s).`, "ok");
     } catch (error) {
       const retry = error instanceof ApiError ? "" : " Press Enter to try again.";
-      const gone = error instanceof ApiError && error.status === 404;
-      this.say(gone ? `Not saved. ${IMAGE_GONE}` : `Not saved: ${error.message}.${retry}`, "error");
+      this.imageGone = error instanceof ApiError && error.status === 404;
+      this.say(this.imageGone ? `Not saved. ${IMAGE_GONE}` : `Not saved: ${error.message}.${retry}`, "error");
     } finally {
       this.accepting = false;
       this.updatePanel();
