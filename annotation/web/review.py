@@ -43,7 +43,14 @@ def _pending(image: Image, annotator_id: int | None, category_id: int | None) ->
 
 
 def _mask_data(mask: Mask, image: Image) -> dict[str, Any]:
-    return {"id": mask.pk, "rle": {"size": [image.height, image.width], "counts": mask.rle_counts}}
+    """What the page's script draws: the RLE, and the category's colour as [r, g, b] (null: the
+    page picks one)."""
+    color = mask.category.color if mask.category is not None else None
+    return {
+        "id": mask.pk,
+        "rle": {"size": [image.height, image.width], "counts": mask.rle_counts},
+        "color": None if color is None else [int(color[i : i + 2], 16) for i in (1, 3, 5)],
+    }
 
 
 @require_GET

@@ -210,6 +210,9 @@ def test_the_review_queue_narrows_to_one_category(project, admin_user, annotator
     assert f'data-mask-id="{car_mask.pk}"' in html
     assert html.count('class="mask-row"') == 1  # the bus mask of the same image is not listed
     assert page.context["queue_masks"] == 1
+    # The page draws the mask in its category's colour.
+    [drawn] = page.context["review_data"]["images"][0]["masks"]
+    assert drawn["color"] == [int(car.color[i : i + 2], 16) for i in (1, 3, 5)]
 
 
 def test_the_sent_back_page_names_the_category(project, annotator_user):

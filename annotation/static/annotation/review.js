@@ -81,7 +81,7 @@ class ReviewPage {
     this.fitCanvas();
     const layers = new Map();
     entry.masks.forEach((mask, index) => {
-      const colour = PALETTE[index % PALETTE.length];
+      const colour = mask.color || PALETTE[index % PALETTE.length]; // a category's colour first
       try {
         layers.set(mask.id, new MaskLayer(mask, entry.width, entry.height, colour));
       } catch (error) {
