@@ -1,6 +1,9 @@
 """Category reads: a project's categories, with how many masks carry each."""
 
+from typing import NamedTuple
+
 from django.db.models import Count, QuerySet
+from django.db.models.functions import Lower
 from django.http import Http404
 
 from annotation.ids import id_in_range
@@ -34,3 +37,23 @@ def category_mask_counts(*, project: Project, status: str = Mask.Status.ACCEPTED
         .order_by()
     )
     return {row["category_id"]: row["masks"] for row in rows}
+
+
+def category_named(*, project: Project, name: str) -> Category | None:
+    """``project``'s category called ``name`` in any case (names are unique that way)."""
+    return (
+        Category.objects.annotate(lowered=Lower("name"))
+        .filter(project=project, lowered=name.lower())
+        .first()
+    )
+
+
+class CategoryMasks(NamedTuple):
+    category: Category
+    masks: int  # accepted masks that carry it
+
+
+def categories_with_masks(*, project: Project) -> list[CategoryMasks]:
+    """``project``'s categories in COCO id order, each with its accepted masks."""
+    counts = category_mask_counts(project=project)
+    return [CategoryMasks(c, counts.get(c.pk, 0)) for c in project_categories(project=project)]

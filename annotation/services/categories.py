@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models.functions import Lower
 
 from annotation.errors import ConflictError, DomainError
 from annotation.models import Category, Mask, Project
+from annotation.selectors.categories import category_named
 
 MAX_CATEGORIES = 1000  # per project: a label list, not a taxonomy of millions
 MAX_NAME = 100
@@ -84,12 +84,8 @@ def _coco_id_checked(coco_id: object) -> int:
 
 
 def _name_taken(project: Project, name: str, *, other_than: int | None = None) -> bool:
-    same = Category.objects.annotate(lowered=Lower("name")).filter(
-        project=project, lowered=name.lower()
-    )
-    if other_than is not None:
-        same = same.exclude(pk=other_than)
-    return same.exists()
+    same = category_named(project=project, name=name)
+    return same is not None and same.pk != other_than
 
 
 def mask_category(*, project_id: int, category_id: int | None) -> Category | None:
@@ -177,15 +173,16 @@ def category_delete(*, category: Category, force: bool = False) -> int:
 @transaction.atomic
 def categories_for_import(
     *, project: Project, records: Sequence[Mapping[str, Any]]
-) -> dict[int, Category]:
+) -> tuple[dict[int, Category], int]:
     """A COCO file's categories (checked ``{"id", "name"}`` records) as the project's: matched
     by name (exactly, else ignoring case), created when missing with the file's id as their
-    ``coco_id`` where it is free. Returns file id -> category."""
+    ``coco_id`` where it is free. Returns (file id -> category, how many were created)."""
     existing = list(Category.objects.select_for_update().filter(project=project))
     by_name = {c.name: c for c in existing}
     by_lower = {c.name.lower(): c for c in existing}
     used_ids = {c.coco_id for c in existing}
     mapped: dict[int, Category] = {}
+    created = 0
     for record in records:
         name = category_name_checked(record["name"])
         found = by_name.get(name) or by_lower.get(name.lower())
@@ -196,5 +193,6 @@ def categories_for_import(
             found = category_create(project=project, name=name, coco_id=coco_id)
             by_name[name] = by_lower[name.lower()] = found
             used_ids.add(found.coco_id)
+            created += 1
         mapped[record["id"]] = found
-    return mapped
+    return mapped, created

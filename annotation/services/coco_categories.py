@@ -20,7 +20,8 @@ from annotation.services.categories import (
 FileCategories = dict[int, str | None]
 
 
-def _whole(value: object) -> bool:
+def is_whole(value: object) -> bool:
+    """An integer JSON value (a bool is not one), as COCO ids are."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -38,7 +39,7 @@ def file_categories(
     found: FileCategories = {}
     for index, record in enumerate(records):
         where = f"categories[{index}]"
-        if not isinstance(record, dict) or not _whole(record.get("id")):
+        if not isinstance(record, dict) or not is_whole(record.get("id")):
             errors.append(f"{where}: needs an integer id")
             continue
         if record["id"] in found:
@@ -72,12 +73,15 @@ def annotation_category(
     if not categories or record.get("category_id") is None:
         return None, None
     value = record["category_id"]
-    if not _whole(value) or value not in categories:
+    if not is_whole(value) or value not in categories:
         return None, f"category_id {value!r} is not one of the file's categories"
     return (value if categories[value] is not None else None), None
 
 
-def categories_write(*, project: Project, categories: FileCategories) -> dict[int, Category]:
-    """The project's category for each kept file category (created when missing)."""
+def categories_write(
+    *, project: Project, categories: FileCategories
+) -> tuple[dict[int, Category], int]:
+    """The project's category for each kept file category (created when missing), and how
+    many were created."""
     records = [{"id": key, "name": name} for key, name in categories.items() if name is not None]
-    return categories_for_import(project=project, records=records) if records else {}
+    return categories_for_import(project=project, records=records) if records else ({}, 0)

@@ -36,6 +36,7 @@ from annotation.services.coco_categories import (
     annotation_category,
     categories_write,
     file_categories,
+    is_whole,
 )
 from annotation.services.coco_segmentation import segmentation_encoded
 from annotation.services.mask_encoding import EncodedMask
@@ -171,7 +172,7 @@ def coco_import_data(
     errors: list[str] = []
     categories = file_categories(coco, project=project, errors=errors, keep=keep_categories)
     images, skipped = _match_images(project, coco["images"], errors, skip_missing_images)
-    listed = {r["id"] for r in coco["images"] if isinstance(r, dict) and _whole(r.get("id"))}
+    listed = {r["id"] for r in coco["images"] if isinstance(r, dict) and is_whole(r.get("id"))}
     planned = _plan(coco["annotations"], images, listed, errors, categories)
     if errors:
         shown = "; ".join(errors[:ERRORS_SHOWN])
@@ -184,8 +185,7 @@ def coco_import_data(
     for item in planned:
         by_image.setdefault(item.image.pk, []).append(item)
     prefix = f"{KEY_PREFIX}:{project.pk}:{sha256[:40]}:"
-    before = project.categories.count()
-    project_categories = categories_write(project=project, categories=categories)
+    project_categories, created = categories_write(project=project, categories=categories)
     job = job_create(
         kind=Job.Kind.IMPORT_MASKS,
         project=project,
@@ -202,7 +202,7 @@ def coco_import_data(
         already=0,
         skipped_images=skipped,
         categories=len(coco.get("categories") or []),
-        categories_created=project.categories.count() - before,
+        categories_created=created,
     )
     reported = time.monotonic()
     try:
@@ -252,10 +252,6 @@ def _parse(data: bytes) -> dict[str, Any]:
     return coco
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _base_name(file_name: str) -> str:
     return PurePosixPath(file_name.replace("\\", "/")).name
 
@@ -299,7 +295,7 @@ def _match_images(
     skipped: list[str] = []
     for index, record in enumerate(records):
         where = f"images[{index}]"
-        if not isinstance(record, dict) or not _whole(record.get("id")):
+        if not isinstance(record, dict) or not is_whole(record.get("id")):
             errors.append(f"{where}: needs an integer id")
             continue
         name = record.get("file_name")
@@ -348,7 +344,7 @@ def _plan(
     seen: set[int] = set()
     for index, record in enumerate(records):
         where = f"annotations[{index}]"
-        if not isinstance(record, dict) or not _whole(record.get("id")):
+        if not isinstance(record, dict) or not is_whole(record.get("id")):
             errors.append(f"{where}: needs an integer id")
             continue
         where = f"{where} (id {record['id']})"
@@ -357,7 +353,7 @@ def _plan(
             continue
         seen.add(record["id"])
         image_id = record.get("image_id")
-        if not _whole(image_id) or image_id not in listed:
+        if not is_whole(image_id) or image_id not in listed:
             errors.append(f"{where}: image_id {image_id!r} is not one of the file's images")
             continue
         image = images.get(image_id)

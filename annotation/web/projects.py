@@ -26,7 +26,7 @@ from annotation.permissions import (
     require_admin,
     role_in,
 )
-from annotation.selectors.categories import category_mask_counts, project_categories
+from annotation.selectors.categories import categories_with_masks
 from annotation.selectors.images import (
     IMAGE_STATES,
     image_state_counts,
@@ -122,15 +122,6 @@ def _annotator_figures(request: HttpRequest, project: Project, *, may_review: bo
     ]
 
 
-def _categories_with_counts(project: Project) -> list[dict[str, Any]]:
-    """The project's categories for its page, each with its accepted masks."""
-    counts = category_mask_counts(project=project)
-    return [
-        {"category": row, "masks": counts.get(row.pk, 0)}
-        for row in project_categories(project=project)
-    ]
-
-
 def project_page(
     request: HttpRequest,
     project_id: int,
@@ -158,7 +149,7 @@ def project_page(
         "is_admin": is_admin,
         "may_review": may_review,
         "members": project_members(project=project),
-        "categories": _categories_with_counts(project),
+        "categories": categories_with_masks(project=project),
         "roles": Membership.Role.choices,
         "page": page,
         "state": state,

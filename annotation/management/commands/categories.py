@@ -10,7 +10,7 @@ from django.db import transaction
 from annotation.errors import DomainError
 from annotation.management.commands._lookup import project_from_ref
 from annotation.models import Category, Project
-from annotation.selectors.categories import category_mask_counts, project_categories
+from annotation.selectors.categories import categories_with_masks, category_named
 from annotation.services.categories import category_create, category_delete
 
 
@@ -46,17 +46,15 @@ class Command(BaseCommand):
                     self.stdout.write(f"added {added.name!r} (COCO id {added.coco_id})")
         except DomainError as exc:
             raise CommandError(f"{exc.message}; nothing changed") from exc
-        counts = category_mask_counts(project=project)
-        rows = list(project_categories(project=project))
+        rows = categories_with_masks(project=project)
         if not rows:
             self.stdout.write(f"project {project.name!r} has no categories (class-agnostic)")
-        for row in rows:
-            masks = counts.get(row.pk, 0)
+        for row, masks in rows:
             self.stdout.write(f"{row.coco_id:>5}  {row.name}  {row.color}  {masks} masks")
 
 
 def _named(project: Project, name: str) -> Category:
-    found = [c for c in project_categories(project=project) if c.name.lower() == name.lower()]
-    if not found:
+    found = category_named(project=project, name=name)
+    if found is None:
         raise CommandError(f"project {project.name!r} has no category {name!r}; nothing changed")
-    return found[0]
+    return found

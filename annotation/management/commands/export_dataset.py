@@ -14,7 +14,7 @@ from tqdm import tqdm
 from annotation.errors import DomainError
 from annotation.management.commands._lookup import project_from_ref, user_from_name
 from annotation.models import Mask, Project, Stage
-from annotation.selectors.categories import project_categories
+from annotation.selectors.categories import category_named, project_categories
 from annotation.services.export import FORMATS, export_run, export_start
 from engine.services.jobs import job_fail
 from storage.blobs import get_blob_store, open_location
@@ -111,12 +111,12 @@ def _category_ids(project: Project, names: list[str] | None) -> list[int] | None
     """The ids of the project's categories named on the command line (any case)."""
     if not names:
         return None
-    by_name = {c.name.lower(): c.pk for c in project_categories(project=project)}
-    unknown = [name for name in names if name.lower() not in by_name]
+    found = {name: category_named(project=project, name=name) for name in names}
+    unknown = [name for name, category in found.items() if category is None]
     if unknown:
-        known = ", ".join(sorted(by_name)) or "none"
+        known = ", ".join(c.name for c in project_categories(project=project)) or "none"
         raise CommandError(
             f"project {project.name!r} has no category {', '.join(map(repr, unknown))} "
             f"(its categories: {known})"
         )
-    return sorted({by_name[name.lower()] for name in names})
+    return sorted({category.pk for category in found.values() if category is not None})
